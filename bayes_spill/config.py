@@ -1,0 +1,287 @@
+"""Model configurations: one TOML file per named variant (``models/*.toml``), parsed by tomllib
+into frozen dataclasses. Unknown keys, wrong types and invalid priors are errors that list what
+is valid. Priors and sampler settings live in the file, not in code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from bayes_spill.errors import ConfigError
+from bayes_spill.panel import PanelSettings
+
+# Distributions a prior may name, with their parameters (PyMC names) and positivity rules.
+PRIOR_FAMILIES: dict[str, tuple[str, ...]] = {
+    "Normal": ("mu", "sigma"),
+    "HalfNormal": ("sigma",),
+    "LogNormal": ("mu", "sigma"),
+    "Exponential": ("lam",),
+    "Gamma": ("alpha", "beta"),
+    "StudentT": ("nu", "mu", "sigma"),
+}
+POSITIVE_PARAMETERS = {"sigma", "lam", "alpha", "beta", "nu"}
+
+# Which support each model parameter needs, so a prior cannot put mass where it is undefined.
+POSITIVE_SUPPORT = {"halflife_km", "sigma_alpha", "sigma_w", "county_tau"}
+REAL_SUPPORT = {"gamma", "mu_alpha", "alpha", "beta_k", "beta_l", "beta_r", "beta_zero_rd", "year_effect", "county_delta"}
+POSITIVE_FAMILIES = {"HalfNormal", "LogNormal", "Exponential", "Gamma"}
+REAL_FAMILIES = {"Normal", "StudentT"}
+
+SAMPLERS = ("nutpie", "pymc", "numpyro")
+
+
+@dataclass(frozen=True)
+class Prior:
+    family: str
+    params: tuple[tuple[str, float], ...]
+
+    def kwargs(self) -> dict[str, float]:
+        return dict(self.params)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the likelihood contains.
+
+    alpha: "heterogeneous" (alpha_i ~ Normal(mu_alpha, sigma_alpha), spec. 2) or "homogeneous"
+        (one alpha for all firms, no location block: spec. 1 of Table 3).
+    sorting: False fixes gamma = 0 (the location block stays, so LOO compares like with like).
+    spillover: "level" ($ bil, the paper's choice) or "log" (log of max(S, log_floor_bil)).
+    choice_set: "occupied" counties (default, the paper's setting) or "all" counties.
+    own_stock: "exclude" (S_it = S_{l_i t} - R_it, default) or "include".
+    sbar_year: None averages S_lt over the sample years for the location choice; a year uses it.
+    county_covariates: covariates of the county-effect prior; "log_labor_force" is built in,
+        other names are numeric columns of the county table (used as given, centred).
+    """
+
+    alpha: str = "heterogeneous"
+    sorting: bool = True
+    spillover: str = "level"
+    log_floor_bil: float = 0.001
+    choice_set: str = "occupied"
+    own_stock: str = "exclude"
+    sbar_year: int | None = None
+    county_covariates: tuple[str, ...] = ("log_labor_force",)
+
+    @property
+    def location_block(self) -> bool:
+        return self.alpha == "heterogeneous"
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    backend: str = "nutpie"
+    chains: int = 4
+    draws: int = 1000
+    tune: int = 1000
+    target_accept: float = 0.9
+    seed: int = 2010
+    cores: int | None = None
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    description: str
+    model: ModelSpec
+    priors: tuple[tuple[str, Prior], ...]
+    sampler: SamplerSpec
+    panel: PanelSettings
+    source: str = "<memory>"
+    text: str = ""
+
+    def prior(self, name: str) -> Prior:
+        for key, prior in self.priors:
+            if key == name:
+                return prior
+        raise ConfigError(f"{self.source}: no prior for '{name}' (priors given: {', '.join(k for k, _ in self.priors)})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "model": asdict(self.model),
+            "priors": {k: {"dist": p.family, **p.kwargs()} for k, p in self.priors},
+            "sampler": asdict(self.sampler),
+            "panel": asdict(self.panel),
+        }
+
+    def hash(self) -> str:
+        """sha256 of the canonical configuration (independent of comments and key order)."""
+        canonical = {k: v for k, v in self.to_dict().items() if k != "sampler"}
+        canonical["sampler"] = {k: v for k, v in asdict(self.sampler).items() if k not in ("cores",)}
+        return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
+
+    def with_sampler(self, **changes: Any) -> "ModelConfig":
+        values = {**asdict(self.sampler), **{k: v for k, v in changes.items() if v is not None}}
+        sampler = _build_section(SamplerSpec, values, self.source, "sampler")
+        _check_sampler(sampler, self.source)
+        return ModelConfig(self.name, self.description, self.model, self.priors, sampler, self.panel, self.source, self.text)
+
+
+TOP_LEVEL_KEYS = ("name", "description", "model", "priors", "sampler", "panel")
+
+
+def required_priors(model: ModelSpec) -> tuple[str, ...]:
+    names = ["beta_k", "beta_l", "beta_r", "beta_zero_rd", "sigma_w", "halflife_km", "year_effect"]
+    if model.alpha == "homogeneous":
+        names.append("alpha")
+    else:
+        names += ["mu_alpha", "sigma_alpha", "county_delta", "county_tau"]
+        if model.sorting:
+            names.append("gamma")
+    return tuple(names)
+
+
+def load_config(path: str | Path) -> ModelConfig:
+    """Parse and validate a model TOML file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such model configuration file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the model configuration ({exc})") from None
+    return parse_config(text, source=str(path))
+
+
+def parse_config(text: str, source: str = "<memory>") -> ModelConfig:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML ({exc})") from None
+    _reject_unknown(raw, TOP_LEVEL_KEYS, source, "top level")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name.strip() or not all(c.isalnum() or c in "-_" for c in name):
+        raise ConfigError(f"{source}: 'name' must be a non-empty string of letters, digits, '-' or '_' (it names the output folder)")
+    description = raw.get("description", "")
+    if not isinstance(description, str):
+        raise ConfigError(f"{source}: 'description' must be a string")
+    model = _build_section(ModelSpec, raw.get("model", {}), source, "model")
+    _check_model(model, source)
+    sampler = _build_section(SamplerSpec, raw.get("sampler", {}), source, "sampler")
+    _check_sampler(sampler, source)
+    try:
+        panel = _build_section(PanelSettings, raw.get("panel", {}), source, "panel")
+    except ValueError as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"{source}: [panel] {exc}") from None
+    priors = _parse_priors(raw.get("priors", {}), model, source)
+    return ModelConfig(name, description, model, priors, sampler, panel, source, text)
+
+
+def _reject_unknown(table: Any, valid: tuple[str, ...], source: str, where: str) -> None:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{source}: [{where}] must be a table")
+    unknown = sorted(set(table) - set(valid))
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {', '.join(map(repr, unknown))} in {where}; valid keys: {', '.join(valid)}")
+
+
+def _build_section(cls, table: Any, source: str, where: str):
+    valid = tuple(f.name for f in fields(cls))
+    _reject_unknown(table, valid, source, f"[{where}]" if where != "top level" else where)
+    values = {}
+    defaults = cls()
+    for f in fields(cls):
+        if f.name not in table:
+            continue
+        values[f.name] = _coerce(table[f.name], getattr(defaults, f.name), f"{where}.{f.name}", source, f.type)
+    return cls(**values)
+
+
+def _coerce(value: Any, default: Any, key: str, source: str, annotation: Any):
+    optional = "None" in str(annotation)
+    if value is None and optional:
+        return None
+    if isinstance(default, bool) or "bool" in str(annotation):
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{source}: {key} must be true or false, got {value!r}")
+    if isinstance(default, tuple):
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise ConfigError(f"{source}: {key} must be a list of strings, got {value!r}")
+    if "int" in str(annotation) and "float" not in str(annotation):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{source}: {key} must be an integer, got {value!r}")
+    if isinstance(default, float) or "float" in str(annotation):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value and abs(value) != float("inf"):
+            return float(value)
+        raise ConfigError(f"{source}: {key} must be a finite number, got {value!r}")
+    if isinstance(default, str) or "str" in str(annotation):
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{source}: {key} must be a string, got {value!r}")
+    return value
+
+
+def _check_choice(value: str, valid: tuple[str, ...], key: str, source: str) -> None:
+    if value not in valid:
+        raise ConfigError(f"{source}: {key} = {value!r} is not one of {', '.join(map(repr, valid))}")
+
+
+def _check_model(m: ModelSpec, source: str) -> None:
+    _check_choice(m.alpha, ("heterogeneous", "homogeneous"), "model.alpha", source)
+    _check_choice(m.spillover, ("level", "log"), "model.spillover", source)
+    _check_choice(m.choice_set, ("occupied", "all"), "model.choice_set", source)
+    _check_choice(m.own_stock, ("exclude", "include"), "model.own_stock", source)
+    if m.log_floor_bil <= 0:
+        raise ConfigError(f"{source}: model.log_floor_bil must be positive, got {m.log_floor_bil}")
+
+
+def _check_sampler(s: SamplerSpec, source: str) -> None:
+    _check_choice(s.backend, SAMPLERS, "sampler.backend", source)
+    for key in ("chains", "draws"):
+        if getattr(s, key) < 1:
+            raise ConfigError(f"{source}: sampler.{key} must be at least 1, got {getattr(s, key)}")
+    if s.tune < 0:
+        raise ConfigError(f"{source}: sampler.tune must be non-negative, got {s.tune}")
+    if not 0.5 <= s.target_accept < 1.0:
+        raise ConfigError(f"{source}: sampler.target_accept must be in [0.5, 1), got {s.target_accept}")
+    if s.seed < 0:
+        raise ConfigError(f"{source}: sampler.seed must be non-negative, got {s.seed}")
+    if s.cores is not None and s.cores < 1:
+        raise ConfigError(f"{source}: sampler.cores must be at least 1, got {s.cores}")
+
+
+def _parse_priors(table: Any, model: ModelSpec, source: str) -> tuple[tuple[str, Prior], ...]:
+    needed = required_priors(model)
+    _reject_unknown(table, needed, source, "[priors] (for this model)")
+    missing = [n for n in needed if n not in table]
+    if missing:
+        raise ConfigError(f"{source}: [priors] is missing {', '.join(missing)}")
+    return tuple((name, _parse_prior(name, table[name], source)) for name in needed)
+
+
+def _parse_prior(name: str, spec: Any, source: str) -> Prior:
+    key = f"priors.{name}"
+    if not isinstance(spec, dict) or "dist" not in spec:
+        raise ConfigError(f"{source}: {key} must be a table like {{ dist = \"Normal\", mu = 0.0, sigma = 1.0 }}")
+    family = spec["dist"]
+    if family not in PRIOR_FAMILIES:
+        raise ConfigError(f"{source}: {key}.dist = {family!r} is not one of {', '.join(PRIOR_FAMILIES)}")
+    expected = PRIOR_FAMILIES[family]
+    given = {k: v for k, v in spec.items() if k != "dist"}
+    if set(given) != set(expected):
+        raise ConfigError(f"{source}: {key} ({family}) takes exactly {', '.join(expected)}; got {', '.join(given) or 'nothing'}")
+    params = []
+    for p in expected:
+        v = given[p]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or abs(v) == float("inf"):
+            raise ConfigError(f"{source}: {key}.{p} must be a finite number, got {v!r}")
+        if p in POSITIVE_PARAMETERS and v <= 0:
+            raise ConfigError(f"{source}: {key}.{p} must be positive, got {v}")
+        params.append((p, float(v)))
+    if name in POSITIVE_SUPPORT and family not in POSITIVE_FAMILIES:
+        raise ConfigError(f"{source}: {key} must be a positive distribution ({', '.join(sorted(POSITIVE_FAMILIES))}), got {family}")
+    if name in REAL_SUPPORT and family not in REAL_FAMILIES:
+        raise ConfigError(f"{source}: {key} must be a distribution on the real line ({', '.join(sorted(REAL_FAMILIES))}), got {family}")
+    return Prior(family, tuple(params))

@@ -1,0 +1,178 @@
+"""Fitting: data and configuration in, a posterior DataTree out (sampled with NUTS).
+
+``fit()`` is what ``bayes-spill fit`` calls. It resolves the data and the model configuration,
+builds the PyMC model, samples, assembles the DataTree (posterior, sample_stats, a per-firm
+log_likelihood, observed_data, constant_data, provenance attrs) and, when given an output
+folder, writes it atomically with a summary (see ``posterior_io.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pymc as pm
+import xarray as xr
+
+from bayes_spill import __version__
+from bayes_spill.config import ModelConfig, load_config
+from bayes_spill.datasets import DEFAULT_DATASET, dataset_path, load_dataset
+from bayes_spill.inputs import load_panel
+from bayes_spill.model import FIRM, FIRM_LOGLIK, YEAR, build_model, model_data
+from bayes_spill.panel import PreparedPanel
+
+REPO_MODELS = Path(__file__).resolve().parents[1] / "models"
+DEFAULT_MODEL = "lychagin2010"
+OBS = "obs"
+
+
+def resolve_config(model: str | Path | ModelConfig = DEFAULT_MODEL) -> ModelConfig:
+    """A ModelConfig from an object, a TOML path, or the name of a file in ``models/``."""
+    if isinstance(model, ModelConfig):
+        return model
+    path = Path(model)
+    if not path.exists() and path.suffix != ".toml" and (REPO_MODELS / f"{model}.toml").exists():
+        path = REPO_MODELS / f"{model}.toml"
+    return load_config(path)
+
+
+def resolve_data(data, config: ModelConfig, counties=None) -> tuple[PreparedPanel, str]:
+    """(panel, sha256 of the data) from None (the embedded default), a path, or a PreparedPanel."""
+    if data is None or data == DEFAULT_DATASET:
+        return load_dataset(), _sha256(dataset_path())
+    if isinstance(data, PreparedPanel):
+        return data, hashlib.sha256(data.to_frame().to_csv(index=False).encode()).hexdigest()
+    panel = load_panel(data, counties=counties, settings=config.panel)
+    return panel, _sha256(Path(data))
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def sample(model: pm.Model, config: ModelConfig, progress: bool = True):
+    """NUTS with the configured sampler; the seed comes from the configuration only."""
+    s = config.sampler
+    kwargs = dict(
+        draws=s.draws,
+        tune=s.tune,
+        chains=s.chains,
+        random_seed=s.seed,
+        progressbar=progress,
+        model=model,
+    )
+    if s.cores is not None:
+        kwargs["cores"] = s.cores
+    if s.backend == "pymc":
+        return pm.sample(target_accept=s.target_accept, nuts_sampler="pymc", **kwargs)
+    return pm.sample(
+        nuts_sampler=s.backend,
+        nuts_sampler_kwargs={"target_accept": s.target_accept},
+        **kwargs,
+    )
+
+
+def assemble(idata, panel: PreparedPanel, config: ModelConfig, data_hash: str, wall_seconds: float):
+    """Move the per-firm log-likelihood into its group, add the data and provenance."""
+    posterior = idata["posterior"].to_dataset()
+    log_lik = posterior[[FIRM_LOGLIK]]
+    posterior = posterior.drop_vars([FIRM_LOGLIK])
+    groups = {
+        "posterior": posterior,
+        "sample_stats": idata["sample_stats"].to_dataset(),
+        "log_likelihood": log_lik,
+        "observed_data": observed_data(panel, config),
+        "constant_data": constant_data(panel, config),
+    }
+    tree = xr.DataTree.from_dict({f"/{name}": ds for name, ds in groups.items()})
+    tree.attrs.update(provenance(panel, config, data_hash, wall_seconds))
+    return tree
+
+
+def observed_data(panel: PreparedPanel, config: ModelConfig) -> xr.Dataset:
+    """What the likelihood conditions on: log sales per firm-year and the chosen county per firm."""
+    return xr.Dataset(
+        {
+            "log_sales": ((OBS,), panel.q),
+            "county": ((FIRM,), panel.firm_fips.astype(str)),
+        },
+        coords={FIRM: panel.firms.astype(str), OBS: np.arange(panel.n_obs)},
+    )
+
+
+def constant_data(panel: PreparedPanel, config: ModelConfig) -> xr.Dataset:
+    """Regressors and indices, so checks and counterfactuals can rebuild the likelihood."""
+    data = model_data(panel, config)
+    return xr.Dataset(
+        {
+            "obs_firm": ((OBS,), panel.firms[panel.obs_firm].astype(str)),
+            "obs_year": ((OBS,), panel.years[panel.obs_year].astype(int)),
+            "log_capital": ((OBS,), panel.k),
+            "log_employment": ((OBS,), panel.n),
+            "log_rd_stock": ((OBS,), panel.r),
+            "zero_rd": ((OBS,), panel.zero_rd),
+            "rd_stock_mil": ((OBS,), panel.rd_stock),
+            "choice_county": (("choice_county",), panel.counties.fips[data.spill.choice_set].astype(str)),
+        },
+        coords={OBS: np.arange(panel.n_obs), YEAR: panel.years.astype(int)},
+    )
+
+
+def provenance(panel: PreparedPanel, config: ModelConfig, data_hash: str, wall_seconds: float) -> dict:
+    import pymc
+    import pytensor
+
+    attrs = {
+        "bayes_spill_version": __version__,
+        "model_name": config.name,
+        "model_config": config.text or repr(config.to_dict()),
+        "model_config_hash": config.hash(),
+        "data_source": panel.source,
+        "data_sha256": data_hash,
+        "seed": int(config.sampler.seed),
+        "sampler": config.sampler.backend,
+        "sampling_wall_seconds": float(wall_seconds),
+        "python_version": sys.version.split()[0],
+        "pymc_version": pymc.__version__,
+        "pytensor_version": pytensor.__version__,
+        "numpy_version": np.__version__,
+    }
+    if panel.truth is not None:
+        attrs["truth_parameters"] = repr(dict(panel.truth["parameters"]))
+    return attrs
+
+
+def fit(
+    data=None,
+    model: str | Path | ModelConfig = DEFAULT_MODEL,
+    out: str | Path | None = None,
+    seed: int | None = None,
+    chains: int | None = None,
+    draws: int | None = None,
+    tune: int | None = None,
+    backend: str | None = None,
+    counties=None,
+    progress: bool = True,
+    report: bool = True,
+):
+    """Fit the joint model; returns the posterior DataTree (and writes it when ``out`` is given).
+
+    data: None for the embedded default, a CSV/Parquet path, or a PreparedPanel.
+    model: a TOML path, a name in ``models/``, or a ModelConfig.
+    """
+    from bayes_spill import posterior_io, reporting
+
+    config = resolve_config(model).with_sampler(seed=seed, chains=chains, draws=draws, tune=tune, backend=backend)
+    panel, data_hash = resolve_data(data, config, counties)
+    pm_model = build_model(panel, config)
+    start = time.perf_counter()
+    idata = sample(pm_model, config, progress)
+    tree = assemble(idata, panel, config, data_hash, time.perf_counter() - start)
+    if out is not None:
+        posterior_io.save(tree, out)
+    if report:
+        print(reporting.fit_report(tree, panel.truth))
+    return tree

@@ -1,0 +1,158 @@
+"""The joint hierarchical model in PyMC (MODEL.md; paper eq. 6, 7, 13 and Assumptions 1-5).
+
+Production, firm fixed effects u_i integrated out under a flat prior (the within-firm demeaned
+equation, T_i - 1 degrees of freedom per firm):
+
+    q_it = beta_k k_it + beta_l n_it + beta_r r_it + beta_zero_rd zero_rd_it
+           + alpha_i S_it(lambda) + u_i + v_t + w_it,        w_it ~ Normal(0, sigma_w)
+
+Location choice, a multinomial logit over the choice set (level of county effects fixed by
+having no free intercept):
+
+    P(l_i = l | alpha_i) = softmax_l(a_l + gamma alpha_i Sbar_l(lambda)),
+    a_l ~ Normal(x_l' delta, tau)                      (non-centred)
+
+and alpha_i ~ Normal(mu_alpha, sigma_alpha) (non-centred) is shared by both blocks.
+The decay is parametrised by the half-life h = ln 2 / lambda in km.
+
+Conditioning the location likelihood on the observed spillover field is a partial-likelihood
+choice: the field is itself an equilibrium outcome of the same choices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pymc as pm
+import pytensor.tensor as pt
+
+from bayes_spill import kernel
+from bayes_spill.config import ModelConfig, Prior
+from bayes_spill.panel import PreparedPanel
+
+# The names users type; counterfactual and check code reads them from here.
+FIRM, COUNTY, YEAR, COVARIATE = "firm", "county", "year", "county_covariate"
+FIRM_LOGLIK = "firm_loglik"
+KEY_PARAMETERS = ("gamma", "halflife_km", "mu_alpha", "sigma_alpha", "sigma_alpha2", "beta_k", "beta_l", "beta_r", "sigma_w")
+LOG_2PI = float(np.log(2.0 * np.pi))
+
+
+@dataclass(frozen=True, eq=False)
+class ModelData:
+    """The numbers the likelihood reads, precomputed once from a panel (numpy)."""
+
+    panel: PreparedPanel
+    spill: kernel.SpilloverInputs
+    q: np.ndarray
+    inputs: np.ndarray  # (n_obs, 4): k, n, r, zero_rd
+    years_per_firm: np.ndarray
+    county_covariates: np.ndarray  # (L_choice, P), centred and scaled over the choice set
+    covariate_names: tuple[str, ...]
+
+
+def model_data(panel: PreparedPanel, config: ModelConfig) -> ModelData:
+    spec = config.model
+    spill = kernel.spillover_inputs(panel, spec.choice_set, spec.own_stock == "exclude", spec.sbar_year)
+    return ModelData(
+        panel=panel,
+        spill=spill,
+        q=panel.q,
+        inputs=np.column_stack([panel.k, panel.n, panel.r, panel.zero_rd]),
+        years_per_firm=panel.years_per_firm.astype(float),
+        county_covariates=_county_covariates(panel, spill.choice_set, spec.county_covariates),
+        covariate_names=tuple(spec.county_covariates),
+    )
+
+
+def _county_covariates(panel: PreparedPanel, choice_set: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
+    columns = []
+    for name in names:
+        if name == "log_labor_force":
+            values = np.log(panel.counties.covariates["labor_force"][choice_set])
+        elif name in panel.counties.covariates:
+            values = np.asarray(panel.counties.covariates[name][choice_set], dtype=float)
+        else:
+            valid = ["log_labor_force", *panel.counties.covariates]
+            raise ValueError(f"county covariate {name!r} is not in the county table; available: {', '.join(valid)}")
+        sd = values.std()
+        columns.append((values - values.mean()) / (sd if sd > 0 else 1.0))
+    return np.column_stack(columns) if columns else np.zeros((len(choice_set), 0))
+
+
+def coords(data: ModelData) -> dict[str, list]:
+    panel = data.panel
+    return {
+        FIRM: panel.firms.tolist(),
+        COUNTY: panel.counties.fips[data.spill.choice_set].tolist(),
+        YEAR: [int(y) for y in panel.years],
+        COVARIATE: list(data.covariate_names),
+    }
+
+
+def _prior(name: str, prior: Prior, **kwargs):
+    return getattr(pm, prior.family)(name, **prior.kwargs(), **kwargs)
+
+
+def segment_sum(values, segment: np.ndarray, n_segments: int):
+    """Sum of values within each segment (firm): the building block of within-firm demeaning."""
+    return pt.inc_subtensor(pt.zeros(n_segments)[segment], values)
+
+
+def production_loglik(data: ModelData, beta, alpha_obs, spillover, year_effect, sigma_w):
+    """Per-firm Gaussian log-likelihood of the within-firm demeaned production equation."""
+    panel = data.panel
+    resid = data.q - pt.dot(data.inputs, beta) - alpha_obs * spillover - year_effect[panel.obs_year]
+    firm_mean = segment_sum(resid, panel.obs_firm, panel.n_firms) / data.years_per_firm
+    within = resid - firm_mean[panel.obs_firm]
+    ss = segment_sum(within**2, panel.obs_firm, panel.n_firms)
+    dof = data.years_per_firm - 1.0
+    return -0.5 * dof * (LOG_2PI + 2.0 * pt.log(sigma_w)) - 0.5 * ss / sigma_w**2
+
+
+def location_loglik(data: ModelData, county_effect, gamma, alpha, sbar):
+    """Per-firm multinomial-logit log-probability of the chosen county."""
+    logits = county_effect[None, :] + gamma * alpha[:, None] * sbar[None, :]
+    chosen = logits[np.arange(data.panel.n_firms), data.spill.firm_choice]
+    return chosen - pt.logsumexp(logits, axis=1)
+
+
+def build_model(panel: PreparedPanel, config: ModelConfig, data: ModelData | None = None) -> pm.Model:
+    """The PyMC model of a configuration on a panel."""
+    data = data or model_data(panel, config)
+    spec = config.model
+    with pm.Model(coords=coords(data)) as model:
+        halflife_km = _prior("halflife_km", config.prior("halflife_km"))
+        beta = pt.stack([_prior(n, config.prior(n)) for n in ("beta_k", "beta_l", "beta_r", "beta_zero_rd")])
+        sigma_w = _prior("sigma_w", config.prior("sigma_w"))
+        year_free = _prior("year_effect_free", config.prior("year_effect"), shape=len(panel.years) - 1)
+        year_effect = pm.Deterministic("year_effect", pt.concatenate([pt.zeros(1), year_free]), dims=YEAR)
+
+        if spec.alpha == "homogeneous":
+            alpha = _prior("alpha", config.prior("alpha"))
+            alpha_obs = alpha
+        else:
+            mu_alpha = _prior("mu_alpha", config.prior("mu_alpha"))
+            sigma_alpha = _prior("sigma_alpha", config.prior("sigma_alpha"))
+            pm.Deterministic("sigma_alpha2", sigma_alpha**2)
+            alpha_raw = pm.Normal("alpha_raw", 0.0, 1.0, dims=FIRM)
+            alpha = pm.Deterministic("alpha", mu_alpha + sigma_alpha * alpha_raw, dims=FIRM)
+            alpha_obs = alpha[panel.obs_firm]
+
+        s_it = kernel.transform(kernel.firm_year_spillover(data.spill, halflife_km, pt), spec.spillover, spec.log_floor_bil, pt)
+        firm_loglik = production_loglik(data, beta, alpha_obs, s_it, year_effect, sigma_w)
+
+        if spec.location_block:
+            gamma = _prior("gamma", config.prior("gamma")) if spec.sorting else pt.constant(0.0)
+            delta = _prior("county_delta", config.prior("county_delta"), dims=COVARIATE)
+            tau = _prior("county_tau", config.prior("county_tau"))
+            county_raw = pm.Normal("county_effect_raw", 0.0, 1.0, dims=COUNTY)
+            county_effect = pm.Deterministic(
+                "county_effect", pt.dot(data.county_covariates, delta) + tau * county_raw, dims=COUNTY
+            )
+            sbar = kernel.transform(kernel.choice_spillover(data.spill, halflife_km, pt), spec.spillover, spec.log_floor_bil, pt)
+            firm_loglik = firm_loglik + location_loglik(data, county_effect, gamma, alpha, sbar)
+
+        pm.Potential("loglik", firm_loglik.sum())
+        pm.Deterministic(FIRM_LOGLIK, firm_loglik, dims=FIRM)
+    return model
