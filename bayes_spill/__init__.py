@@ -6,3 +6,30 @@ try:
     __version__ = version("bayes_spill")
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
+
+__all__ = ["fit", "load", "load_dataset", "load_panel", "simulate_industry", "__version__"]
+
+
+def __getattr__(name: str):
+    # Lazy, so that `import bayes_spill` (and `bayes-spill --help`) does not import PyMC.
+    if name == "fit":
+        from bayes_spill.fitting import fit
+
+        return fit
+    if name == "load":
+        from bayes_spill.posterior_io import load
+
+        return load
+    if name == "load_dataset":
+        from bayes_spill.datasets import load_dataset
+
+        return load_dataset
+    if name == "load_panel":
+        from bayes_spill.inputs import load_panel
+
+        return load_panel
+    if name == "simulate_industry":
+        from bayes_spill.simulate import simulate_industry
+
+        return simulate_industry
+    raise AttributeError(f"module 'bayes_spill' has no attribute {name!r}")

@@ -30,7 +30,7 @@ def _positive_int(text: str) -> int:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    from bayes_spill.fit import fit, resolve_config
+    from bayes_spill.fitting import fit, resolve_config
 
     config = resolve_config(args.model)
     out = Path(args.out) if args.out else DEFAULT_OUT_ROOT / config.name

@@ -82,6 +82,7 @@ class SamplerSpec:
     target_accept: float = 0.9
     seed: int = 2010
     cores: int | None = None
+    adaptation: str = "diag"  # nutpie's mass-matrix adaptation: "diag" or "low_rank"
 
 
 @dataclass(frozen=True)
@@ -178,7 +179,7 @@ def parse_config(text: str, source: str = "<memory>") -> ModelConfig:
 
 def _reject_unknown(table: Any, valid: tuple[str, ...], source: str, where: str) -> None:
     if not isinstance(table, dict):
-        raise ConfigError(f"{source}: [{where}] must be a table")
+        raise ConfigError(f"{source}: {where} must be a table")
     unknown = sorted(set(table) - set(valid))
     if unknown:
         raise ConfigError(f"{source}: unknown key(s) {', '.join(map(repr, unknown))} in {where}; valid keys: {', '.join(valid)}")
@@ -239,6 +240,7 @@ def _check_model(m: ModelSpec, source: str) -> None:
 
 def _check_sampler(s: SamplerSpec, source: str) -> None:
     _check_choice(s.backend, SAMPLERS, "sampler.backend", source)
+    _check_choice(s.adaptation, ("diag", "low_rank"), "sampler.adaptation", source)
     for key in ("chains", "draws"):
         if getattr(s, key) < 1:
             raise ConfigError(f"{source}: sampler.{key} must be at least 1, got {getattr(s, key)}")

@@ -14,8 +14,9 @@ class BayesSpillError(Exception):
 class InputError(BayesSpillError, ValueError):
     """A problem in a user's input file, naming the file, the column and the offending rows.
 
-    ``rows`` are labels a user can find in the file: 1-based data-line numbers for tables
-    (the header is line 1, so the first data row is line 2), or firm identifiers.
+    ``rows`` are labels a user can find in the file: 1-based file line numbers for tables
+    (the header is line 1, so the first data row is line 2; ``unit="line"``), or firm
+    identifiers (``unit="firm"``).
     """
 
     def __init__(
@@ -25,7 +26,9 @@ class InputError(BayesSpillError, ValueError):
         problem: str,
         rows: Sequence | None = None,
         hint: str | None = None,
+        unit: str = "line",
     ) -> None:
+        self.unit = unit
         self.file = str(file)
         self.column = column
         self.problem = problem
@@ -41,7 +44,7 @@ class InputError(BayesSpillError, ValueError):
         if self.rows:
             shown = ", ".join(str(r) for r in self.rows[:MAX_ROWS_SHOWN])
             more = f" and {len(self.rows) - MAX_ROWS_SHOWN} more" if len(self.rows) > MAX_ROWS_SHOWN else ""
-            msg += f" ({len(self.rows)} row{'s' if len(self.rows) != 1 else ''}: {shown}{more})"
+            msg += f" ({len(self.rows)} {self.unit}{'s' if len(self.rows) != 1 else ''}: {shown}{more})"
         if self.hint:
             msg += f". {self.hint}"
         return msg

@@ -318,6 +318,7 @@ def _check_one_county_per_firm(frame: pd.DataFrame, file: str) -> None:
         "fips",
         "firms whose headquarters county changes over time (the model places each firm in one county)",
         rows=[f"gvkey {gvkey} ({'/'.join(fips)})" for gvkey, fips in movers.items()],
+        unit="firm",
         hint="Give each firm one fips code in every year, e.g. its main or most recent headquarters",
     )
 
@@ -353,6 +354,7 @@ def _check_gaps(frame: pd.DataFrame, file: str, on_gap: str) -> list[str]:
         "fyear",
         "firms with missing years inside their panel (the R&D stock needs consecutive years)",
         rows=[f"gvkey {gvkey} (no {_year_spans(missing)})" for gvkey, missing in gaps.items()],
+        unit="firm",
         hint="Fill in the missing years, or pass on_gap='restart' to restart the R&D stock after each gap",
     )
 

@@ -28,9 +28,10 @@ def summary_table(tree: xr.DataTree, all_parameters: bool = False, truth: dict |
     else:
         names = _scalar_parameters(posterior, TABLE_PARAMETERS)
     ds = posterior[names]
-    rhat = azs.rhat(ds)
-    ess_bulk = azs.ess(ds, method="bulk")
-    ess_tail = azs.ess(ds, method="tail")
+    with np.errstate(invalid="ignore", divide="ignore"):  # constants (the base year) have no R-hat
+        rhat = azs.rhat(ds)
+        ess_bulk = azs.ess(ds, method="bulk")
+        ess_tail = azs.ess(ds, method="tail")
     rows = []
     for name in names:
         da = ds[name]

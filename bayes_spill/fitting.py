@@ -9,6 +9,7 @@ folder, writes it atomically with a summary (see ``posterior_io.py``).
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ import xarray as xr
 
 from bayes_spill import __version__
 from bayes_spill.config import ModelConfig, load_config
+from bayes_spill.errors import BayesSpillError
 from bayes_spill.datasets import DEFAULT_DATASET, dataset_path, load_dataset
 from bayes_spill.inputs import load_panel
 from bayes_spill.model import FIRM, FIRM_LOGLIK, YEAR, build_model, model_data
@@ -56,22 +58,38 @@ def _sha256(path: Path) -> str:
 def sample(model: pm.Model, config: ModelConfig, progress: bool = True):
     """NUTS with the configured sampler; the seed comes from the configuration only."""
     s = config.sampler
-    kwargs = dict(
+    cores = s.cores or min(s.chains, os.cpu_count() or 1)
+    if s.backend == "nutpie":
+        import nutpie
+
+        compiled = nutpie.compile_pymc_model(model, backend="numba")
+        return nutpie.sample(
+            compiled,
+            draws=s.draws,
+            tune=s.tune,
+            chains=s.chains,
+            cores=cores,
+            seed=s.seed,
+            save_warmup=False,
+            progress_bar=progress,
+            target_accept=s.target_accept,
+            adaptation=s.adaptation,
+        )
+    if s.backend == "numpyro":
+        try:
+            import numpyro  # noqa: F401
+        except ImportError:
+            raise BayesSpillError("sampler 'numpyro' needs JAX and NumPyro: pip install 'bayes_spill[jax]'") from None
+    return pm.sample(
         draws=s.draws,
         tune=s.tune,
         chains=s.chains,
+        cores=cores,
         random_seed=s.seed,
         progressbar=progress,
         model=model,
-    )
-    if s.cores is not None:
-        kwargs["cores"] = s.cores
-    if s.backend == "pymc":
-        return pm.sample(target_accept=s.target_accept, nuts_sampler="pymc", **kwargs)
-    return pm.sample(
         nuts_sampler=s.backend,
-        nuts_sampler_kwargs={"target_accept": s.target_accept},
-        **kwargs,
+        target_accept=s.target_accept,
     )
 
 

@@ -1,0 +1,119 @@
+"""The PyMC model: finite log-density and gradient for every variant, and the likelihood equal to
+an independent numpy computation of the same formulas at the simulation's true parameters."""
+
+from __future__ import annotations
+
+import glob
+
+import numpy as np
+import pytest
+
+from bayes_spill import kernel
+from bayes_spill.config import load_config
+from bayes_spill.model import FIRM_LOGLIK, build_model, model_data
+from bayes_spill.simulate import SimulationSettings, simulate_industry
+
+MODEL_FILES = sorted(glob.glob("models/*.toml"))
+FAST = "FAST_COMPILE"  # Python implementations: no C compilation, so the fast suite stays fast
+
+
+@pytest.fixture(scope="module")
+def small_panel():
+    return simulate_industry(SimulationSettings(n_firms=80, gamma=0.5), seed=11)
+
+
+def test_every_model_file_is_tested():
+    names = {f.split("/")[-1] for f in MODEL_FILES}
+    assert {"lychagin2010.toml", "homogeneous.toml", "no_sorting.toml", "log_spillover.toml", "all_counties.toml"} <= names
+
+
+@pytest.mark.parametrize("path", MODEL_FILES)
+def test_logp_and_gradient_finite_at_initial_point(small_panel, path):
+    model = build_model(small_panel, load_config(path))
+    point = model.initial_point()
+    logp = model.compile_logp(mode=FAST)(point)
+    grad = model.compile_dlogp(mode=FAST)(point)
+    assert np.isfinite(logp), f"{path}: logp {logp}"
+    assert np.all(np.isfinite(grad)), f"{path}: non-finite gradient entries {np.flatnonzero(~np.isfinite(grad))}"
+
+
+@pytest.mark.parametrize("path", MODEL_FILES)
+def test_named_variables_and_dims(small_panel, path):
+    config = load_config(path)
+    model = build_model(small_panel, config)
+    names = set(model.named_vars)
+    assert {"halflife_km", "beta_k", "beta_l", "beta_r", "sigma_w", "alpha", FIRM_LOGLIK} <= names
+    if config.model.location_block:
+        assert {"mu_alpha", "sigma_alpha", "county_effect"} <= names
+        assert model.named_vars_to_dims["alpha"] == ("firm",)
+        assert model.named_vars_to_dims["county_effect"] == ("county",)
+        assert ("gamma" in names) == config.model.sorting
+        n_choice = len(small_panel.counties) if config.model.choice_set == "all" else len(small_panel.occupied)
+        assert len(model.coords["county"]) == n_choice
+    assert list(model.coords["firm"]) == small_panel.firms.tolist()
+    assert list(model.coords["year"]) == small_panel.years.tolist()
+
+
+def numpy_firm_loglik(panel, truth, county_effect, county_choice_set, gamma):
+    """Independent numpy version of the per-firm log-likelihood (production + location)."""
+    p = truth["parameters"]
+    alpha = np.array([truth["alpha"][g] for g in panel.firms])
+    inputs = kernel.spillover_inputs(panel)
+    s_it = kernel.firm_year_spillover(inputs, p["halflife_km"])
+    year_effect = np.array([truth["year_effect"][str(y)] if str(y) in truth["year_effect"] else truth["year_effect"][y] for y in panel.years])
+    year_effect = year_effect - year_effect[0]
+    resid = (
+        panel.q
+        - p["beta_k"] * panel.k
+        - p["beta_l"] * panel.n
+        - p["beta_r"] * panel.r
+        - p["beta_zero_rd"] * panel.zero_rd
+        - alpha[panel.obs_firm] * s_it
+        - year_effect[panel.obs_year]
+    )
+    loglik = np.zeros(panel.n_firms)
+    for i in range(panel.n_firms):
+        e = resid[panel.obs_firm == i]
+        dev = e - e.mean()
+        sw = p["sigma_w"]
+        loglik[i] = -0.5 * (len(e) - 1) * np.log(2 * np.pi * sw**2) - 0.5 * np.sum(dev**2) / sw**2
+    sbar = kernel.choice_spillover(inputs, p["halflife_km"])
+    utility = county_effect[None, :] + gamma * alpha[:, None] * sbar[None, :]
+    chosen = utility[np.arange(panel.n_firms), inputs.firm_choice]
+    top = utility.max(axis=1)
+    loglik += chosen - (top + np.log(np.exp(utility - top[:, None]).sum(axis=1)))
+    return loglik
+
+
+def test_pytensor_likelihood_equals_numpy_at_truth(small_panel):
+    config = load_config("models/lychagin2010.toml")
+    model = build_model(small_panel, config)
+    truth = small_panel.truth
+    p = truth["parameters"]
+    data = model_data(small_panel, config)
+    choice_fips = small_panel.counties.fips[data.spill.choice_set]
+    county_effect = np.array([truth["county_effect"][f] for f in choice_fips])
+    # county_effect = covariates @ delta + tau * raw: choose delta = 0, tau = 1, raw = the truth
+    alpha = np.array([truth["alpha"][g] for g in small_panel.firms])
+    year_effect = np.array([truth["year_effect"][y] for y in small_panel.years])
+    year_effect = year_effect - year_effect[0]
+    values = {
+        "halflife_km": p["halflife_km"],
+        "beta_k": p["beta_k"],
+        "beta_l": p["beta_l"],
+        "beta_r": p["beta_r"],
+        "beta_zero_rd": p["beta_zero_rd"],
+        "sigma_w": p["sigma_w"],
+        "year_effect_free": year_effect[1:],
+        "mu_alpha": p["mu_alpha"],
+        "sigma_alpha": p["sigma_alpha"],
+        "alpha_raw": (alpha - p["mu_alpha"]) / p["sigma_alpha"],
+        "gamma": p["gamma"],
+        "county_delta": np.zeros(1),
+        "county_tau": 1.0,
+        "county_effect_raw": county_effect,
+    }
+    fn = model.compile_fn(model[FIRM_LOGLIK], inputs=[model[name] for name in values], point_fn=False, mode=FAST)
+    got = fn(*values.values())
+    expected = numpy_firm_loglik(small_panel, truth, county_effect, data.spill.choice_set, p["gamma"])
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9)
