@@ -7,12 +7,18 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import math
+import signal
 import sys
 from pathlib import Path
 
 from bayes_spill.errors import BayesSpillError
 
 DEFAULT_OUT_ROOT = Path("posterior")
+
+# Modules that add their own subcommands: each defines ``add_commands(subparsers)`` and keeps
+# its command functions beside the library code they call.
+COMMAND_MODULES: tuple[str, ...] = ("bayes_spill.policy_commands", "bayes_spill.baseline_commands", "bayes_spill.check_commands", "bayes_spill.bench")
 
 
 def _non_negative_int(text: str) -> int:
@@ -26,6 +32,20 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+def _year(text: str) -> int:
+    value = int(text)
+    if not 1000 <= value <= 9999:
+        raise argparse.ArgumentTypeError(f"must be a 4-digit year, got {text}")
     return value
 
 
@@ -122,27 +142,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--seed", type=_non_negative_int, default=0)
     p.add_argument("--firms", type=_positive_int)
-    p.add_argument("--halflife-km", type=float)
-    p.add_argument("--gamma", type=float)
-    p.add_argument("--mu-alpha", type=float)
-    p.add_argument("--sigma-alpha2", type=float)
-    p.add_argument("--sigma-w", type=float)
-    p.add_argument("--first-year", type=int)
-    p.add_argument("--last-year", type=int)
+    p.add_argument("--halflife-km", type=_finite_float)
+    p.add_argument("--gamma", type=_finite_float)
+    p.add_argument("--mu-alpha", type=_finite_float)
+    p.add_argument("--sigma-alpha2", type=_finite_float)
+    p.add_argument("--sigma-w", type=_finite_float)
+    p.add_argument("--first-year", type=_year)
+    p.add_argument("--last-year", type=_year)
     p.set_defaults(func=cmd_simulate)
+
+    import importlib
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_commands(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    received: list[int] = []
+
+    def interrupt(signum, frame):
+        # SIGTERM (``kill``, a batch scheduler's time limit) is handled like Ctrl-C, so that the
+        # atomic writers remove their temporary files and nothing half-written is left.
+        received.append(signum)
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: signals cannot be handled here
+        previous = None
     try:
         return args.func(args)
     except BayesSpillError as exc:
         print(f"bayes-spill {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # e.g. an output folder that cannot be created or written
+        print(f"bayes-spill {args.command}: error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"bayes-spill {args.command}: interrupted; no partial output was written", file=sys.stderr)
-        return 130
+        return 128 + (received[0] if received else signal.SIGINT)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

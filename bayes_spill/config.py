@@ -112,6 +112,22 @@ class ModelConfig:
             "panel": asdict(self.panel),
         }
 
+    def to_toml(self) -> str:
+        """The effective configuration (overrides applied) as TOML that parse_config reads back."""
+        d = self.to_dict()
+        lines = [f"name = {_toml_value(d['name'])}", f"description = {_toml_value(d['description'])}"]
+        for section in ("model", "priors", "sampler", "panel"):
+            lines += ["", f"[{section}]"]
+            for key, value in d[section].items():
+                if value is None:
+                    continue  # absent means default (None) when read back
+                if isinstance(value, dict):
+                    inner = ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items())
+                    lines.append(f"{key} = {{ {inner} }}")
+                else:
+                    lines.append(f"{key} = {_toml_value(value)}")
+        return "\n".join(lines) + "\n"
+
     def hash(self) -> str:
         """sha256 of the canonical configuration (independent of comments and key order)."""
         canonical = {k: v for k, v in self.to_dict().items() if k != "sampler"}
@@ -123,6 +139,21 @@ class ModelConfig:
         sampler = _build_section(SamplerSpec, values, self.source, "sampler")
         _check_sampler(sampler, self.source)
         return ModelConfig(self.name, self.description, self.model, self.priors, sampler, self.panel, self.source, self.text)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        # A JSON string is a TOML basic string when non-ASCII characters are kept as they are
+        # (JSON would write astral characters as surrogate pairs, which TOML forbids) and DEL,
+        # which JSON leaves alone but TOML must escape, is escaped.
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
 
 
 TOP_LEVEL_KEYS = ("name", "description", "model", "priors", "sampler", "panel")
@@ -268,7 +299,7 @@ def _parse_prior(name: str, spec: Any, source: str) -> Prior:
     if not isinstance(spec, dict) or "dist" not in spec:
         raise ConfigError(f"{source}: {key} must be a table like {{ dist = \"Normal\", mu = 0.0, sigma = 1.0 }}")
     family = spec["dist"]
-    if family not in PRIOR_FAMILIES:
+    if not isinstance(family, str) or family not in PRIOR_FAMILIES:
         raise ConfigError(f"{source}: {key}.dist = {family!r} is not one of {', '.join(PRIOR_FAMILIES)}")
     expected = PRIOR_FAMILIES[family]
     given = {k: v for k, v in spec.items() if k != "dist"}

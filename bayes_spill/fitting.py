@@ -63,7 +63,7 @@ def sample(model: pm.Model, config: ModelConfig, progress: bool = True):
         import nutpie
 
         compiled = nutpie.compile_pymc_model(model, backend="numba")
-        return nutpie.sample(
+        sampler = nutpie.sample(
             compiled,
             draws=s.draws,
             tune=s.tune,
@@ -74,13 +74,21 @@ def sample(model: pm.Model, config: ModelConfig, progress: bool = True):
             progress_bar=progress,
             target_accept=s.target_accept,
             adaptation=s.adaptation,
+            blocking=False,
         )
+        # Blocking nutpie.sample returns the draws so far on Ctrl-C; a fit must not keep them.
+        try:
+            idata = sampler.wait()
+        except BaseException:
+            sampler.cancel()
+            raise
+        return _require_complete(idata, config)
     if s.backend == "numpyro":
         try:
             import numpyro  # noqa: F401
         except ImportError:
             raise BayesSpillError("sampler 'numpyro' needs JAX and NumPyro: pip install 'bayes_spill[jax]'") from None
-    return pm.sample(
+    idata = pm.sample(
         draws=s.draws,
         tune=s.tune,
         chains=s.chains,
@@ -91,6 +99,20 @@ def sample(model: pm.Model, config: ModelConfig, progress: bool = True):
         nuts_sampler=s.backend,
         target_accept=s.target_accept,
     )
+    return _require_complete(idata, config)
+
+
+def _require_complete(idata, config: ModelConfig):
+    """The samplers catch Ctrl-C (and SIGTERM, which the CLI turns into it) and return the draws
+    taken so far; a fit with fewer chains or draws than asked for is an interrupted one."""
+    sizes = idata["posterior"].sizes
+    chains, draws = sizes.get("chain", 0), sizes.get("draw", 0)
+    if chains != config.sampler.chains or draws != config.sampler.draws:
+        raise KeyboardInterrupt(
+            f"sampling was interrupted: {chains} chain(s) x {draws} draws of "
+            f"{config.sampler.chains} x {config.sampler.draws}; nothing is kept"
+        )
+    return idata
 
 
 def assemble(idata, panel: PreparedPanel, config: ModelConfig, data_hash: str, wall_seconds: float):
@@ -133,6 +155,10 @@ def constant_data(panel: PreparedPanel, config: ModelConfig) -> xr.Dataset:
             "log_rd_stock": ((OBS,), panel.r),
             "zero_rd": ((OBS,), panel.zero_rd),
             "rd_stock_mil": ((OBS,), panel.rd_stock),
+            "sale": ((OBS,), panel.sale),
+            "emp": ((OBS,), panel.emp),
+            "ppent": ((OBS,), panel.ppent),
+            "xrd": ((OBS,), panel.xrd),
             "choice_county": (("choice_county",), panel.counties.fips[data.spill.choice_set].astype(str)),
         },
         coords={OBS: np.arange(panel.n_obs), YEAR: panel.years.astype(int)},
@@ -140,15 +166,19 @@ def constant_data(panel: PreparedPanel, config: ModelConfig) -> xr.Dataset:
 
 
 def provenance(panel: PreparedPanel, config: ModelConfig, data_hash: str, wall_seconds: float) -> dict:
+    import json
+
     import pymc
     import pytensor
 
     attrs = {
         "bayes_spill_version": __version__,
         "model_name": config.name,
-        "model_config": config.text or repr(config.to_dict()),
+        "model_config": config.to_toml(),
         "model_config_hash": config.hash(),
         "data_source": panel.source,
+        "counties_source": panel.counties.source,
+        "panel_settings": repr(panel.settings),
         "data_sha256": data_hash,
         "seed": int(config.sampler.seed),
         "sampler": config.sampler.backend,
@@ -157,10 +187,33 @@ def provenance(panel: PreparedPanel, config: ModelConfig, data_hash: str, wall_s
         "pymc_version": pymc.__version__,
         "pytensor_version": pytensor.__version__,
         "numpy_version": np.__version__,
+        "versions": json.dumps(versions(config.sampler.backend), sort_keys=True),
     }
     if panel.truth is not None:
         attrs["truth_parameters"] = repr(dict(panel.truth["parameters"]))
     return attrs
+
+
+VERSIONED_PACKAGES = (
+    "bayes_spill", "pymc", "pytensor", "nutpie", "numba", "numpy", "scipy", "pandas", "xarray",
+    "h5netcdf", "h5py", "arviz-base", "arviz-stats", "pyarrow",
+)
+
+
+def versions(backend: str | None = None) -> dict[str, str]:
+    """Versions of Python and of every package a fit's numbers depend on (jax and numpyro too
+    when they sample), read from the installed distributions' metadata."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    names = [*VERSIONED_PACKAGES, *(("jax", "jaxlib", "numpyro") if backend == "numpyro" else ())]
+    out = {"python": sys.version.split()[0]}
+    for name in names:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    out["bayes_spill"] = __version__
+    return out
 
 
 def fit(
@@ -185,6 +238,8 @@ def fit(
 
     config = resolve_config(model).with_sampler(seed=seed, chains=chains, draws=draws, tune=tune, backend=backend)
     panel, data_hash = resolve_data(data, config, counties)
+    if out is not None:
+        posterior_io.require_writable(out)  # before sampling, not after an hour of it
     pm_model = build_model(panel, config)
     start = time.perf_counter()
     idata = sample(pm_model, config, progress)

@@ -17,6 +17,10 @@ from bayes_spill.errors import InputError
 EARTH_RADIUS_KM = 6371.0088  # mean Earth radius (IUGG)
 REQUIRED_COLUMNS = ("fips", "lat", "lon")
 TEXT_COLUMNS = ("fips", "name", "state")
+# Numbers nearer 0 than TINY are read as 0 (1e-100 degrees is 0 for any purpose; it keeps the
+# trigonometry and the covariate standardisation in double precision's normal range), and
+# covariates larger than HUGE in magnitude are rejected (their squares would overflow).
+TINY, HUGE = 1e-100, 1e100
 
 
 @dataclass(frozen=True, eq=False)
@@ -122,10 +126,10 @@ def _counties_from_frame(frame: pd.DataFrame, file: str, source: str | None = No
         raise InputError(file, None, "the county table has no data rows")
 
     fips = frame["fips"].astype("str").str.strip().fillna("")
-    malformed = ~fips.str.fullmatch(r"\d{5}")
+    malformed = ~fips.str.fullmatch(r"[0-9]{5}")
     if malformed.any():
         hint = "a county FIPS code is exactly 5 digits, e.g. 06085 for Santa Clara, CA"
-        if fips[malformed].str.fullmatch(r"\d{4}").any():
+        if fips[malformed].str.fullmatch(r"[0-9]{4}").any():
             hint = (
                 "4-digit codes have probably lost their leading zero (the column was read as numbers); "
                 "write them as 5-digit text, e.g. 06085, not 6085"
@@ -172,6 +176,15 @@ def _counties_from_frame(frame: pd.DataFrame, file: str, source: str | None = No
                 rows=lines(bad),
                 hint="every county needs a finite number in each covariate column",
             )
+        huge = values.abs() > HUGE
+        if huge.any():
+            raise InputError(
+                file,
+                str(column),
+                f"covariate values larger than {HUGE:g} in magnitude",
+                rows=lines(huge),
+                hint="rescale the covariate (e.g. thousands instead of units, or its log)",
+            )
         covariates[str(column)] = values.to_numpy()
 
     def text(column: str) -> np.ndarray:
@@ -195,4 +208,5 @@ def _numbers(values: pd.Series) -> pd.Series:
     if not pd.api.types.is_numeric_dtype(values):
         values = values.astype(object).where(values.notna(), None)
         values = values.map(lambda v: None if v is None else str(v).strip())
-    return pd.to_numeric(values, errors="coerce").astype(float)
+    numbers = pd.to_numeric(values, errors="coerce").astype(float)
+    return numbers.where(~(numbers.abs() < TINY), 0.0)

@@ -5,6 +5,7 @@ minimum-years sample rule, and it is counted and printed."""
 from __future__ import annotations
 
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,11 @@ LINE = "line"  # index name of a frame whose index holds 1-based file line numbe
 FIRST_DATA_LINE = 2  # the header is line 1
 EXAMPLES_SHOWN = 3
 TOP_COUNTIES = 5
+# Plausible magnitudes of sale, emp, ppent and a positive xrd in their units ($ million; emp in
+# thousands). Outside them a value is a unit or typing error, and the R&D stock and the logs
+# would overflow or leave double precision's normal range.
+MONEY_RANGE = (1e-9, 1e12)
+FYEAR_RANGE = (1000, 9999)  # a fiscal year is a 4-digit calendar year
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -39,12 +45,25 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     _require_nonempty_file(path)
     frame = _read_csv(path) if kind == "csv" else _read_parquet(path)
     frame.columns = [str(c).strip() for c in frame.columns]
+    _require_unique_columns(frame, path)
     frame = _text_columns_as_strings(frame)
     frame.index = pd.RangeIndex(FIRST_DATA_LINE, FIRST_DATA_LINE + len(frame), name=LINE)
     frame = frame.dropna(how="all")
     if frame.empty:
         raise InputError(path, None, "has a header but no data rows")
     return frame
+
+
+def _require_unique_columns(frame: pd.DataFrame, path: Path | str) -> None:
+    names = pd.Series(frame.columns)
+    repeated = sorted(set(names[names.duplicated()]))
+    if repeated:
+        raise InputError(
+            path,
+            ", ".join(repeated),
+            "the header names this column more than once (names are compared without surrounding spaces)",
+            hint="Keep one column of each name",
+        )
 
 
 def _file_kind(path: Path) -> str:
@@ -71,8 +90,11 @@ def _require_nonempty_file(path: Path) -> None:
 
 def _read_csv(path: Path) -> pd.DataFrame:
     try:
-        # utf-8-sig also reads plain UTF-8 and drops the byte-order mark Excel writes.
-        return pd.read_csv(path, dtype={c: str for c in TEXT_COLUMNS}, encoding="utf-8-sig", skip_blank_lines=False)
+        # utf-8-sig also reads plain UTF-8 and drops the byte-order mark Excel writes. The code
+        # columns are named as the header writes them (' fips ' too), so they stay text.
+        header = pd.read_csv(path, nrows=0, encoding="utf-8-sig").columns
+        text = {c: str for c in header if str(c).strip() in TEXT_COLUMNS}
+        return pd.read_csv(path, dtype=text, encoding="utf-8-sig", skip_blank_lines=False)
     except UnicodeDecodeError as exc:
         raise InputError(
             path,
@@ -82,7 +104,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
         ) from exc
     except pd.errors.EmptyDataError as exc:
         raise InputError(path, None, "is empty (no header line)") from exc
-    except (pd.errors.ParserError, ValueError, OSError, EOFError) as exc:
+    except (pd.errors.ParserError, ValueError, OSError, EOFError, zlib.error) as exc:
         raise InputError(path, None, f"could not be read as CSV: {exc}") from exc
 
 
@@ -105,8 +127,10 @@ def _as_text(values: pd.Series) -> pd.Series:
     """Codes as stripped strings, missing kept missing; a numeric column (e.g. from Parquet)
     gives '6085', not '6085.0', so the malformed-FIPS check can say what went wrong."""
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
-        numbers = pd.to_numeric(values)
-        if (numbers.dropna() % 1 == 0).all():
+        numbers = pd.to_numeric(values).astype(float)
+        present = numbers.dropna()
+        # whole numbers that int64 holds exactly print without '.0'; others (1e30, inf) as floats
+        if np.isfinite(present).all() and (present.abs() < 2.0**53).all() and (present % 1 == 0).all():
             numbers = numbers.astype("Int64")
         values = numbers.astype(object)
     out = values.astype(object).where(values.notna(), None)
@@ -128,6 +152,7 @@ def validate_panel(
     settings = settings or PanelSettings()
     file = str(file)
     frame = _with_line_index(frame)
+    _require_unique_columns(frame, file)
     _require_columns(frame, file)
     frame = _text_columns_as_strings(frame)
     _require_values(frame, file)
@@ -135,6 +160,7 @@ def validate_panel(
     _check_fips_format(frame, file)
     _check_duplicates(frame, file)
     _check_signs(frame, file)
+    _check_magnitudes(frame, file)
     _check_fips_known(frame, counties, file)
     _check_one_county_per_firm(frame, file)
     frame, dropped, messages = _drop_short_firms(frame, settings.min_years)
@@ -224,6 +250,15 @@ def _parse_numbers(frame: pd.DataFrame, file: str) -> pd.DataFrame:
             rows=_lines(frame, fractional),
             hint="The column fyear is the Compustat fiscal year, a whole number such as 2002",
         )
+    outside = (fyear < FYEAR_RANGE[0]) | (fyear > FYEAR_RANGE[1])
+    if outside.any():
+        raise InputError(
+            file,
+            "fyear",
+            f"fiscal years outside {FYEAR_RANGE[0]}-{FYEAR_RANGE[1]} ({_examples(fyear[outside])})",
+            rows=_lines(frame, outside),
+            hint="The column fyear is the Compustat fiscal year, a 4-digit year such as 2002",
+        )
     frame = frame.copy()
     for column, values in numbers.items():
         frame[column] = values.to_numpy(dtype=np.int64 if column == "fyear" else float)
@@ -239,12 +274,12 @@ def _to_number(values: pd.Series) -> pd.Series:
 
 
 def _check_fips_format(frame: pd.DataFrame, file: str) -> None:
-    malformed = ~frame["fips"].str.fullmatch(r"\d{5}").astype(bool)
+    malformed = ~frame["fips"].str.fullmatch(r"[0-9]{5}").astype(bool)
     if not malformed.any():
         return
     bad = frame.loc[malformed, "fips"]
     hint = "A county FIPS code is 5 digits: 2 for the state, 3 for the county (e.g. 06085 for Santa Clara, CA)"
-    if bad.str.fullmatch(r"\d{4}").any():
+    if bad.str.fullmatch(r"[0-9]{4}").any():
         hint = (
             "4-digit codes have probably lost their leading zero (the column was read as a number, "
             "e.g. opened in Excel); write them as text with 5 digits, e.g. 06085, not 6085"
@@ -291,6 +326,21 @@ def _check_signs(frame: pd.DataFrame, file: str) -> None:
             rows=_lines(frame, negative),
             hint="R&D expense (xrd) must be >= 0 (0 for a firm-year without R&D)",
         )
+
+
+def _check_magnitudes(frame: pd.DataFrame, file: str) -> None:
+    low, high = MONEY_RANGE
+    for column in (*POSITIVE_COLUMNS, "xrd"):
+        values = frame[column]
+        implausible = (values > high) | ((values > 0) & (values < low))
+        if implausible.any():
+            raise InputError(
+                file,
+                column,
+                f"implausible magnitudes outside [{low:g}, {high:g}] ({_examples(values[implausible])})",
+                rows=_lines(frame, implausible),
+                hint="sale, ppent and xrd are in $ million and emp in thousands (Compustat's units); check the units",
+            )
 
 
 def _check_fips_known(frame: pd.DataFrame, counties: Counties, file: str) -> None:

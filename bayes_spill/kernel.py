@@ -15,10 +15,16 @@ from types import ModuleType
 
 import numpy as np
 
+from bayes_spill.errors import ConfigError
 from bayes_spill.geography import distance_matrix_km
 from bayes_spill.panel import MILLION_PER_BILLION, PreparedPanel
 
 LN2 = float(np.log(2.0))
+# A weight exp(-lambda rho) below exp(-600) ~ 1e-261 is 0 for any purpose (a county's own pool
+# has weight 1). Returning exactly 0 there keeps exp out of the underflow range at short
+# half-lives and long distances (h = 1 km, 8,000 km: exponent -5,500), keeps weight x pool (pools
+# >= 1e-15 $ bil) in double precision's normal range, and makes the gradient exactly 0 there.
+MIN_EXPONENT = -600.0
 
 
 def decay_rate(halflife_km):
@@ -27,8 +33,10 @@ def decay_rate(halflife_km):
 
 
 def decay_weights(distance_km, halflife_km, backend: ModuleType = np):
-    """exp(-lambda rho): the share of a pool that reaches a county at that distance."""
-    return backend.exp(-decay_rate(halflife_km) * distance_km)
+    """exp(-lambda rho): the share of a pool that reaches a county at that distance (exactly 0
+    where lambda rho > 600, i.e. below 1e-261)."""
+    exponent = -decay_rate(halflife_km) * distance_km
+    return backend.where(exponent > MIN_EXPONENT, backend.exp(backend.maximum(exponent, MIN_EXPONENT)), 0.0)
 
 
 def spillover_field(distance_km, pool, halflife_km, backend: ModuleType = np):
@@ -97,7 +105,7 @@ def spillover_inputs(
     else:
         where = np.flatnonzero(panel.years == sbar_year)
         if len(where) == 0:
-            raise ValueError(f"sbar_year {sbar_year} is not a year of the panel ({panel.years.min()}-{panel.years.max()})")
+            raise ConfigError(f"model.sbar_year = {sbar_year} is not a year of the panel ({panel.years.min()}-{panel.years.max()})")
         choice_pool = pool[:, where[0]]
     return SpilloverInputs(
         sources=sources,

@@ -29,6 +29,7 @@ import pytensor.tensor as pt
 
 from bayes_spill import kernel
 from bayes_spill.config import ModelConfig, Prior
+from bayes_spill.errors import ConfigError, InputError
 from bayes_spill.panel import PreparedPanel
 
 # The names users type; counterfactual and check code reads them from here.
@@ -69,15 +70,39 @@ def _county_covariates(panel: PreparedPanel, choice_set: np.ndarray, names: tupl
     columns = []
     for name in names:
         if name == "log_labor_force":
-            values = np.log(panel.counties.covariates["labor_force"][choice_set])
+            values = np.log(_labor_force(panel, choice_set))
         elif name in panel.counties.covariates:
             values = np.asarray(panel.counties.covariates[name][choice_set], dtype=float)
         else:
             valid = ["log_labor_force", *panel.counties.covariates]
-            raise ValueError(f"county covariate {name!r} is not in the county table; available: {', '.join(valid)}")
+            raise ConfigError(f"county covariate {name!r} is not in the county table; available: {', '.join(valid)}")
         sd = values.std()
         columns.append((values - values.mean()) / (sd if sd > 0 else 1.0))
     return np.column_stack(columns) if columns else np.zeros((len(choice_set), 0))
+
+
+def _labor_force(panel: PreparedPanel, choice_set: np.ndarray) -> np.ndarray:
+    """The labor force of the choice set, checked positive so that its log is finite."""
+    counties = panel.counties
+    if "labor_force" not in counties.covariates:
+        raise InputError(
+            counties.source,
+            "labor_force",
+            "missing: the county covariate log_labor_force needs it",
+            hint="add a labor_force column to the county table, or set model.county_covariates to columns it has",
+        )
+    values = np.asarray(counties.covariates["labor_force"][choice_set], dtype=float)
+    bad = ~(values > 0)
+    if bad.any():
+        raise InputError(
+            counties.source,
+            "labor_force",
+            "values <= 0 in the choice set: the county covariate log_labor_force takes their log",
+            rows=counties.fips[choice_set][bad].tolist(),
+            unit="county",
+            hint="give every county of the choice set a positive labor force",
+        )
+    return values
 
 
 def coords(data: ModelData) -> dict[str, list]:

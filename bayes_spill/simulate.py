@@ -128,22 +128,25 @@ def _locate_firms(
     obs_year = np.searchsorted(years, frame["fyear"].to_numpy())
     stock_bil = frame["rd_stock"].to_numpy() / MILLION_PER_BILLION
     everywhere = np.arange(n_counties)
+    distance = distance_matrix_km(counties, everywhere, everywhere)  # once: ~80 MB, reused below
     best = (n_firms + 1, location)
+    seen = set()
     for iteration in range(1, s.max_location_iterations + 1):
         sources, inverse = np.unique(location[obs_firm], return_inverse=True)
         pool = np.zeros((len(sources), len(years)))
         np.add.at(pool, (inverse, obs_year), stock_bil)
-        distance = distance_matrix_km(counties, everywhere, sources)
-        sbar = kernel.decay_weights(distance, s.halflife_km) @ pool.mean(axis=1)
+        sbar = kernel.decay_weights(distance[:, sources], s.halflife_km) @ pool.mean(axis=1)
         new_location = np.argmax(base + s.gamma * alpha[:, None] * sbar[None, :], axis=1)
         movers = int(np.sum(new_location != location))
         if movers == 0:
             return location, iteration, 0
         if movers < best[0]:
             best = (movers, location)
+        state = new_location.tobytes()
+        if state in seen:  # a cycle: iterating further only repeats it
+            return best[1], iteration, best[0]
+        seen.add(state)
         location = new_location
-    # Best-response dynamics can cycle when a firm's own R&D tips its choice (a finite-firm
-    # effect); keep the profile closest to a fixed point and report how many firms would move.
     return best[1], s.max_location_iterations, best[0]
 
 

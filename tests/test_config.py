@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import re
 from pathlib import Path
 
@@ -336,3 +337,13 @@ def test_with_sampler_validates():
     for bad in ({"draws": 0}, {"draws": -5}, {"draws": "100"}, {"chains": 1.5}, {"backend": "stan"}, {"target_accept": 0.2}, {"thin": 2}):
         with pytest.raises(ConfigError):
             config.with_sampler(**bad)
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob("models/*.toml")))
+def test_effective_config_round_trips_through_toml(path):
+    from bayes_spill.config import parse_config
+
+    config = load_config(path).with_sampler(seed=99, draws=123, chains=3)
+    again = parse_config(config.to_toml())
+    assert again.hash() == config.hash()
+    assert again.sampler.seed == 99 and again.sampler.draws == 123

@@ -153,3 +153,14 @@ def test_bad_data_is_a_clear_error_not_a_traceback(tmp_path, capsys):
     assert code == 2
     assert "bad.csv" in err and "xrd" in err and "Traceback" not in err
     assert not (tmp_path / "out" / "posterior.nc").exists()
+
+
+def test_panel_and_config_rebuilt_from_the_posterior(cli_fit, tiny_csv):
+    from bayes_spill.inputs import load_panel
+
+    tree = bayes_spill.load(cli_fit)
+    rebuilt = posterior_io.panel_from_tree(tree)
+    original = load_panel(tiny_csv)
+    for name in ("firms", "years", "obs_firm", "obs_year", "sale", "emp", "ppent", "xrd", "rd_stock", "firm_county"):
+        np.testing.assert_array_equal(getattr(rebuilt, name), getattr(original, name), err_msg=name)
+    assert posterior_io.config_from_tree(tree).hash() == tree.attrs["model_config_hash"]

@@ -1,0 +1,151 @@
+"""Subcommands `bayes-spill baseline` (the paper's two-step estimator) and
+`bayes-spill calibrate sbc|montecarlo` (calibration studies of the joint model).
+Heavy libraries are imported inside the command functions."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bayes_spill.errors import BayesSpillError
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
+    return value
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from bayes_spill import baseline
+    from bayes_spill.fitting import resolve_config, resolve_data
+
+    config = resolve_config(args.model)
+    panel, _ = resolve_data(args.data, config, args.counties)
+    if args.data and panel.truth is None and Path(args.data).with_name("truth.json").is_file():
+        # a simulated industry written by `bayes-spill simulate`: show the truth beside the estimates
+        import json
+
+        from bayes_spill.panel import PreparedPanel
+
+        truth = json.loads(Path(args.data).with_name("truth.json").read_text())
+        panel = PreparedPanel(**{**panel.__dict__, "truth": truth})
+    try:
+        settings = baseline.BaselineSettings(
+            n_bootstrap=args.bootstrap,
+            workers=args.workers,
+            seed=args.seed,
+            halflife_bounds_km=(args.min_halflife_km, args.max_halflife_km),
+        )
+    except ValueError as exc:
+        raise BayesSpillError(f"baseline: {exc}") from None
+    result = baseline.two_step(panel, config, settings, table4_bootstrap=args.table4_bootstrap, progress=not args.no_progress)
+    print(baseline.report(result))
+    if args.out:
+        path = baseline.save_result(result, args.out)
+        print(f"\nwrote {path}" + (f" and {Path(args.out) / 'bootstrap.csv'}" if len(result.bootstrap) else ""))
+    return 0
+
+
+def _override(spec, args: argparse.Namespace, mapping: dict[str, str]):
+    from dataclasses import replace
+
+    changes = {field: getattr(args, arg) for arg, field in mapping.items() if getattr(args, arg, None) is not None}
+    return replace(spec, **changes)
+
+
+def cmd_sbc(args: argparse.Namespace) -> int:
+    from bayes_spill import calibration
+
+    cal = calibration.load_calibration(args.config)
+    spec = _override(cal.sbc, args, {"sims": "sims", "firms": "firms", "draws": "draws", "tune": "tune", "chains": "chains", "ranks": "ranks", "bins": "bins", "seed": "seed"})
+    if args.sampler:
+        cal = _with_sampler(cal, args.sampler)
+    calibration.check_sbc(spec, "command line")
+    executor = calibration.make_executor(args.workers, args.scheduler)
+    print(f"SBC in {args.out} on {executor.name}: {spec.sims} simulations of {spec.firms} firms", flush=True)
+    run, text = calibration.run_sbc(args.out, cal, spec, executor, progress=not args.no_progress)
+    print(text)
+    return 130 if run.interrupted else 0
+
+
+def cmd_montecarlo(args: argparse.Namespace) -> int:
+    from bayes_spill import calibration
+
+    cal = calibration.load_calibration(args.config)
+    mapping = {"datasets": "datasets", "firms": "firms", "draws": "draws", "tune": "tune", "chains": "chains", "bootstrap": "bootstrap", "seed": "seed"}
+    spec = _override(cal.montecarlo, args, mapping)
+    if args.methods:
+        from dataclasses import replace
+
+        spec = replace(spec, methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()))
+    if args.sampler:
+        cal = _with_sampler(cal, args.sampler)
+    calibration.check_montecarlo(spec, "command line")
+    executor = calibration.make_executor(args.workers, args.scheduler)
+    print(f"Monte Carlo in {args.out} on {executor.name}: {spec.datasets} datasets of {spec.firms} firms, methods {', '.join(spec.methods)}", flush=True)
+    run, text = calibration.run_montecarlo(args.out, cal, spec, executor, progress=not args.no_progress)
+    print(text)
+    return 130 if run.interrupted else 0
+
+
+def _with_sampler(cal, sampler: str):
+    from dataclasses import replace
+
+    return replace(cal, sampler=sampler)
+
+
+def _study_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="calibration TOML, or a name in models/studies/ (default: models/studies/calibration.toml)")
+    p.add_argument("--workers", type=_positive_int, help="local worker processes (default: the CPU count)")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="run on a Dask distributed cluster (e.g. tcp://host:8786) instead of a local pool")
+    p.add_argument("--draws", type=_positive_int)
+    p.add_argument("--tune", type=_non_negative_int)
+    p.add_argument("--chains", type=_positive_int)
+    p.add_argument("--firms", type=_positive_int, help="firms per simulated industry")
+    p.add_argument("--seed", type=_non_negative_int, help="study seed (prior draws, data and fit seeds)")
+    p.add_argument("--sampler", choices=("nutpie", "pymc", "numpyro"), help="NUTS implementation (default: the model's)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("baseline", help="the paper's two-step estimator (GMM, then ML with the BLP contraction); prints Tables 3-5")
+    p.add_argument("--data", help="firm panel (CSV or Parquet); default: the embedded software industry")
+    p.add_argument("--counties", help="county table (default: built in)")
+    p.add_argument("--model", default="lychagin2010", help="model TOML or name: its spillover options are used (default: lychagin2010)")
+    p.add_argument("--bootstrap", type=_non_negative_int, default=199, help="bootstrap resamples of firms for standard errors (default 199; 0: none)")
+    p.add_argument("--table4-bootstrap", type=_non_negative_int, help="resamples for Table 4's bootstrapped t (default: --bootstrap)")
+    p.add_argument("--workers", type=_positive_int, help="bootstrap processes (default: CPU count, at most 4)")
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="bootstrap seed")
+    p.add_argument("--min-halflife-km", type=float, default=5.0)
+    p.add_argument("--max-halflife-km", type=float, default=5000.0)
+    p.add_argument("--out", help="also write OUT/baseline.json and OUT/bootstrap.csv")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_baseline)
+
+    cal = sub.add_parser("calibrate", help="calibration studies of the joint model: SBC, and a Monte Carlo against the two-step")
+    studies = cal.add_subparsers(dest="study", metavar="STUDY", required=True)
+
+    p = studies.add_parser("sbc", help="simulation-based calibration; resumes when run again on the same --out")
+    p.add_argument("--out", default="posterior/sbc", help="study folder (default: posterior/sbc)")
+    p.add_argument("--sims", type=_positive_int, help="simulations (default: the configuration's, 100)")
+    p.add_argument("--ranks", type=_positive_int, help="thinned posterior draws per rank, L")
+    p.add_argument("--bins", type=_positive_int, help="chi-square bins ((L + 1) must be a multiple)")
+    _study_options(p)
+    p.set_defaults(func=cmd_sbc)
+
+    p = studies.add_parser("montecarlo", help="joint model vs two-step on simulated industries; resumes when run again")
+    p.add_argument("--out", default="posterior/montecarlo", help="study folder (default: posterior/montecarlo)")
+    p.add_argument("--datasets", type=_positive_int, help="simulated datasets (default: the configuration's, 20)")
+    p.add_argument("--bootstrap", type=_positive_int, help="two-step bootstrap resamples per dataset")
+    p.add_argument("--methods", help="comma-separated: joint,twostep (default: both)")
+    _study_options(p)
+    p.set_defaults(func=cmd_montecarlo)
