@@ -687,7 +687,8 @@ class BaselineResult:
     location_counties: int
     alpha_hat: np.ndarray
     s_variation: np.ndarray
-    year_effect: np.ndarray
+    year_effect: np.ndarray  # v_t, one per year of ``years`` (0 in the first)
+    years: np.ndarray
     gmm_profile: tuple[np.ndarray, np.ndarray]
     nls_profile: tuple[np.ndarray, np.ndarray] | None
     location_converged: bool
@@ -758,7 +759,8 @@ class BaselineResult:
             "location_converged": self.location_converged,
             "bootstrap_replicates": int(len(self.draws)),
             "bootstrap_failed": self.failed_replicates,
-            "year_effect": dict(zip(map(str, range(len(self.year_effect))), map(float, self.year_effect))),
+            "year_effect": dict(zip(map(str, map(int, self.years)), map(float, self.year_effect))),
+            "gmm_profile": {"halflife_km": self.gmm_profile[0], "objective": self.gmm_profile[1]},
             "wall_seconds": self.wall_seconds,
             "settings": asdict(self.settings),
             "truth": self.truth,
@@ -842,6 +844,7 @@ def _two_step(panel, config, settings: BaselineSettings, table4_bootstrap, progr
         alpha_hat=alpha_hat,
         s_variation=s_variation,
         year_effect=year_effect,
+        years=np.asarray(panel.years),
         gmm_profile=est["_gmm_profile"],
         nls_profile=est.get("_nls_profile"),
         location_converged=est["_location"].converged,

@@ -410,9 +410,9 @@ def _json_default(value):
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-# A study may be extended (more simulations or datasets) in its folder: replicate i is the same
-# whatever the total, so the count is not part of what must match.
-EXTENSIBLE = ("sims", "datasets")
+# A study may be extended in its folder (more simulations or datasets, another method): replicate
+# i of a method is the same whatever the others, so these are not part of what must match.
+EXTENSIBLE = ("sims", "datasets", "methods")
 
 
 def prepare_study(study_dir: Path, kind: str, spec: dict) -> None:
@@ -588,22 +588,33 @@ def rank_table(replicates: list[dict]) -> pd.DataFrame:
     return pd.DataFrame([{"key": r["key"], **r["ranks"]} for r in replicates]).set_index("key").sort_index()
 
 
+def chi_square_bins(n_ranks: int, bins: int, sims: int, min_expected: float = 5.0) -> int:
+    """Bins for the chi-square test: the largest divisor of L + 1 that is at most ``bins`` and
+    leaves at least ``min_expected`` simulations per bin (at least 2 bins)."""
+    divisors = [d for d in range(2, bins + 1) if (n_ranks + 1) % d == 0]
+    fitting = [d for d in divisors if sims / d >= min_expected]
+    return max(fitting) if fitting else (min(divisors) if divisors else 2)
+
+
 def uniformity_tests(ranks: pd.DataFrame, n_ranks: int, bins: int) -> pd.DataFrame:
-    """Per parameter: chi-square test of the binned ranks against uniform, and a KS test of
+    """Per parameter: chi-square test of the binned ranks against uniform (at most ``bins`` bins,
+    fewer when there are too few simulations for 5 per bin), and a KS test of
     (rank + 0.5) / (L + 1) against U(0, 1) (slightly conservative for discrete ranks)."""
     from scipy import stats
 
     rows = []
-    width = (n_ranks + 1) // bins
     for name in ranks.columns:
         r = ranks[name].dropna().to_numpy(int)
-        counts = np.bincount(r // width, minlength=bins)[:bins]
+        used = chi_square_bins(n_ranks, bins, len(r))
+        width = (n_ranks + 1) // used
+        counts = np.bincount(r // width, minlength=used)[:used]
         chi = stats.chisquare(counts)
         ks = stats.kstest((r + 0.5) / (n_ranks + 1), "uniform")
         rows.append(
             {
                 "parameter": name,
                 "sims": len(r),
+                "bins": used,
                 "chi2": float(chi.statistic),
                 "chi2_p": float(chi.pvalue),
                 "ks": float(ks.statistic),
@@ -702,7 +713,7 @@ def sbc_report(study_dir: Path, spec: SBCSpec, alpha: float = 0.01, plot: bool =
     if low_ess:
         lines.append(f"bulk ESS below L = {spec.ranks} in some fit for {', '.join(low_ess)}: thinned draws are autocorrelated there (ranks pile up at the ends)")
     if len(reps) < 5 * spec.bins:
-        lines.append(f"note: fewer than {5 * spec.bins} simulations: the chi-square approximation is rough; read the plots")
+        lines.append(f"note: fewer than {5 * spec.bins} simulations: the chi-square test uses fewer bins (column 'bins') and has little power; read the plots")
     lines.append("wrote " + ", ".join(map(str, written)))
     return "\n".join(lines), tests
 
@@ -743,7 +754,7 @@ def _status(run: StudyRun) -> str:
 def montecarlo_tasks(cal: CalibrationConfig, spec: MonteCarloSpec) -> list[dict]:
     seeds = np.random.SeedSequence(spec.seed).spawn(spec.datasets)
     simulation = {**dict(cal.simulation), **dict(spec.simulation), "n_firms": spec.firms}
-    model_toml = fitted_model_toml(cal, spec.draws, spec.tune, spec.chains, seed=0, calibration_priors=False) if "joint" in spec.methods else ""
+    model_toml = fitted_model_toml(cal, spec.draws, spec.tune, spec.chains, seed=0, calibration_priors=False)
     tasks = []
     for i, ss in enumerate(seeds):
         rng = np.random.default_rng(ss)
@@ -789,7 +800,7 @@ def run_montecarlo_replicate(task: dict) -> dict:
         from bayes_spill.baseline import BaselineSettings, two_step
         from bayes_spill.config import parse_config
 
-        config = parse_config(task["model_toml"]) if task["model_toml"] else "lychagin2010"
+        config = parse_config(task["model_toml"], source="calibration study")
         start = time.perf_counter()
         result = two_step(panel, model=config, settings=BaselineSettings(n_bootstrap=task["bootstrap"], workers=1, seed=task["fit_seed"], spec1=False), table4_bootstrap=0)
         seconds = time.perf_counter() - start

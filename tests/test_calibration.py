@@ -89,6 +89,13 @@ def test_uniformity_tests_accept_uniform_and_reject_biased_ranks():
     assert table.loc["biased", "chi2_p"] < 1e-6
 
 
+def test_chi_square_bins_keep_five_per_bin():
+    assert cal.chi_square_bins(99, 10, 100) == 10
+    assert cal.chi_square_bins(99, 10, 20) == 4
+    assert cal.chi_square_bins(99, 10, 3) == 2
+    assert cal.chi_square_bins(19, 5, 100) == 5
+
+
 def test_ecdf_band_holds_uniform_samples_at_its_level():
     z, lo, hi = cal.ecdf_band(50, level=0.95, n_sims=1000, seed=1)
     rng = np.random.default_rng(2)

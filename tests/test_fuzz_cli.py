@@ -36,12 +36,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bayes_spill import cli
+from bayes_spill import fitting  # noqa: F401  (imported here: PyMC raises the recursion limit on import)
 from bayes_spill.simulate import SimulationSettings, simulate_industry
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_IN_FULL = {"fit", "validate", "simulate", "counterfactual", "sorting", "equilibrium counties", "check", "compare"}
 PATH_DESTS = {"data", "counties", "model", "out", "dir", "dirs", "county_sales", "truth", "config", "pairs"}
-NUMBERS = ["0", "1", "2", "3", "-1", "40", "2000", "2005", "1e3", "1.5", "-0", "nan", "inf", "-inf", "1e400", "99999999999999999999", "", " ", "x", "0x10", "٣"]
+GOOD_NUMBERS = ["1", "2", "3", "5", "2000", "2003", "0.5"]  # valid for most numeric options
+BAD_NUMBERS = ["0", "-1", "40000", "1e3", "1.5", "-0", "nan", "inf", "-inf", "1e400", "99999999999999999999", "", " ", "x", "0x10", "٣"]
 
 
 class ReachedModelBuild(Exception):
@@ -106,8 +108,11 @@ def argument_tokens(draw, action: argparse.Action, paths: dict) -> list[str]:
         values = draw(st.lists(st.sampled_from(paths[action.dest]), min_size=1, max_size=3 if action.nargs in ("+", "*") else 1))
     elif action.choices:
         values = [draw(st.sampled_from([*action.choices, "junk", ""]))]
+    elif action.type is not None and getattr(action.type, "__name__", "").endswith("fips"):
+        values = [draw(st.sampled_from(["06085", "02013", "06085,02013", "6085", "99999", "x", ""]))]
     elif action.type is not None:
-        values = [draw(st.one_of(st.sampled_from(NUMBERS), st.text(max_size=6)))]
+        # mostly plausible values, so that whole command lines get past the parser often
+        values = [draw(st.one_of(st.sampled_from(GOOD_NUMBERS), st.sampled_from(GOOD_NUMBERS), st.sampled_from(BAD_NUMBERS), st.text(max_size=6)))]
     else:
         values = [draw(st.one_of(st.sampled_from(["06085", "02013", "6085", "99999", "x", ""]), st.text(max_size=6)))]
     return [*action.option_strings[:1], *values]
@@ -123,7 +128,7 @@ def command_lines(draw, paths: dict, names: tuple[str, ...] | None = None) -> li
     tokens = []
     for action in actions:
         # required arguments are usually given; optional ones sometimes, sometimes twice
-        times = draw(st.sampled_from((0, 1, 1, 1, 1, 2) if action.required else (0, 0, 1, 1, 2)))
+        times = draw(st.sampled_from((0, 1, 1, 1, 1, 1, 1, 2) if action.required else (0, 0, 0, 1, 1, 2)))
         for _ in range(times):
             tokens.append(argument_tokens(draw, action, paths))
     tokens = draw(st.permutations(tokens)) if tokens else []

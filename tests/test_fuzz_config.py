@@ -412,6 +412,7 @@ def test_every_model_file_is_accepted_and_reads_back():
 
 def test_a_list_as_distribution_name_is_a_config_error():
     text = (MODELS / "lychagin2010.toml").read_text().replace('gamma = { dist = "Normal"', 'gamma = { dist = ["Normal"]')
+    assert '["Normal"]' in text
     with pytest.raises(ConfigError, match="priors.gamma"):
         parse_config(text)
 

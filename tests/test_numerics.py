@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,6 +26,7 @@ from bayes_spill.model import build_model, model_data
 from bayes_spill.simulate import SimulationSettings, simulate_industry, write_simulation
 
 FAST = "FAST_COMPILE"
+MODELS = Path(__file__).resolve().parents[1] / "models"
 HALFLIVES_KM = np.geomspace(1.0, 5000.0, 9)
 SETTINGS = SimulationSettings(n_firms=30, first_year=1996, last_year=2003, mean_years=5, zero_rd_share=0.3)
 
@@ -56,7 +58,7 @@ def tail_points(full: bool):
 
 
 def check_model_on_grid(panel, model_file: str, full: bool) -> int:
-    model = build_model(panel, load_config(f"models/{model_file}"))
+    model = build_model(panel, load_config(MODELS / model_file))
     logp = model.compile_logp(mode=FAST)
     dlogp = model.compile_dlogp(mode=FAST)
     names = {v.name for v in model.value_vars}
@@ -142,7 +144,7 @@ def test_the_pytensor_kernel_gradient_is_finite_at_short_half_lives():
 @pytest.mark.parametrize("halflife_km, gamma", [(1.0, 0.0), (5000.0, 3.0), (59.0, -3.0)])
 def test_simulate_load_and_model_inputs_raise_no_floating_point_error(tmp_path, halflife_km, gamma):
     settings = SimulationSettings(n_firms=15, first_year=2000, last_year=2005, mean_years=4, halflife_km=halflife_km, gamma=gamma, zero_rd_share=0.3)
-    config = load_config("models/lychagin2010.toml")
+    config = load_config(MODELS / "lychagin2010.toml")
     with np.errstate(all="raise"):
         panel = simulate_industry(settings, seed=2)
         csv_path, _ = write_simulation(panel, tmp_path)
