@@ -64,7 +64,7 @@ def truth_parameters(tree: xr.DataTree) -> dict:
         return {}
     try:
         return dict(ast.literal_eval(text))
-    except (ValueError, SyntaxError):
+    except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError):  # a crafted attr
         return {}
 
 

@@ -92,6 +92,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
     try:
         # utf-8-sig also reads plain UTF-8 and drops the byte-order mark Excel writes. The code
         # columns are named as the header writes them (' fips ' too), so they stay text.
+        _require_distinct_header_names(path)
         header = pd.read_csv(path, nrows=0, encoding="utf-8-sig").columns
         text = {c: str for c in header if str(c).strip() in TEXT_COLUMNS}
         return pd.read_csv(path, dtype=text, encoding="utf-8-sig", skip_blank_lines=False)
@@ -106,6 +107,21 @@ def _read_csv(path: Path) -> pd.DataFrame:
         raise InputError(path, None, "is empty (no header line)") from exc
     except (pd.errors.ParserError, ValueError, OSError, EOFError, zlib.error) as exc:
         raise InputError(path, None, f"could not be read as CSV: {exc}") from exc
+
+
+def _require_distinct_header_names(path: Path) -> None:
+    """pandas renames a repeated name ('sale', 'sale' -> 'sale', 'sale.1') and the copy would be
+    ignored silently; read the header as written and reject repeats."""
+    raw = pd.read_csv(path, header=None, nrows=1, dtype=str, encoding="utf-8-sig", keep_default_na=False)
+    names = [str(name).strip() for name in raw.iloc[0].tolist()] if len(raw) else []
+    repeated = sorted({name for name in names if names.count(name) > 1 and name})
+    if repeated:
+        raise InputError(
+            path,
+            ", ".join(repeated),
+            "the header names this column more than once",
+            hint="Keep one column of each name",
+        )
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:

@@ -106,8 +106,14 @@ def test_an_interrupt_in_sampling_exits_cleanly(tiny_csv, tmp_path, monkeypatch,
         raise AssertionError("the signal was not delivered")
 
     monkeypatch.setattr(fitting, "sample", interrupted_sample)
+    # A shell starts background jobs with SIGINT ignored (as CI may run us); a user's terminal
+    # delivers Ctrl-C, so give this process Python's own handler for the test.
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     handler = signal.getsignal(signal.SIGTERM)
-    code = main(["fit", "--data", str(tiny_csv), "--out", str(out), *TINY])
+    try:
+        code = main(["fit", "--data", str(tiny_csv), "--out", str(out), *TINY])
+    finally:
+        signal.signal(signal.SIGINT, previous_int)
     err = capsys.readouterr().err
     assert code == 128 + signum, err
     assert "interrupted" in err and "Traceback" not in err

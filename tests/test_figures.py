@@ -78,3 +78,13 @@ def test_truth_parameters_are_read_from_the_attrs():
     assert figures.truth_parameters(tree) == {}
     tree.attrs["truth_parameters"] = repr({"gamma": 0.053, "halflife_km": 59.0})
     assert figures.truth_parameters(tree)["halflife_km"] == 59.0
+
+
+def test_crafted_truth_attribute_cannot_crash_the_figures():
+    import xarray as xr
+
+    from bayes_spill.figures import truth_parameters
+
+    tree = xr.DataTree()
+    tree.attrs["truth_parameters"] = "1" + "+1" * 100000
+    assert truth_parameters(tree) == {}

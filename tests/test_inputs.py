@@ -433,3 +433,11 @@ def test_validation_report(tmp_path, capsys):
 def test_validation_report_mentions_gaps_and_no_drops(tmp_path):
     report = validation_report(load(gap_frame(), tmp_path, on_gap="restart"))
     assert "firms with year gaps 2" in report and "dropped              nothing" in report
+
+
+def test_a_column_named_twice_in_the_header_is_rejected_not_renamed(tmp_path):
+    path = tmp_path / "twice.csv"
+    path.write_text("gvkey,fyear,sale,emp,ppent,xrd,fips,sale\n001,2000,1,1,1,1,06085,2\n")
+    with pytest.raises(InputError) as info:
+        read_table(path)
+    assert "twice.csv" in str(info.value) and "'sale'" in str(info.value) and "more than once" in str(info.value)
