@@ -8,19 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
-    return value
+from bayes_spill.cli import non_negative_int, positive_int
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -66,9 +54,9 @@ def add_commands(sub) -> None:
         help="posterior predictive checks, identification, LOO, figures and DIR/report.md for a fit",
     )
     p.add_argument("dir", help="a fit folder (holding posterior.nc)")
-    p.add_argument("--ppc-draws", type=_positive_int, help="posterior draws for the predictive checks (default 200)")
-    p.add_argument("--bootstrap", type=_non_negative_int, default=200, help="bootstrap resamples for Table 4's t-statistics (default 200)")
-    p.add_argument("--seed", type=_non_negative_int, help="random seed (default: the fit's)")
+    p.add_argument("--ppc-draws", type=positive_int, help="posterior draws for the predictive checks (default 200)")
+    p.add_argument("--bootstrap", type=non_negative_int, default=200, help="bootstrap resamples for Table 4's t-statistics (default 200)")
+    p.add_argument("--seed", type=non_negative_int, help="random seed (default: the fit's)")
     p.add_argument("--counties", help="the county table of the fit, when it was not the built-in one")
     p.add_argument("--no-figures", action="store_true", help="skip the figures")
     p.set_defaults(func=cmd_check)

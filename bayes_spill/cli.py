@@ -21,14 +21,14 @@ DEFAULT_OUT_ROOT = Path("posterior")
 COMMAND_MODULES: tuple[str, ...] = ("bayes_spill.policy_commands", "bayes_spill.baseline_commands", "bayes_spill.check_commands", "bayes_spill.bench")
 
 
-def _non_negative_int(text: str) -> int:
+def non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
     return value
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
@@ -125,10 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--counties", help="county table (CSV or Parquet: fips, lat, lon, covariates); default: built in")
     p.add_argument("--model", default="lychagin2010", help="model TOML, or a name in models/ (default: lychagin2010)")
     p.add_argument("--out", help="output folder (default: posterior/<model name>)")
-    p.add_argument("--seed", type=_non_negative_int, help="random seed (default: the configuration's)")
-    p.add_argument("--chains", type=_positive_int)
-    p.add_argument("--draws", type=_positive_int)
-    p.add_argument("--tune", type=_non_negative_int)
+    p.add_argument("--seed", type=non_negative_int, help="random seed (default: the configuration's)")
+    p.add_argument("--chains", type=positive_int)
+    p.add_argument("--draws", type=positive_int)
+    p.add_argument("--tune", type=non_negative_int)
     p.add_argument("--sampler", choices=("nutpie", "pymc", "numpyro"), help="NUTS implementation (default: the configuration's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_fit)
@@ -140,8 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("simulate", help="draw a synthetic industry from the model; writes panel.csv and truth.json")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--seed", type=_non_negative_int, default=0)
-    p.add_argument("--firms", type=_positive_int)
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--firms", type=positive_int)
     p.add_argument("--halflife-km", type=_finite_float)
     p.add_argument("--gamma", type=_finite_float)
     p.add_argument("--mu-alpha", type=_finite_float)

@@ -7,15 +7,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from bayes_spill.cli import positive_int
+
 LN2 = 0.6931471805599453
 DEFAULT_TWO_CITY_OUT = Path("posterior") / "two_city"
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 def _fips_list(text: str) -> list[str]:
@@ -154,7 +149,7 @@ def add_commands(sub) -> None:
     p.add_argument("--county-sales", help="table with columns fips, sales ($ million) for the dollar gains")
     p.add_argument("--alpha", choices=("firm", "implied"), default="firm",
                    help="firm: posterior alpha_i of the county's sample firms (default); implied: model-implied f(alpha | county)")
-    p.add_argument("--draws", type=_positive_int, default=1000, help="posterior draws to use, evenly thinned (default 1000)")
+    p.add_argument("--draws", type=positive_int, default=1000, help="posterior draws to use, evenly thinned (default 1000)")
     p.add_argument("--counties", help="county table used for the fit, if not the built-in one")
     p.add_argument("--truth", help="truth.json of a simulation (from 'bayes-spill simulate'): show the true cells beside the intervals")
     p.add_argument("--out", help="CSV to write (default: DIR/counterfactual_<county>_<year>_<alpha>.csv)")
@@ -163,7 +158,7 @@ def add_commands(sub) -> None:
     p = sub.add_parser("sorting", help="Proposition 1: posterior probability that a higher-spillover county's alpha distribution dominates")
     p.add_argument("dir", help="fit folder (or posterior.nc)")
     p.add_argument("--pairs", help="county pairs A:B separated by commas, e.g. 06085:06087,06085:06081 (default: the largest county vs the next four)")
-    p.add_argument("--draws", type=_positive_int, default=1000, help="posterior draws to use, evenly thinned (default 1000)")
+    p.add_argument("--draws", type=positive_int, default=1000, help="posterior draws to use, evenly thinned (default 1000)")
     p.add_argument("--counties", help="county table used for the fit, if not the built-in one")
     p.add_argument("--out", help="CSV to write (default: DIR/sorting.csv)")
     p.set_defaults(func=cmd_sorting)
@@ -185,7 +180,7 @@ def add_commands(sub) -> None:
     q.add_argument("dir", help="fit folder (or posterior.nc)")
     q.add_argument("--shock-county", type=_fips, required=True, help="FIPS of the county where the R&D appears")
     q.add_argument("--shock-rd-stock", type=float, required=True, help="exogenous R&D stock added there, $ million")
-    q.add_argument("--draws", type=_positive_int, default=100, help="posterior draws to solve, evenly thinned (default 100)")
+    q.add_argument("--draws", type=positive_int, default=100, help="posterior draws to solve, evenly thinned (default 100)")
     q.add_argument("--damping", type=_damping, default=0.5, help="weight of the new iterate in the damped fixed point (default 0.5)")
     q.add_argument("--counties", help="county table used for the fit, if not the built-in one")
     q.add_argument("--out", help="CSV to write (default: DIR/equilibrium_<county>.csv)")
