@@ -96,6 +96,8 @@ def _read_csv(path: Path) -> pd.DataFrame:
         header = pd.read_csv(path, nrows=0, encoding="utf-8-sig").columns
         text = {c: str for c in header if str(c).strip() in TEXT_COLUMNS}
         return pd.read_csv(path, dtype=text, encoding="utf-8-sig", skip_blank_lines=False)
+    except InputError:
+        raise  # already says what is wrong (an InputError is a ValueError too)
     except UnicodeDecodeError as exc:
         raise InputError(
             path,
@@ -114,7 +116,8 @@ def _require_distinct_header_names(path: Path) -> None:
     ignored silently; read the header as written and reject repeats."""
     raw = pd.read_csv(path, header=None, nrows=1, dtype=str, encoding="utf-8-sig", keep_default_na=False)
     names = [str(name).strip() for name in raw.iloc[0].tolist()] if len(raw) else []
-    repeated = sorted({name for name in names if names.count(name) > 1 and name})
+    read = set(PANEL_COLUMNS) | {"lat", "lon"}  # extra columns are ignored anyway
+    repeated = sorted({name for name in names if names.count(name) > 1 and name in read})
     if repeated:
         raise InputError(
             path,

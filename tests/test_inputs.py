@@ -441,3 +441,11 @@ def test_a_column_named_twice_in_the_header_is_rejected_not_renamed(tmp_path):
     with pytest.raises(InputError) as info:
         read_table(path)
     assert "twice.csv" in str(info.value) and "'sale'" in str(info.value) and "more than once" in str(info.value)
+
+
+def test_a_repeated_header_name_is_reported_with_its_column_not_as_unreadable(tmp_path):
+    path = tmp_path / "repeat.csv"
+    path.write_text("gvkey,fyear,sale,emp,ppent,xrd,fips, gvkey\n001,2000,1,1,1,1,06085,001\n")
+    with pytest.raises(InputError) as info:
+        read_table(path)
+    assert info.value.column == "gvkey" and "could not be read" not in str(info.value)
