@@ -7,21 +7,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from bayes_spill.cli import non_negative_int, positive_int
 from bayes_spill.errors import BayesSpillError
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
-    return value
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
@@ -105,13 +92,13 @@ def _with_sampler(cal, sampler: str):
 
 def _study_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="calibration TOML, or a name in models/studies/ (default: models/studies/calibration.toml)")
-    p.add_argument("--workers", type=_positive_int, help="local worker processes (default: the CPU count)")
+    p.add_argument("--workers", type=positive_int, help="local worker processes (default: the CPU count)")
     p.add_argument("--scheduler", metavar="ADDRESS", help="run on a Dask distributed cluster (e.g. tcp://host:8786) instead of a local pool")
-    p.add_argument("--draws", type=_positive_int)
-    p.add_argument("--tune", type=_non_negative_int)
-    p.add_argument("--chains", type=_positive_int)
-    p.add_argument("--firms", type=_positive_int, help="firms per simulated industry")
-    p.add_argument("--seed", type=_non_negative_int, help="study seed (prior draws, data and fit seeds)")
+    p.add_argument("--draws", type=positive_int)
+    p.add_argument("--tune", type=non_negative_int)
+    p.add_argument("--chains", type=positive_int)
+    p.add_argument("--firms", type=positive_int, help="firms per simulated industry")
+    p.add_argument("--seed", type=non_negative_int, help="study seed (prior draws, data and fit seeds)")
     p.add_argument("--sampler", choices=("nutpie", "pymc", "numpyro"), help="NUTS implementation (default: the model's)")
     p.add_argument("--no-progress", action="store_true")
 
@@ -121,10 +108,10 @@ def add_commands(sub) -> None:
     p.add_argument("--data", help="firm panel (CSV or Parquet); default: the embedded software industry")
     p.add_argument("--counties", help="county table (default: built in)")
     p.add_argument("--model", default="lychagin2010", help="model TOML or name: its spillover options are used (default: lychagin2010)")
-    p.add_argument("--bootstrap", type=_non_negative_int, default=199, help="bootstrap resamples of firms for standard errors (default 199; 0: none)")
-    p.add_argument("--table4-bootstrap", type=_non_negative_int, help="resamples for Table 4's bootstrapped t (default: --bootstrap)")
-    p.add_argument("--workers", type=_positive_int, help="bootstrap processes (default: CPU count, at most 4)")
-    p.add_argument("--seed", type=_non_negative_int, default=0, help="bootstrap seed")
+    p.add_argument("--bootstrap", type=non_negative_int, default=199, help="bootstrap resamples of firms for standard errors (default 199; 0: none)")
+    p.add_argument("--table4-bootstrap", type=non_negative_int, help="resamples for Table 4's bootstrapped t (default: --bootstrap)")
+    p.add_argument("--workers", type=positive_int, help="bootstrap processes (default: CPU count, at most 4)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="bootstrap seed")
     p.add_argument("--min-halflife-km", type=float, default=5.0)
     p.add_argument("--max-halflife-km", type=float, default=5000.0)
     p.add_argument("--out", help="also write OUT/baseline.json and OUT/bootstrap.csv")
@@ -136,16 +123,16 @@ def add_commands(sub) -> None:
 
     p = studies.add_parser("sbc", help="simulation-based calibration; resumes when run again on the same --out")
     p.add_argument("--out", default="posterior/sbc", help="study folder (default: posterior/sbc)")
-    p.add_argument("--sims", type=_positive_int, help="simulations (default: the configuration's, 100)")
-    p.add_argument("--ranks", type=_positive_int, help="thinned posterior draws per rank, L")
-    p.add_argument("--bins", type=_positive_int, help="chi-square bins ((L + 1) must be a multiple)")
+    p.add_argument("--sims", type=positive_int, help="simulations (default: the configuration's, 100)")
+    p.add_argument("--ranks", type=positive_int, help="thinned posterior draws per rank, L")
+    p.add_argument("--bins", type=positive_int, help="chi-square bins ((L + 1) must be a multiple)")
     _study_options(p)
     p.set_defaults(func=cmd_sbc)
 
     p = studies.add_parser("montecarlo", help="joint model vs two-step on simulated industries; resumes when run again")
     p.add_argument("--out", default="posterior/montecarlo", help="study folder (default: posterior/montecarlo)")
-    p.add_argument("--datasets", type=_positive_int, help="simulated datasets (default: the configuration's, 20)")
-    p.add_argument("--bootstrap", type=_positive_int, help="two-step bootstrap resamples per dataset")
+    p.add_argument("--datasets", type=positive_int, help="simulated datasets (default: the configuration's, 20)")
+    p.add_argument("--bootstrap", type=positive_int, help="two-step bootstrap resamples per dataset")
     p.add_argument("--methods", help="comma-separated: joint,twostep (default: both)")
     _study_options(p)
     p.set_defaults(func=cmd_montecarlo)
