@@ -57,6 +57,10 @@ def cmd_sbc(args: argparse.Namespace) -> int:
     if args.sampler:
         cal = _with_sampler(cal, args.sampler)
     calibration.check_sbc(spec, "command line")
+    if args.report_only:
+        run, text = calibration.run_sbc(args.out, cal, spec, report_only=True)
+        print(text)
+        return 0
     executor = calibration.make_executor(args.workers, args.scheduler)
     print(f"SBC in {args.out} on {executor.name}: {spec.sims} simulations of {spec.firms} firms", flush=True)
     run, text = calibration.run_sbc(args.out, cal, spec, executor, progress=not args.no_progress)
@@ -77,6 +81,10 @@ def cmd_montecarlo(args: argparse.Namespace) -> int:
     if args.sampler:
         cal = _with_sampler(cal, args.sampler)
     calibration.check_montecarlo(spec, "command line")
+    if args.report_only:
+        run, text = calibration.run_montecarlo(args.out, cal, spec, report_only=True)
+        print(text)
+        return 0
     executor = calibration.make_executor(args.workers, args.scheduler)
     print(f"Monte Carlo in {args.out} on {executor.name}: {spec.datasets} datasets of {spec.firms} firms, methods {', '.join(spec.methods)}", flush=True)
     run, text = calibration.run_montecarlo(args.out, cal, spec, executor, progress=not args.no_progress)
@@ -100,6 +108,7 @@ def _study_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--firms", type=positive_int, help="firms per simulated industry")
     p.add_argument("--seed", type=non_negative_int, help="study seed (prior draws, data and fit seeds)")
     p.add_argument("--sampler", choices=("nutpie", "pymc", "numpyro"), help="NUTS implementation (default: the model's)")
+    p.add_argument("--report-only", action="store_true", help="fit nothing: summarise the replicates already stored in --out")
     p.add_argument("--no-progress", action="store_true")
 
 

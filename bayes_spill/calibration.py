@@ -726,6 +726,7 @@ def run_sbc(
     progress: bool = True,
     fn: Callable[[dict], dict] = run_sbc_replicate,
     plot: bool = True,
+    report_only: bool = False,
 ) -> tuple[StudyRun, str]:
     """Run (or resume) an SBC study in ``out``; returns the run record and the printed report.
     Uses a process pool by default: a script calling this needs the `if __name__ == "__main__":` guard."""
@@ -735,9 +736,15 @@ def run_sbc(
     out = Path(out)
     tasks = sbc_tasks(cal, spec)
     prepare_study(out, "sbc", {**asdict(spec), "prior": {k: asdict(v) for k, v in cal.priors}, "simulation_base": dict(cal.simulation), "model_toml": tasks[0]["model_toml"]})
-    run = run_study(out, tasks, fn, executor, progress)
+    run = _stored_only(out, tasks) if report_only else run_study(out, tasks, fn, executor, progress)
     text, _ = sbc_report(out, spec, plot=plot)
     return run, _status(run) + "\n" + text
+
+
+def _stored_only(out: Path, tasks: list[dict]) -> StudyRun:
+    """The run record of a study that is only reported on, not run."""
+    done = completed_keys(out)
+    return StudyRun(done=sum(t["key"] in done for t in tasks), total=len(tasks), ran=0)
 
 
 def _status(run: StudyRun) -> str:
@@ -899,6 +906,7 @@ def run_montecarlo(
     executor=None,
     progress: bool = True,
     fn: Callable[[dict], dict] = run_montecarlo_replicate,
+    report_only: bool = False,
 ) -> tuple[StudyRun, str]:
     """Run (or resume) a Monte Carlo study in ``out``; returns the run record and the printed
     report. Uses a process pool by default: a script calling this needs the main-module guard."""
@@ -908,6 +916,6 @@ def run_montecarlo(
     out = Path(out)
     tasks = montecarlo_tasks(cal, spec)
     prepare_study(out, "montecarlo", {**asdict(spec), "simulation_base": dict(cal.simulation), "model_toml": tasks[0]["model_toml"]})
-    run = run_study(out, tasks, fn, executor, progress)
+    run = _stored_only(out, tasks) if report_only else run_study(out, tasks, fn, executor, progress)
     text, _ = montecarlo_report(out, spec)
     return run, _status(run) + "\n" + text

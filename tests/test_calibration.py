@@ -226,6 +226,9 @@ def test_montecarlo_table_and_resume(config, tmp_path):
         assert column in table.columns
     assert (table["datasets"] == 5).all()
     assert "bias, RMSE and coverage side by side" in text and "wall time" in text
+    # more datasets, report only: nothing is fitted and the table covers what is stored
+    run, text = cal.run_montecarlo(tmp_path / "mc", config, replace(spec, datasets=7), executor=cal.SerialExecutor(), progress=False, fn=None, report_only=True)
+    assert run.ran == 0 and run.done == 10 and run.total == 14
     reps = cal.load_replicates(tmp_path / "mc")
     errors = [r["estimates"]["gamma"]["estimate"] - 0.053 for r in reps if r["method"] == "joint"]
     assert table.loc[("gamma", "joint"), "rmse"] == pytest.approx(np.sqrt(np.mean(np.square(errors))))
