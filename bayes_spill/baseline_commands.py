@@ -57,15 +57,7 @@ def cmd_sbc(args: argparse.Namespace) -> int:
     if args.sampler:
         cal = _with_sampler(cal, args.sampler)
     calibration.check_sbc(spec, "command line")
-    if args.report_only:
-        run, text = calibration.run_sbc(args.out, cal, spec, report_only=True)
-        print(text)
-        return 0
-    executor = calibration.make_executor(args.workers, args.scheduler)
-    print(f"SBC in {args.out} on {executor.name}: {spec.sims} simulations of {spec.firms} firms", flush=True)
-    run, text = calibration.run_sbc(args.out, cal, spec, executor, progress=not args.no_progress)
-    print(text)
-    return 130 if run.interrupted else 0
+    return _run_study(calibration.run_sbc, args, cal, spec, f"SBC in {args.out}", f"{spec.sims} simulations of {spec.firms} firms")
 
 
 def cmd_montecarlo(args: argparse.Namespace) -> int:
@@ -81,15 +73,23 @@ def cmd_montecarlo(args: argparse.Namespace) -> int:
     if args.sampler:
         cal = _with_sampler(cal, args.sampler)
     calibration.check_montecarlo(spec, "command line")
+    what = f"{spec.datasets} datasets of {spec.firms} firms, methods {', '.join(spec.methods)}"
+    return _run_study(calibration.run_montecarlo, args, cal, spec, f"Monte Carlo in {args.out}", what)
+
+
+def _run_study(run, args: argparse.Namespace, cal, spec, title: str, what: str) -> int:
+    """Run (or resume) a study, or with --report-only summarise what is stored; print the report."""
+    from bayes_spill import calibration
+
     if args.report_only:
-        run, text = calibration.run_montecarlo(args.out, cal, spec, report_only=True)
+        _, text = run(args.out, cal, spec, report_only=True)
         print(text)
         return 0
     executor = calibration.make_executor(args.workers, args.scheduler)
-    print(f"Monte Carlo in {args.out} on {executor.name}: {spec.datasets} datasets of {spec.firms} firms, methods {', '.join(spec.methods)}", flush=True)
-    run, text = calibration.run_montecarlo(args.out, cal, spec, executor, progress=not args.no_progress)
+    print(f"{title} on {executor.name}: {what}", flush=True)
+    record, text = run(args.out, cal, spec, executor, progress=not args.no_progress)
     print(text)
-    return 130 if run.interrupted else 0
+    return 130 if record.interrupted else 0
 
 
 def _with_sampler(cal, sampler: str):

@@ -63,7 +63,6 @@ import pandas as pd
 from bayes_spill import kernel
 from bayes_spill.errors import BayesSpillError
 
-LN2 = float(np.log(2.0))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -75,7 +74,7 @@ class TwoCity:
 
     sigma: float = 5.0
     b: float = 1.0
-    lam: float = LN2 / 59.0  # per km: the paper's 59 km half-life
+    lam: float = kernel.LN2 / 59.0  # per km: the paper's 59 km half-life
     distance_km: float = 100.0
 
     def __post_init__(self) -> None:

@@ -73,26 +73,24 @@ def _present(tree: xr.DataTree, names) -> list[str]:
     return [n for n in names if n in post.data_vars and post[n].ndim == 2]
 
 
-def rank_plot(tree: xr.DataTree, out_dir: Path) -> Path:
+def _arviz_plot(plot_name: str, tree: xr.DataTree, out_dir: Path, file_name: str) -> Path:
+    """Draw an arviz_plots plot of the key parameters and save it as DIR/<file_name>."""
     import arviz_plots as azp
 
-    pc = azp.plot_rank(tree, var_names=_present(tree, KEY_PLOT_PARAMETERS), backend="matplotlib")
-    path = Path(out_dir) / "rank.png"
+    pc = getattr(azp, plot_name)(tree, var_names=_present(tree, KEY_PLOT_PARAMETERS), backend="matplotlib")
+    path = Path(out_dir) / file_name
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     pc.savefig(path, dpi=DPI)
     _close_pc(pc)
     return path
+
+
+def rank_plot(tree: xr.DataTree, out_dir: Path) -> Path:
+    return _arviz_plot("plot_rank", tree, out_dir, "rank.png")
 
 
 def trace_plot(tree: xr.DataTree, out_dir: Path) -> Path:
-    import arviz_plots as azp
-
-    pc = azp.plot_trace_dist(tree, var_names=_present(tree, KEY_PLOT_PARAMETERS), backend="matplotlib")
-    path = Path(out_dir) / "trace.png"
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    pc.savefig(path, dpi=DPI)
-    _close_pc(pc)
-    return path
+    return _arviz_plot("plot_trace_dist", tree, out_dir, "trace.png")
 
 
 def halflife_gamma_plot(tree: xr.DataTree, out_dir: Path) -> Path:

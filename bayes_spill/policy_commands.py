@@ -5,11 +5,12 @@ and an L-county re-solve after a shock). Heavy libraries are imported inside the
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from bayes_spill.cli import positive_int
 
-LN2 = 0.6931471805599453
+LN2 = math.log(2.0)  # kernel.LN2, without importing the kernel for --help
 DEFAULT_TWO_CITY_OUT = Path("posterior") / "two_city"
 
 

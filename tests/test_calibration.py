@@ -312,3 +312,13 @@ def test_dask_executor_on_a_local_cluster(config, tmp_path):
         executor = cal.make_executor(scheduler=cluster.scheduler_address)
         run, _ = cal.run_sbc(tmp_path / "dask", config, replace(config.sbc, sims=3), executor=executor, progress=False, fn=fake_sbc_fit, plot=False)
     assert run.done == 3 and not run.failed
+
+
+@pytest.mark.parametrize("study", ["sbc", "montecarlo"])
+def test_report_only_through_the_cli_fits_nothing(study, tmp_path, capsys):
+    from bayes_spill.cli import main
+
+    code = main(["calibrate", study, "--report-only", "--out", str(tmp_path / study), "--firms", "40", "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "replicates stored (0 attempted now)" in out
