@@ -1,11 +1,14 @@
 """`bayes-spill bench`: measured cost of each formulation, backend and sampler.
 
-For each formulation (occupied vs all counties in the choice set) at each scale (multiples of the
+For each formulation (choice set: occupied or all counties; evaluation: direct sums or the certified
+interpolants of interpolation.py; alpha is latent in all of them) at each scale (multiples of the
 paper's 688 firms, data from the simulator) it measures the PyTensor compile time and the median
-time of one log-density + gradient evaluation per backend (C, Numba, JAX where installed), and,
-with ``--sample``, a short NUTS run per sampler: wall time, leapfrog steps per draw and ESS per
-second for gamma and the half-life. Every figure is also given as a ratio to the straightforward
-baseline measured in the same run: latent alpha, all counties, PyMC's own NUTS, C backend.
+time of one log-density + gradient evaluation per backend (C, Numba, JAX where installed), at a point
+near the paper's values, and, with ``--samplers``, a short NUTS run per sampler: wall time, leapfrog
+steps per draw and ESS per second for gamma and the half-life. Every figure is also given as a
+ratio to the straightforward baseline measured in the same run (latent alpha, all counties, direct
+sums, PyMC's own NUTS, C backend; ``--baseline-draws`` runs it shorter where it is too slow), and
+each gradient time as a ratio to the same formulation at the paper's scale.
 """
 
 from __future__ import annotations
@@ -18,10 +21,18 @@ from pathlib import Path
 import numpy as np
 
 PAPER_FIRMS = 688
-FORMULATIONS = {"occupied": "occupied", "all_counties": "all"}
+# name: (choice set, evaluation)
+FORMULATIONS = {
+    "occupied": ("occupied", "interpolated"),
+    "all_counties": ("all", "interpolated"),
+    "occupied_exact": ("occupied", "exact"),
+    "all_counties_exact": ("all", "exact"),
+}
+DEFAULT_FORMULATIONS = ("occupied", "all_counties", "all_counties_exact")
 BACKENDS = {"C": "FAST_RUN", "Numba": "NUMBA", "JAX": "JAX", "Python": "FAST_COMPILE"}
 DEFAULT_BACKENDS = ("C", "Numba", "JAX")
-BASELINE = ("all_counties", "C")
+BASELINE = ("all_counties_exact", "C")
+BASELINE_SAMPLER = "pymc"
 
 
 @dataclass
@@ -34,6 +45,7 @@ class GradientTiming:
     compile_s: float
     grad_ms: float
     ratio_to_baseline: float | None = None
+    ratio_to_paper_scale: float | None = None
 
 
 @dataclass
@@ -73,15 +85,32 @@ def _config(formulation: str):
     from bayes_spill.fitting import resolve_config
 
     config = resolve_config("lychagin2010")
-    model = replace(config.model, choice_set=FORMULATIONS[formulation])
+    choice_set, evaluation = FORMULATIONS[formulation]
+    model = replace(config.model, choice_set=choice_set, evaluation=evaluation)
     return replace(config, model=model)
+
+
+def evaluation_point(model, seed: int = 0) -> dict:
+    """A point near the paper's values (h = 59 km, gamma = 0.3, alpha_i spread 0.64, county effects
+    spread 1): the initial point has gamma = 0 and every alpha_i equal, where the logit denominator
+    is trivially cheap."""
+    rng = np.random.default_rng(seed)
+    point = dict(model.initial_point())
+    fixed = {"halflife_km_log__": np.log(59.0), "gamma": 0.3, "sigma_alpha_log__": np.log(0.64)}
+    for name, value in fixed.items():
+        if name in point:
+            point[name] = np.asarray(value, dtype=float)
+    for name in ("alpha_raw", "county_effect_raw"):
+        if name in point:
+            point[name] = rng.normal(size=point[name].shape)
+    return point
 
 
 def time_gradient(model, mode: str, repeats: int) -> tuple[float, float, int]:
     """(compile seconds, median ms of one logp+gradient evaluation, number of parameters)."""
     from pymc.blocking import DictToArrayBijection
 
-    point = model.initial_point()
+    point = evaluation_point(model)
     start = time.perf_counter()
     fn = model.logp_dlogp_function(mode=mode, ravel_inputs=True)
     fn.set_extra_values({})
@@ -119,7 +148,7 @@ def sampling_run(model, config, sampler: str, draws: int, tune: int, chains: int
 
 def run_bench(
     scales=(1.0,),
-    formulations=tuple(FORMULATIONS),
+    formulations=DEFAULT_FORMULATIONS,
     backends=DEFAULT_BACKENDS,
     samplers=(),
     draws: int = 200,
@@ -127,6 +156,8 @@ def run_bench(
     chains: int = 2,
     repeats: int = 50,
     seed: int = 1,
+    baseline_draws: int | None = None,
+    baseline_tune: int | None = None,
 ) -> dict:
     from bayes_spill.model import build_model
 
@@ -140,11 +171,16 @@ def run_bench(
             for backend in backends:
                 if not _backend_available(backend):
                     continue
-                compile_s, grad_ms, n_par = time_gradient(model, BACKENDS[backend], repeats)
+                timed = build_model(panel, config, static_shapes=True) if backend == "JAX" else model
+                compile_s, grad_ms, n_par = time_gradient(timed, BACKENDS[backend], repeats)
                 gradients.append(GradientTiming(scale, panel.n_firms, formulation, backend, n_par, compile_s, grad_ms))
             for sampler in samplers:
-                r = sampling_run(model, config, sampler, draws, tune, chains)
-                runs.append(SamplingRun(scale, formulation, sampler, draws, tune, chains, **r))
+                sampled = build_model(panel, config, static_shapes=True) if sampler == "numpyro" else model
+                is_baseline = (formulation, sampler) == (BASELINE[0], BASELINE_SAMPLER)
+                d = baseline_draws if is_baseline and baseline_draws else draws
+                t = baseline_tune if is_baseline and baseline_tune is not None else tune
+                r = sampling_run(sampled, config, sampler, d, t, chains)
+                runs.append(SamplingRun(scale, formulation, sampler, d, t, chains, **r))
     _add_ratios(gradients, runs)
     return {"gradients": [asdict(g) for g in gradients], "sampling": [asdict(r) for r in runs]}
 
@@ -154,8 +190,10 @@ def _add_ratios(gradients: list[GradientTiming], runs: list[SamplingRun]) -> Non
         base = next((b for b in gradients if b.scale == g.scale and (b.formulation, b.backend) == BASELINE), None)
         base = base or next((b for b in gradients if b.scale == g.scale and b.formulation == BASELINE[0]), None)
         g.ratio_to_baseline = base.grad_ms / g.grad_ms if base else None
+        paper = next((b for b in gradients if b.scale == 1.0 and (b.formulation, b.backend) == (g.formulation, g.backend)), None)
+        g.ratio_to_paper_scale = g.grad_ms / paper.grad_ms if paper else None
     for r in runs:
-        base = next((b for b in runs if b.scale == r.scale and b.formulation == BASELINE[0] and b.sampler == "pymc"), None)
+        base = next((b for b in runs if b.scale == r.scale and b.formulation == BASELINE[0] and b.sampler == BASELINE_SAMPLER), None)
         if base:
             r.ratio_ess_per_s_gamma = r.ess_per_s_gamma / base.ess_per_s_gamma if base.ess_per_s_gamma else None
             r.ratio_ess_per_s_halflife = r.ess_per_s_halflife / base.ess_per_s_halflife if base.ess_per_s_halflife else None
@@ -166,24 +204,29 @@ def format_tables(result: dict) -> str:
 
     parts = []
     if result["gradients"]:
-        parts.append("log-density + gradient (median of repeats; ratio = baseline time / this time)")
+        parts.append("log-density + gradient (median of repeats; ratio_to_baseline = baseline time / this time;")
+        parts.append("ratio_to_paper_scale = this time / the same formulation and backend at 688 firms)")
         parts.append(pd.DataFrame(result["gradients"]).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     if result["sampling"]:
-        parts.append("\nsampling (ratio = ESS/s over the baseline: all counties, PyMC NUTS, C backend)")
+        parts.append("\nsampling (ratio = ESS/s over the baseline: all counties, direct sums, PyMC NUTS, C backend)")
         parts.append(pd.DataFrame(result["sampling"]).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     return "\n".join(parts)
 
 
 def add_commands(sub) -> None:
+    from bayes_spill.cli import non_negative_int, positive_int
+
     p = sub.add_parser("bench", help="measure compile time, gradient cost and ESS/s per formulation, backend and sampler")
     p.add_argument("--scales", default="1", help="comma-separated multiples of the paper's 688 firms (e.g. 1,4,10)")
-    p.add_argument("--formulations", default=",".join(FORMULATIONS), help=f"subset of {','.join(FORMULATIONS)}")
+    p.add_argument("--formulations", default=",".join(DEFAULT_FORMULATIONS), help=f"subset of {','.join(FORMULATIONS)}")
     p.add_argument("--backends", default=",".join(DEFAULT_BACKENDS), help=f"subset of {','.join(BACKENDS)} (Python: no compilation, a reference)")
     p.add_argument("--samplers", default="", help="also sample with these (nutpie,pymc,numpyro); empty = gradients only")
-    p.add_argument("--draws", type=int, default=200)
-    p.add_argument("--tune", type=int, default=200)
-    p.add_argument("--chains", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=50)
+    p.add_argument("--draws", type=positive_int, default=200)
+    p.add_argument("--tune", type=non_negative_int, default=200)
+    p.add_argument("--chains", type=positive_int, default=2)
+    p.add_argument("--repeats", type=positive_int, default=50)
+    p.add_argument("--baseline-draws", type=positive_int, help="draws for the baseline run (all_counties_exact, pymc) when it is too slow at --draws")
+    p.add_argument("--baseline-tune", type=non_negative_int, help="tuning steps for the baseline run")
     p.add_argument("--json", help="write the results as JSON to this file")
     p.set_defaults(func=cmd_bench)
 
@@ -209,6 +252,8 @@ def cmd_bench(args) -> int:
         tune=args.tune,
         chains=args.chains,
         repeats=args.repeats,
+        baseline_draws=args.baseline_draws,
+        baseline_tune=args.baseline_tune,
     )
     print(format_tables(result))
     if args.json:

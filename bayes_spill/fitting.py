@@ -240,7 +240,7 @@ def fit(
     panel, data_hash = resolve_data(data, config, counties)
     if out is not None:
         posterior_io.require_writable(out)  # before sampling, not after an hour of it
-    pm_model = build_model(panel, config)
+    pm_model = build_model(panel, config, static_shapes=config.sampler.backend == "numpyro")
     start = time.perf_counter()
     idata = sample(pm_model, config, progress)
     tree = assemble(idata, panel, config, data_hash, time.perf_counter() - start)

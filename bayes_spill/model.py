@@ -27,7 +27,7 @@ import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
 
-from bayes_spill import kernel
+from bayes_spill import interpolation, kernel
 from bayes_spill.config import ModelConfig, Prior
 from bayes_spill.errors import ConfigError, InputError
 from bayes_spill.panel import PreparedPanel
@@ -37,6 +37,7 @@ FIRM, COUNTY, YEAR, COVARIATE = "firm", "county", "year", "county_covariate"
 FIRM_LOGLIK = "firm_loglik"
 KEY_PARAMETERS = ("gamma", "halflife_km", "mu_alpha", "sigma_alpha", "sigma_alpha2", "beta_k", "beta_l", "beta_r", "sigma_w")
 LOG_2PI = float(np.log(2.0 * np.pi))
+STATIC_GRID_NODES = 32  # the logit-denominator grid under JAX, where shapes must be fixed
 
 
 @dataclass(frozen=True, eq=False)
@@ -50,11 +51,15 @@ class ModelData:
     years_per_firm: np.ndarray
     county_covariates: np.ndarray  # (L_choice, P), centred and scaled over the choice set
     covariate_names: tuple[str, ...]
+    choice_table: interpolation.HalflifeTable | None = None  # Sbar(h) tabulated (evaluation = "interpolated")
 
 
 def model_data(panel: PreparedPanel, config: ModelConfig) -> ModelData:
     spec = config.model
     spill = kernel.spillover_inputs(panel, spec.choice_set, spec.own_stock == "exclude", spec.sbar_year)
+    table = None
+    if spec.evaluation == "interpolated" and spec.location_block:
+        table = interpolation.build_halflife_table(spill.choice_distance, spill.choice_pool)
     return ModelData(
         panel=panel,
         spill=spill,
@@ -63,6 +68,7 @@ def model_data(panel: PreparedPanel, config: ModelConfig) -> ModelData:
         years_per_firm=panel.years_per_firm.astype(float),
         county_covariates=_county_covariates(panel, spill.choice_set, spec.county_covariates),
         covariate_names=tuple(spec.county_covariates),
+        choice_table=table,
     )
 
 
@@ -135,15 +141,54 @@ def production_loglik(data: ModelData, beta, alpha_obs, spillover, year_effect, 
     return -0.5 * dof * (LOG_2PI + 2.0 * pt.log(sigma_w)) - 0.5 * ss / sigma_w**2
 
 
-def location_loglik(data: ModelData, county_effect, gamma, alpha, sbar):
-    """Per-firm multinomial-logit log-probability of the chosen county."""
-    logits = county_effect[None, :] + gamma * alpha[:, None] * sbar[None, :]
-    chosen = logits[np.arange(data.panel.n_firms), data.spill.firm_choice]
-    return chosen - pt.logsumexp(logits, axis=1)
+def location_loglik(
+    data: ModelData, county_effect, gamma, alpha, sbar, spec=None, sbar_error: float = 0.0, fixed_nodes: int | None = None
+):
+    """Per-firm multinomial-logit log-probability of the chosen county.
+
+    Direct sums (firms x counties) unless spec.evaluation is "interpolated": then the certified
+    interpolant of interpolation.log_denominator, within spec.likelihood_tolerance of the direct
+    sum over all firms."""
+    c = gamma * alpha
+    choice = data.spill.firm_choice
+    chosen = county_effect[choice] + c * sbar[choice]
+    error_per_firm = None if spec is None else grid_error_per_firm(spec, c, sbar_error)
+    if error_per_firm is None:
+        return chosen - interpolation.exact_log_denominator(county_effect, sbar, c, pt)
+    denominator, _ = interpolation.log_denominator(county_effect, sbar, c, error_per_firm, fixed_nodes)
+    return chosen - denominator
 
 
-def build_model(panel: PreparedPanel, config: ModelConfig, data: ModelData | None = None) -> pm.Model:
-    """The PyMC model of a configuration on a panel."""
+def choice_spillover(data: ModelData, halflife_km, spec):
+    """Sbar_l(h) over the choice set, transformed; and how far it may be from the direct sum ($ bil
+    or log units), which the location likelihood's error budget must carry."""
+    if data.choice_table is None:
+        sbar, error = kernel.choice_spillover(data.spill, halflife_km, pt), 0.0
+    else:
+        sbar, error = interpolation.evaluate_table(data.choice_table, halflife_km, pt), data.choice_table.error_bound
+    if spec.spillover == "log":
+        error = error / spec.log_floor_bil  # |d log S / dS| <= 1 / floor
+    return kernel.transform(sbar, spec.spillover, spec.log_floor_bil, pt), error
+
+
+def grid_error_per_firm(spec, c, sbar_error: float):
+    """What the grid in c may err per firm: the tolerance on the whole location log-likelihood less
+    the table's share, 2 sbar_error sum_i |c_i| (None for direct sums). Certified while that share
+    is below the tolerance (mean |gamma alpha_i| up to ~36 at the paper's scale); beyond, the grid
+    takes as many nodes as there are firms, i.e. the direct sum."""
+    if spec.evaluation == "exact":
+        return None
+    tolerance = spec.likelihood_tolerance
+    return pt.maximum(tolerance - 2.0 * sbar_error * pt.abs(c).sum(), 1e-3 * tolerance) / c.shape[0]
+
+
+def build_model(
+    panel: PreparedPanel, config: ModelConfig, data: ModelData | None = None, static_shapes: bool = False
+) -> pm.Model:
+    """The PyMC model of a configuration on a panel.
+
+    static_shapes: for JAX (numpyro, the JAX backend), which compiles fixed array shapes only: the
+    logit denominator's grid then has a fixed node count (model.grid_nodes, or STATIC_GRID_NODES)."""
     data = data or model_data(panel, config)
     spec = config.model
     with pm.Model(coords=coords(data)) as model:
@@ -175,8 +220,9 @@ def build_model(panel: PreparedPanel, config: ModelConfig, data: ModelData | Non
             county_effect = pm.Deterministic(
                 "county_effect", pt.dot(data.county_covariates, delta) + tau * county_raw, dims=COUNTY
             )
-            sbar = kernel.transform(kernel.choice_spillover(data.spill, halflife_km, pt), spec.spillover, spec.log_floor_bil, pt)
-            firm_loglik = firm_loglik + location_loglik(data, county_effect, gamma, alpha, sbar)
+            sbar, sbar_error = choice_spillover(data, halflife_km, spec)
+            fixed_nodes = spec.grid_nodes or (STATIC_GRID_NODES if static_shapes else None)
+            firm_loglik = firm_loglik + location_loglik(data, county_effect, gamma, alpha, sbar, spec, sbar_error, fixed_nodes)
 
         pm.Potential("loglik", firm_loglik.sum())
         pm.Deterministic(FIRM_LOGLIK, firm_loglik, dims=FIRM)

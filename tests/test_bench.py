@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from bayes_spill.bench import format_tables, run_bench
@@ -18,12 +19,41 @@ def tiny_bench():
 
 def test_each_formulation_is_timed(tiny_bench):
     rows = {(r["formulation"], r["backend"]): r for r in tiny_bench["gradients"]}
-    assert set(rows) == {("occupied", "Python"), ("all_counties", "Python")}
+    assert set(rows) == {(f, "Python") for f in ("occupied", "all_counties", "all_counties_exact")}
     for row in rows.values():
         assert row["grad_ms"] > 0 and row["compile_s"] > 0
     # all counties carries a county effect for each of the 3,142 counties
     assert rows[("all_counties", "Python")]["parameters"] > 3142 > rows[("occupied", "Python")]["parameters"]
-    assert rows[("all_counties", "Python")]["ratio_to_baseline"] == pytest.approx(1.0)
+    assert rows[("all_counties_exact", "Python")]["ratio_to_baseline"] == pytest.approx(1.0)
+    assert rows[("all_counties", "Python")]["ratio_to_paper_scale"] is None  # no 688-firm run here
+
+
+def test_evaluation_point_is_near_the_papers_values():
+    from bayes_spill.bench import _config, evaluation_point
+    from bayes_spill.model import build_model
+    from bayes_spill.simulate import SimulationSettings, simulate_industry
+
+    model = build_model(simulate_industry(SimulationSettings(n_firms=30), seed=2), _config("occupied"))
+    point = evaluation_point(model)
+    assert float(point["gamma"]) == 0.3 and float(np.exp(point["halflife_km_log__"])) == pytest.approx(59.0)
+    assert np.std(point["alpha_raw"]) > 0.3  # the firms' c_i differ, so the grid in c is exercised
+
+
+def test_ratios_in_one_run():
+    from bayes_spill.bench import GradientTiming, SamplingRun, _add_ratios
+
+    grads = [
+        GradientTiming(1.0, 688, "all_counties_exact", "C", 10, 1.0, 40.0),
+        GradientTiming(1.0, 688, "all_counties", "C", 10, 1.0, 2.0),
+        GradientTiming(10.0, 6880, "all_counties", "C", 10, 1.0, 20.0),
+    ]
+    runs = [
+        SamplingRun(1.0, "all_counties_exact", "pymc", 50, 50, 2, 100.0, 15.0, 0.5, 0.4),
+        SamplingRun(1.0, "all_counties", "nutpie", 200, 200, 2, 20.0, 15.0, 20.0, 8.0),
+    ]
+    _add_ratios(grads, runs)
+    assert grads[1].ratio_to_baseline == pytest.approx(20.0) and grads[2].ratio_to_paper_scale == pytest.approx(10.0)
+    assert runs[1].ratio_ess_per_s_gamma == pytest.approx(40.0) and runs[1].ratio_ess_per_s_halflife == pytest.approx(20.0)
 
 
 def test_tables_and_json(tiny_bench, tmp_path, capsys):

@@ -14,7 +14,7 @@ from bayes_spill.model import FIRM_LOGLIK, build_model, model_data
 from bayes_spill.simulate import SimulationSettings, simulate_industry
 
 MODEL_FILES = sorted(glob.glob("models/*.toml"))
-FAST = "FAST_COMPILE"  # Python implementations: no C compilation, so the fast suite stays fast
+from modes import FAST  # noqa: E402  (Python mode, no fusion)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,278 @@
+"""Certified interpolants for the two sums that make the location likelihood cost firms x counties.
+
+The location log-likelihood of firm i is a_{l_i} + c_i Sbar_{l_i} - LSE(c_i), with c_i = gamma alpha_i
+and LSE(c) = log sum_l exp(a_l + c Sbar_l(h)). Evaluated directly it costs firms x counties
+(plus counties x sources exponentials for Sbar). Two facts remove both products:
+
+1. Sbar_l(h) depends on the data only through fixed distances and pools, and on the parameters only
+   through the half-life. ``HalflifeTable`` tabulates it once, at model build, on a grid in u = ln h
+   with its first two u-derivatives (exact, analytic), and evaluates it by quintic Hermite
+   interpolation: O(counties) per evaluation instead of O(counties x sources). Beyond h_max one
+   further quintic piece in w = 1/h reaches h = infinity (w = 0, the total pool); below h_min the
+   field is constant to within a bound computed from the data (other counties' weights < 1e-30).
+
+2. LSE(c) depends on the firm only through the scalar c. ``log_denominator`` evaluates it, with its
+   derivatives LSE' = E_c[Sbar] and LSE'' = Var_c[Sbar] (moments under the softmax), on an
+   equally spaced grid spanning [min c_i, max c_i] and interpolates each firm by quintic Hermite.
+   The number of grid nodes is chosen at every evaluation from a certified error bound, so the
+   bound holds at every parameter value the sampler can reach; where the grid would need as many
+   nodes as there are firms, the firms' own c_i are the nodes (the exact sum).
+
+Error bounds. Quintic Hermite interpolation of f on an interval of width H errs by at most
+H^6 max|f^(6)| / 46080. For LSE, f^(6)(c) is the sixth cumulant of Sbar under the softmax at c; for
+a variable of range R, |kappa_6| <= (1/4 + 25/16 + 30/64) R^6 = 2.28125 R^6, so the error per firm is
+at most (H R)^6 / 20199. For the table, the u-derivatives of exp(-ln2 d e^{-u}) are bounded by a
+constant C_6 (computed below from the recursion of their polynomials), so the error per county is
+at most du^6 C_6 sum_m calR_m / 46080.
+
+The certificate bounds the whole location log-likelihood: |sum_i (approx - exact)| <=
+2 delta_table sum_i |c_i| + N epsilon_grid <= tolerance (default 1e-6), where delta_table is the
+table's bound (<= 1e-11 by construction) and epsilon_grid is chosen per evaluation.
+Gradients are the exact gradients of the interpolant (automatic differentiation through it).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from bayes_spill.kernel import LN2, MIN_EXPONENT
+
+QUINTIC_ERROR_DENOMINATOR = 46080.0  # 6! * 2^6: max |(x - x0)^3 (x - x1)^3| = (H/2)^6
+SIXTH_CUMULANT_FACTOR = 0.25 + 25.0 / 16.0 + 30.0 / 64.0  # |kappa_6| <= this * range^6
+TABLE_ERROR_TARGET = 1e-11  # $ bil, per county, over the whole half-life axis
+H_MIN_KM = 0.01
+H_MAX_KM = 1.0e5
+
+
+def quintic_hermite(t, width, f0, d0, s0, f1, d1, s1):
+    """The quintic matching value, first and second derivative at both ends of an interval of the
+    given width, at relative position t in [0, 1]. Works on numpy arrays and PyTensor tensors.
+
+    Written in Horner form: few uses of each input keep the gradient graph small (PyTensor sums
+    one gradient term per use)."""
+    jump = f1 - f0
+    slope0, slope1 = width * d0, width * d1
+    curve0, curve1 = width * width * s0, width * width * s1
+    c3 = 10.0 * jump - 6.0 * slope0 - 4.0 * slope1 - 1.5 * curve0 + 0.5 * curve1
+    c4 = -15.0 * jump + 8.0 * slope0 + 7.0 * slope1 + 1.5 * curve0 - curve1
+    c5 = 6.0 * jump - 3.0 * slope0 - 3.0 * slope1 - 0.5 * curve0 + 0.5 * curve1
+    return f0 + t * (slope0 + t * (0.5 * curve0 + t * (c3 + t * (c4 + t * c5))))
+
+
+def gumbel_derivative_polynomial(order: int) -> np.polynomial.Polynomial:
+    """p_n with d^n/du^n exp(-e^{-u}) = e^{-z} p_n(z), z = e^{-u}: p_0 = 1, p_{n+1} = z (p_n - p_n')."""
+    p = np.polynomial.Polynomial([1.0])
+    z = np.polynomial.Polynomial([0.0, 1.0])
+    for _ in range(order):
+        p = z * (p - p.deriv())
+    return p
+
+
+def gumbel_derivative_bound(order: int = 6) -> float:
+    """max over u of |d^order/du^order exp(-e^{-u})|, on a fine grid of z with a 1% margin (the
+    function e^{-z} p(z) is smooth and vanishes at z = 0 and z = infinity)."""
+    z = np.linspace(0.0, 60.0, 600_001)
+    return 1.01 * float(np.max(np.abs(np.exp(-z) * gumbel_derivative_polynomial(order)(z))))
+
+
+C6_GUMBEL = gumbel_derivative_bound(6)
+
+
+def grid_error_per_firm(spacing_times_range: float) -> float:
+    """Certified bound on the interpolation error of LSE for one firm, given H * R."""
+    return SIXTH_CUMULANT_FACTOR * spacing_times_range**6 / QUINTIC_ERROR_DENOMINATOR
+
+
+def max_spacing_times_range(error_per_firm: float) -> float:
+    """The largest H * R whose bound is at most error_per_firm."""
+    return (error_per_firm * QUINTIC_ERROR_DENOMINATOR / SIXTH_CUMULANT_FACTOR) ** (1.0 / 6.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sbar_l(h) tabulated in ln h
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class HalflifeTable:
+    """Sbar_l and its first two derivatives in u = ln h on an equally spaced grid, plus the piece in
+    w = 1/h that joins h_max to h = infinity. ``error_bound`` ($ bil) holds for every h > 0."""
+
+    u0: float
+    du: float
+    values: np.ndarray  # (K, L)
+    d1: np.ndarray  # (K, L) dSbar/du
+    d2: np.ndarray  # (K, L) d2Sbar/du2
+    w_max: float  # 1 / h_max
+    far_values: np.ndarray  # (2, L): at w = 0 (h = inf) and at w = w_max
+    far_d1: np.ndarray  # (2, L) dSbar/dw
+    far_d2: np.ndarray  # (2, L)
+    error_bound: float
+
+    @property
+    def nodes(self) -> int:
+        return len(self.values)
+
+
+def _decay(z: np.ndarray) -> np.ndarray:
+    """exp(-z), exactly 0 beyond kernel.MIN_EXPONENT (no underflow, as in the kernel)."""
+    return np.where(-z > MIN_EXPONENT, np.exp(-np.minimum(z, -MIN_EXPONENT)), 0.0)
+
+
+def _field_and_u_derivatives(distance: np.ndarray, pool: np.ndarray, h: float):
+    z = LN2 * distance / h  # lambda d
+    weight = _decay(z)
+    wp = weight * pool
+    return wp.sum(axis=1), (wp * z).sum(axis=1), (wp * (z * z - z)).sum(axis=1)
+
+
+def _field_and_w_derivatives(distance: np.ndarray, pool: np.ndarray, w: float):
+    k = LN2 * distance  # d/dw of -ln2 d w
+    wp = np.exp(-k * w) * pool
+    return wp.sum(axis=1), -(wp * k).sum(axis=1), (wp * k * k).sum(axis=1)
+
+
+def build_halflife_table(
+    distance_km: np.ndarray,
+    pool_bil: np.ndarray,
+    error_target: float = TABLE_ERROR_TARGET,
+    h_min_km: float = H_MIN_KM,
+    h_max_km: float = H_MAX_KM,
+) -> HalflifeTable:
+    """Tabulate Sbar(h) = exp(-ln2 rho / h) @ pool for the receivers (rows of distance_km)."""
+    distance = np.asarray(distance_km, dtype=float)
+    pool = np.asarray(pool_bil, dtype=float)
+    total = float(np.abs(pool).sum())
+    u0, u1 = math.log(h_min_km), math.log(h_max_km)
+    du_max = (error_target * QUINTIC_ERROR_DENOMINATOR / (C6_GUMBEL * max(total, 1e-300))) ** (1.0 / 6.0)
+    intervals = max(1, math.ceil((u1 - u0) / du_max))
+    du = (u1 - u0) / intervals
+    columns = [_field_and_u_derivatives(distance, pool, math.exp(u0 + k * du)) for k in range(intervals + 1)]
+    values, d1, d2 = (np.array([c[j] for c in columns]) for j in range(3))
+
+    w_max = 1.0 / h_max_km
+    far = [_field_and_w_derivatives(distance, pool, w) for w in (0.0, w_max)]
+    far_values, far_d1, far_d2 = (np.array([c[j] for c in far]) for j in range(3))
+    # sixth w-derivative: sum_m pool_m (ln2 d)^6 exp(-ln2 d w) <= sum_m pool_m (ln2 d)^6
+    far_bound = w_max**6 * float(np.max(np.abs(pool) @ (LN2 * distance.T) ** 6)) / QUINTIC_ERROR_DENOMINATOR
+    # below h_min, Sbar(h) moves by at most what the other counties still contribute at h_min
+    other = distance > 0
+    below_bound = float(np.max(np.where(other, _decay(LN2 * distance / h_min_km), 0.0) @ np.abs(pool)))
+    table_bound = du**6 * C6_GUMBEL * total / QUINTIC_ERROR_DENOMINATOR
+    return HalflifeTable(
+        u0=u0,
+        du=du,
+        values=values,
+        d1=d1,
+        d2=d2,
+        w_max=w_max,
+        far_values=far_values,
+        far_d1=far_d1,
+        far_d2=far_d2,
+        error_bound=max(table_bound, far_bound, below_bound),
+    )
+
+
+def evaluate_table(table: HalflifeTable, halflife_km, backend=np):
+    """Sbar_l(h) from the table (numpy or PyTensor); C2-continuous in h, exact gradient of the
+    interpolant. Below h_min the first node is used (the bound covers it)."""
+    xp = backend
+    const = np.asarray if backend is np else backend.as_tensor_variable
+    values, d1, d2 = const(table.values), const(table.d1), const(table.d2)
+    last = table.nodes - 1
+    u = xp.clip(xp.log(halflife_km), table.u0, table.u0 + last * table.du)
+    x = (u - table.u0) / table.du
+    j = xp.clip(xp.floor(x), 0, last - 1).astype("int64")
+    t = x - j
+    near = quintic_hermite(t, table.du, values[j], d1[j], d2[j], values[j + 1], d1[j + 1], d2[j + 1])
+    s = xp.clip(1.0 / halflife_km, 0.0, table.w_max) / table.w_max
+    fv, f1, f2 = table.far_values, table.far_d1, table.far_d2
+    far = quintic_hermite(s, table.w_max, fv[0], f1[0], f2[0], fv[1], f1[1], f2[1])
+    return xp.where(halflife_km >= 1.0 / table.w_max, far, near)
+
+
+# ---------------------------------------------------------------------------------------------
+# LSE(c) on an adaptive grid in c
+# ---------------------------------------------------------------------------------------------
+
+
+def exact_log_denominator(county_effect, sbar, c, backend=np):
+    """log sum_l exp(a_l + c_i Sbar_l) for every firm, directly (firms x counties)."""
+    logits = county_effect[None, :] + c[:, None] * sbar[None, :]
+    if backend is np:
+        top = logits.max(axis=1, keepdims=True)
+        return (top + np.log(np.exp(logits - top).sum(axis=1, keepdims=True)))[:, 0]
+    import pytensor.tensor as pt
+
+    return pt.logsumexp(logits, axis=1)
+
+
+def grid_nodes_needed(c_range: float, sbar_range: float, error_per_firm: float) -> int:
+    """How many grid nodes the certified bound asks for (numpy; the PyTensor graph repeats it)."""
+    return max(1, math.ceil(c_range * sbar_range / max_spacing_times_range(error_per_firm))) + 1
+
+
+def log_denominator(county_effect, sbar, c, error_per_firm, fixed_nodes: int | None = None):
+    """PyTensor: LSE(c_i) for every firm by quintic Hermite interpolation on a grid in c, within
+    error_per_firm of the direct sum for each firm.
+
+    fixed_nodes None (Numba, C): the node count is chosen at each evaluation from the certified
+    bound; where it would reach the firm count the firms' own c_i are the nodes (the direct sum).
+    fixed_nodes K (JAX, which needs static shapes): always K nodes, and the direct sum wherever K
+    nodes cannot certify the bound. The direct sum is then computed at every evaluation and
+    selected by a switch (PyTensor's JAX gradient of a lazy branch needs concrete shapes it does
+    not have), so under JAX the grid saves nothing on the denominator: the accelerator absorbs the
+    firms x counties product, and the half-life table still removes counties x sources.
+
+    Returns (lse, nodes): the number of nodes used (the firm count for the direct sum)."""
+    import pytensor.tensor as pt
+    from pytensor.conditional.op import ifelse
+
+    n_firms = c.shape[0]
+    c_lo = pt.min(c)
+    width = pt.max(c) - c_lo
+    sbar_range = pt.max(sbar) - pt.min(sbar)
+    spacing_times_range = max_spacing_times_range(error_per_firm)
+    if fixed_nodes is not None:
+        spacing = width / (fixed_nodes - 1)
+        certified = pt.le(spacing * sbar_range, spacing_times_range)
+        grid = c_lo + spacing * pt.arange(fixed_nodes)
+        interpolated = _interpolate(c, c_lo, spacing, fixed_nodes - 2, *_node_values(county_effect, sbar, grid))
+        direct = exact_log_denominator(county_effect, sbar, c, pt)
+        return pt.switch(certified, interpolated, direct), pt.switch(certified, fixed_nodes, n_firms)
+
+    intervals = pt.maximum(1, pt.ceil(width * sbar_range / spacing_times_range)).astype("int64")
+    direct = pt.ge(intervals + 1, n_firms)
+    spacing = width / intervals
+    nodes = ifelse(direct, c, c_lo + spacing * pt.arange(intervals + 1))
+    value, mean, variance = _node_values(county_effect, sbar, nodes)
+    # The interpolation is built whichever nodes were chosen: keep its indices inside them.
+    last_interval = pt.minimum(intervals, value.shape[0] - 1) - 1
+    interpolated = _interpolate(c, c_lo, spacing, last_interval, value, mean, variance)
+    return ifelse(direct, value, interpolated), pt.switch(direct, n_firms, intervals + 1)
+
+
+def _node_values(county_effect, sbar, nodes):
+    """LSE and its first two derivatives (mean and variance of Sbar under the softmax) at nodes."""
+    import pytensor.tensor as pt
+
+    logits = county_effect[None, :] + nodes[:, None] * sbar[None, :]
+    value = pt.logsumexp(logits, axis=1)
+    prob = pt.exp(logits - value[:, None])
+    mean = prob @ sbar
+    variance = (prob * (sbar[None, :] - mean[:, None]) ** 2).sum(axis=1)
+    return value, mean, variance
+
+
+def _interpolate(c, c_lo, spacing, last_interval, value, mean, variance):
+    import pytensor.tensor as pt
+
+    # floor the divisor where its square stays a normal number, so the gradient of this division
+    # is 0 / 1e-200 = 0, not 0 / 0, when all c_i are equal (gamma = 0)
+    x = (c - c_lo) / pt.maximum(spacing, 1e-100)
+    j = pt.clip(pt.floor(x), 0, last_interval).astype("int64")
+    t = pt.clip(x - j, 0.0, 1.0)
+    return quintic_hermite(t, spacing, value[j], mean[j], variance[j], value[j + 1], mean[j + 1], variance[j + 1])

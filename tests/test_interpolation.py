@@ -1,0 +1,215 @@
+"""The certified interpolants (interpolation.py): the half-life table of Sbar and the logit
+denominator on a grid in c = gamma alpha_i. Each is checked against the direct sum at parameter
+values well beyond where a sampler goes, within its stated bound, and the model built on them is
+checked against the exact model to the configured tolerance (1e-6 on the log-density), with a
+gradient that is the exact gradient of the interpolant (finite differences)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bayes_spill import interpolation as interp
+from bayes_spill import kernel
+from bayes_spill.config import load_config
+from bayes_spill.model import build_model
+from bayes_spill.simulate import SimulationSettings, simulate_industry
+
+from modes import FAST  # noqa: E402  (Python mode, no fusion)
+
+
+@pytest.fixture(scope="module")
+def panel():
+    return simulate_industry(SimulationSettings(n_firms=80, gamma=0.5), seed=11)
+
+
+@pytest.fixture(scope="module")
+def all_counties(panel):
+    return kernel.spillover_inputs(panel, choice_set="all")
+
+
+@pytest.fixture(scope="module")
+def table(all_counties):
+    return interp.build_halflife_table(all_counties.choice_distance, all_counties.choice_pool)
+
+
+def test_quintic_hermite_reproduces_quintics():
+    rng = np.random.default_rng(0)
+    coef = rng.normal(size=6)
+    f = np.polynomial.Polynomial(coef)
+    x0, width = -0.7, 1.9
+    t = np.linspace(0.0, 1.0, 11)
+    ends = [(f(x), f.deriv()(x), f.deriv(2)(x)) for x in (x0, x0 + width)]
+    got = interp.quintic_hermite(t, width, *ends[0], *ends[1])
+    np.testing.assert_allclose(got, f(x0 + width * t), rtol=1e-12, atol=1e-12)
+
+
+def test_gumbel_derivative_polynomials_are_the_derivatives():
+    """e^{-z} p_{n+1}(z) is the u-derivative of e^{-z} p_n(z), z = e^{-u} (central differences)."""
+    u = np.linspace(-3.0, 4.0, 29)
+    step = 1e-5
+    for n in range(6):
+        p, p_next = interp.gumbel_derivative_polynomial(n), interp.gumbel_derivative_polynomial(n + 1)
+
+        def g(v, p=p):
+            z = np.exp(-v)
+            return np.exp(-z) * p(z)
+
+        numeric = (g(u + step) - g(u - step)) / (2 * step)
+        np.testing.assert_allclose(numeric, g(u, p_next), atol=1e-6, err_msg=f"order {n + 1}")
+    z = np.exp(-np.linspace(-5, 30, 100_001))
+    assert np.max(np.abs(np.exp(-z) * interp.gumbel_derivative_polynomial(6)(z))) <= interp.C6_GUMBEL
+
+
+def test_table_within_its_bound_over_the_whole_half_life_axis(all_counties, table):
+    assert table.error_bound <= 1e-10
+    halflives = np.concatenate([np.exp(np.linspace(np.log(1e-4), np.log(1e8), 1201)), [interp.H_MIN_KM, interp.H_MAX_KM, 59.0]])
+    worst = max(np.max(np.abs(interp.evaluate_table(table, h) - kernel.choice_spillover(all_counties, h))) for h in halflives)
+    print(f"table: {table.nodes} nodes, bound {table.error_bound:.3g}, worst error {worst:.3g} $ bil")
+    assert worst <= table.error_bound
+
+
+def test_table_numpy_and_pytensor_agree_with_a_finite_gradient(table):
+    h = pt.dscalar("h")
+    sbar = interp.evaluate_table(table, h, pt)
+    f = pytensor.function([h], [sbar, pytensor.grad(sbar.sum(), h)], mode=FAST)
+    for value in (0.001, 3.0, 59.0, 800.0, 2e5):
+        got, grad = f(value)
+        np.testing.assert_allclose(got, interp.evaluate_table(table, value), rtol=1e-13)
+        assert np.isfinite(grad)
+        numeric = (interp.evaluate_table(table, value * (1 + 1e-6)).sum() - interp.evaluate_table(table, value * (1 - 1e-6)).sum()) / (2e-6 * value)
+        assert grad == pytest.approx(numeric, rel=1e-5, abs=1e-9), f"h = {value}"
+
+
+@pytest.fixture(scope="module")
+def denominator():
+    a, s, c, tol = pt.dvector("a"), pt.dvector("s"), pt.dvector("c"), pt.dscalar("tol")
+    value, nodes = interp.log_denominator(a, s, c, tol)
+    return pytensor.function([a, s, c, tol], [value, nodes], mode=FAST)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    gamma=st.floats(-50.0, 50.0),
+    spread=st.floats(0.0, 20.0),
+    halflife=st.floats(0.5, 5000.0),
+    n_firms=st.integers(2, 300),
+    seed=st.integers(0, 2**16),
+)
+def test_denominator_within_its_certified_bound(denominator, all_counties, gamma, spread, halflife, n_firms, seed):
+    rng = np.random.default_rng(seed)
+    a = rng.normal(0.0, 2.0, len(all_counties.choice_set))
+    sbar = kernel.choice_spillover(all_counties, halflife)
+    c = gamma * rng.normal(0.0, spread, n_firms)
+    per_firm = 1e-6 / n_firms
+    got, nodes = denominator(a, sbar, c, per_firm)
+    exact = interp.exact_log_denominator(a, sbar, c)
+    error = np.sum(np.abs(got - exact))
+    assert error <= 1e-6, f"sum error {error:.3g} with {nodes} nodes (gamma {gamma}, spread {spread}, h {halflife})"
+    assert 2 <= nodes <= max(n_firms, interp.grid_nodes_needed(np.ptp(c), np.ptp(sbar), per_firm))
+
+
+def test_denominator_uses_few_nodes_at_the_papers_values(denominator, all_counties):
+    rng = np.random.default_rng(1)
+    sbar = kernel.choice_spillover(all_counties, 59.0)
+    c = 0.053 * rng.normal(-0.05, 0.64, 688)
+    _, nodes = denominator(rng.normal(size=len(sbar)), sbar, c, 0.5e-6 / 688)
+    assert nodes <= 8
+
+
+def _point_values(model, rng, scale):
+    """Unconstrained values drawn uniformly in [-scale, scale] (nutpie's initial jitter is 2)."""
+    return {v.name: rng.uniform(-scale, scale, size=np.shape(model.initial_point()[v.name])) for v in model.value_vars}
+
+
+@pytest.mark.parametrize("name", ["lychagin2010", "all_counties", "log_spillover"])
+def test_interpolated_model_matches_the_exact_model_to_its_tolerance(panel, name):
+    config = load_config(f"models/{name}.toml")
+    assert config.model.evaluation == "interpolated"
+    exact_config = replace(config, model=replace(config.model, evaluation="exact"))
+    fast, exact = build_model(panel, config), build_model(panel, exact_config)
+    logp_fast, logp_exact = fast.compile_logp(mode=FAST), exact.compile_logp(mode=FAST)
+    dlogp_fast, dlogp_exact = fast.compile_dlogp(mode=FAST), exact.compile_dlogp(mode=FAST)
+    rng = np.random.default_rng(7)
+    points = [fast.initial_point()] + [_point_values(fast, rng, s) for s in (0.5, 2.0, 2.0, 4.0, 6.0)]
+    extreme = _point_values(fast, rng, 1.0)
+    extreme["halflife_km_log__"] = np.array(12.0)  # h = 163,000 km: beyond the table's last node
+    points.append(extreme)
+    tiny = dict(extreme, halflife_km_log__=np.array(-6.0))  # h = 2.5 m: below its first node
+    points.append(tiny)
+    for k, point in enumerate(points):
+        a, b = logp_fast(point), logp_exact(point)
+        assert np.isfinite(a) and abs(a - b) <= 1e-6, f"{name} point {k}: interpolated {a!r}, exact {b!r}, diff {a - b:.3g}"
+        g_fast, g_exact = dlogp_fast(point), dlogp_exact(point)
+        assert np.all(np.isfinite(g_fast))
+        # the interpolant's derivative errs by O(H^5) where its value errs by O(H^6): close, not 1e-6
+        np.testing.assert_allclose(g_fast, g_exact, rtol=1e-3, atol=1e-3, err_msg=f"{name} point {k}")
+
+
+def test_interpolated_gradient_is_the_gradient_of_the_interpolant(panel):
+    """Central differences of the interpolated log-density along random directions equal its
+    gradient: the sampler sees one consistent surface."""
+    model = build_model(panel, load_config("models/all_counties.toml"))
+    logp, dlogp = model.compile_logp(mode=FAST), model.compile_dlogp(mode=FAST)
+    from pymc.blocking import DictToArrayBijection
+
+    rng = np.random.default_rng(3)
+    point = _point_values(model, rng, 1.0)
+    point["gamma"] = np.array(0.8)
+    x = DictToArrayBijection.map(point)
+    grad = dlogp(point)
+    for _ in range(4):
+        direction = rng.normal(size=x.data.size)
+        step = 1e-5
+        up = DictToArrayBijection.rmap(x._replace(data=x.data + step * direction))
+        down = DictToArrayBijection.rmap(x._replace(data=x.data - step * direction))
+        numeric = (logp(up) - logp(down)) / (2 * step)
+        assert numeric == pytest.approx(grad @ direction, rel=1e-5, abs=1e-6)
+
+
+@pytest.fixture(scope="module")
+def fixed_denominator():
+    a, s, c, tol = pt.dvector("a"), pt.dvector("s"), pt.dvector("c"), pt.dscalar("tol")
+    value, nodes = interp.log_denominator(a, s, c, tol, fixed_nodes=16)
+    return pytensor.function([a, s, c, tol], [value, nodes], mode=FAST)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.05, 0.5, 5.0, 50.0])
+def test_fixed_grid_certifies_or_falls_back_to_the_direct_sum(fixed_denominator, all_counties, gamma):
+    rng = np.random.default_rng(5)
+    sbar = kernel.choice_spillover(all_counties, 300.0)
+    a, c = rng.normal(0.0, 2.0, len(sbar)), gamma * rng.normal(0.0, 1.0, 200)
+    got, nodes = fixed_denominator(a, sbar, c, 1e-6 / 200)
+    assert np.sum(np.abs(got - interp.exact_log_denominator(a, sbar, c))) <= 1e-6
+    needed = interp.grid_nodes_needed(np.ptp(c), np.ptp(sbar), 1e-6 / 200)
+    assert nodes == (16 if needed <= 16 else 200), f"needed {needed}, used {nodes}"
+
+
+def test_grid_nodes_setting_is_checked():
+    from bayes_spill.config import parse_config
+    from bayes_spill.errors import ConfigError
+
+    text = open("models/lychagin2010.toml").read().replace("evaluation = ", "grid_nodes = 2\nevaluation = ")
+    with pytest.raises(ConfigError, match="grid_nodes"):
+        parse_config(text)
+
+
+def test_jax_model_with_static_shapes_matches_the_exact_model(panel):
+    pytest.importorskip("jax")
+    config = load_config("models/all_counties.toml")
+    exact_config = replace(config, model=replace(config.model, evaluation="exact"))
+    jax_model, exact = build_model(panel, config, static_shapes=True), build_model(panel, exact_config)
+    logp_jax, logp_exact = jax_model.compile_logp(mode="JAX"), exact.compile_logp(mode=FAST)
+    dlogp_jax, dlogp_exact = jax_model.compile_dlogp(mode="JAX"), exact.compile_dlogp(mode=FAST)
+    rng = np.random.default_rng(11)
+    points = [_point_values(exact, rng, s) for s in (0.5, 2.0, 6.0)]
+    for k, point in enumerate(points):
+        a, b = logp_jax(point), logp_exact(point)
+        assert abs(a - b) <= 1e-6, f"point {k}: JAX {a!r}, exact {b!r}"
+        np.testing.assert_allclose(dlogp_jax(point), dlogp_exact(point), rtol=1e-3, atol=1e-3, err_msg=f"point {k}")
