@@ -33,6 +33,7 @@ BACKENDS = {"C": "FAST_RUN", "Numba": "NUMBA", "JAX": "JAX", "Python": "FAST_COM
 DEFAULT_BACKENDS = ("C", "Numba", "JAX")
 BASELINE = ("all_counties_exact", "C")
 BASELINE_SAMPLER = "pymc"
+SAMPLERS = ("nutpie", "pymc", "numpyro")
 
 
 @dataclass
@@ -109,6 +110,7 @@ def evaluation_point(model, seed: int = 0) -> dict:
 def time_gradient(model, mode: str, repeats: int) -> tuple[float, float, int]:
     """(compile seconds, median ms of one logp+gradient evaluation, number of parameters)."""
     from pymc.blocking import DictToArrayBijection
+    from threadpoolctl import threadpool_limits
 
     point = evaluation_point(model)
     start = time.perf_counter()
@@ -118,10 +120,14 @@ def time_gradient(model, mode: str, repeats: int) -> tuple[float, float, int]:
     fn(x)
     compile_s = time.perf_counter() - start
     times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn(x)
-        times.append(time.perf_counter() - t)
+    # one BLAS thread, as in sampling (one chain per core); outputs made concrete, because JAX
+    # returns before it has computed them
+    with threadpool_limits(1, user_api="blas"):
+        for _ in range(repeats):
+            t = time.perf_counter()
+            logp, grad = fn(x)
+            np.asarray(logp), np.asarray(grad)
+            times.append(time.perf_counter() - t)
     return compile_s, 1000.0 * float(np.median(times)), int(x.size)
 
 
@@ -158,29 +164,34 @@ def run_bench(
     seed: int = 1,
     baseline_draws: int | None = None,
     baseline_tune: int | None = None,
+    pairs=(),
 ) -> dict:
+    """pairs: (formulation, sampler) runs to sample, besides every formulation with each of samplers."""
     from bayes_spill.model import build_model
 
+    panels = {scale: _panel(scale, seed) for scale in scales}
     gradients: list[GradientTiming] = []
     runs: list[SamplingRun] = []
-    for scale in scales:
-        panel = _panel(scale, seed)
-        for formulation in formulations:
-            config = _config(formulation)
-            model = build_model(panel, config)
-            for backend in backends:
-                if not _backend_available(backend):
-                    continue
-                timed = build_model(panel, config, static_shapes=True) if backend == "JAX" else model
-                compile_s, grad_ms, n_par = time_gradient(timed, BACKENDS[backend], repeats)
+    # JAX last: once it has run, its thread pool slows the other backends in this process
+    # (measured: Numba's all-counties gradient 3.0 ms before, 5.9 ms after).
+    for backend in sorted((b for b in backends if _backend_available(b)), key=lambda b: b == "JAX"):
+        for scale, panel in panels.items():
+            for formulation in formulations:
+                model = build_model(panel, _config(formulation), static_shapes=backend == "JAX")
+                compile_s, grad_ms, n_par = time_gradient(model, BACKENDS[backend], repeats)
                 gradients.append(GradientTiming(scale, panel.n_firms, formulation, backend, n_par, compile_s, grad_ms))
-            for sampler in samplers:
-                sampled = build_model(panel, config, static_shapes=True) if sampler == "numpyro" else model
-                is_baseline = (formulation, sampler) == (BASELINE[0], BASELINE_SAMPLER)
-                d = baseline_draws if is_baseline and baseline_draws else draws
-                t = baseline_tune if is_baseline and baseline_tune is not None else tune
-                r = sampling_run(sampled, config, sampler, d, t, chains)
-                runs.append(SamplingRun(scale, formulation, sampler, d, t, chains, **r))
+                print(f"gradient: {gradients[-1]}", flush=True)
+    to_sample = dict.fromkeys([(f, smp) for smp in samplers for f in formulations] + list(pairs))
+    for formulation, sampler in sorted(to_sample, key=lambda pair: pair[1] == "numpyro"):
+        config = _config(formulation)
+        is_baseline = (formulation, sampler) == (BASELINE[0], BASELINE_SAMPLER)
+        d = baseline_draws if is_baseline and baseline_draws else draws
+        t = baseline_tune if is_baseline and baseline_tune is not None else tune
+        for scale, panel in panels.items():
+            model = build_model(panel, config, static_shapes=sampler == "numpyro")
+            r = sampling_run(model, config, sampler, d, t, chains)
+            runs.append(SamplingRun(scale, formulation, sampler, d, t, chains, **r))
+            print(f"sampling: {runs[-1]}", flush=True)
     _add_ratios(gradients, runs)
     return {"gradients": [asdict(g) for g in gradients], "sampling": [asdict(r) for r in runs]}
 
@@ -220,7 +231,8 @@ def add_commands(sub) -> None:
     p.add_argument("--scales", default="1", help="comma-separated multiples of the paper's 688 firms (e.g. 1,4,10)")
     p.add_argument("--formulations", default=",".join(DEFAULT_FORMULATIONS), help=f"subset of {','.join(FORMULATIONS)}")
     p.add_argument("--backends", default=",".join(DEFAULT_BACKENDS), help=f"subset of {','.join(BACKENDS)} (Python: no compilation, a reference)")
-    p.add_argument("--samplers", default="", help="also sample with these (nutpie,pymc,numpyro); empty = gradients only")
+    p.add_argument("--samplers", default="", help="also sample every formulation with these (nutpie,pymc,numpyro); empty = gradients only")
+    p.add_argument("--pairs", default="", help="also sample these formulation:sampler pairs, e.g. occupied:nutpie,all_counties_exact:pymc")
     p.add_argument("--draws", type=positive_int, default=200)
     p.add_argument("--tune", type=non_negative_int, default=200)
     p.add_argument("--chains", type=positive_int, default=2)
@@ -239,6 +251,10 @@ def cmd_bench(args) -> int:
     from bayes_spill.errors import BayesSpillError
 
     formulations, backends = _split(args.formulations), _split(args.backends)
+    pairs = tuple(tuple(p.split(":", 1)) for p in _split(args.pairs))
+    bad = [":".join(p) for p in pairs if len(p) != 2 or p[0] not in FORMULATIONS or p[1] not in SAMPLERS]
+    if bad:
+        raise BayesSpillError(f"bad --pairs entry {', '.join(bad)}: use formulation:sampler with formulations {', '.join(FORMULATIONS)} and samplers {', '.join(SAMPLERS)}")
     for value, valid, what in ((formulations, FORMULATIONS, "formulation"), (backends, BACKENDS, "backend")):
         unknown = [v for v in value if v not in valid]
         if unknown:
@@ -254,6 +270,7 @@ def cmd_bench(args) -> int:
         repeats=args.repeats,
         baseline_draws=args.baseline_draws,
         baseline_tune=args.baseline_tune,
+        pairs=pairs,
     )
     print(format_tables(result))
     if args.json:

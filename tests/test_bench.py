@@ -67,3 +67,8 @@ def test_tables_and_json(tiny_bench, tmp_path, capsys):
 def test_unknown_backend_is_a_clear_error(capsys):
     assert main(["bench", "--backends", "Fortran"]) == 2
     assert "unknown backend" in capsys.readouterr().err
+
+
+def test_bad_pairs_are_a_clear_error(capsys):
+    assert main(["bench", "--pairs", "occupied:stan"]) == 2
+    assert "formulation:sampler" in capsys.readouterr().err
