@@ -72,3 +72,13 @@ def test_unknown_backend_is_a_clear_error(capsys):
 def test_bad_pairs_are_a_clear_error(capsys):
     assert main(["bench", "--pairs", "occupied:stan"]) == 2
     assert "formulation:sampler" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # compiles and samples a model (about a minute)
+def test_a_sampling_pair_reports_steps_and_ess_per_second():
+    result = run_bench(scales=(0.06,), formulations=("occupied",), backends=(), pairs=(("occupied", "pymc"),), draws=30, tune=30, chains=1)
+    (row,) = result["sampling"]
+    assert (row["formulation"], row["sampler"], row["draws"]) == ("occupied", "pymc", 30)
+    assert row["wall_s"] > 0 and row["steps_per_draw"] >= 1
+    assert np.isfinite(row["ess_per_s_gamma"]) and row["ess_per_s_gamma"] > 0
+    assert row["ratio_ess_per_s_gamma"] is None  # the baseline pair was not run
