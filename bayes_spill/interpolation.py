@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bayes_spill.kernel import LN2, MIN_EXPONENT
+from bayes_spill.kernel import LN2, decay_weights
 
 QUINTIC_ERROR_DENOMINATOR = 46080.0  # 6! * 2^6: max |(x - x0)^3 (x - x1)^3| = (H/2)^6
 SIXTH_CUMULANT_FACTOR = 0.25 + 25.0 / 16.0 + 30.0 / 64.0  # |kappa_6| <= this * range^6
@@ -117,14 +117,9 @@ class HalflifeTable:
         return len(self.values)
 
 
-def _decay(z: np.ndarray) -> np.ndarray:
-    """exp(-z), exactly 0 beyond kernel.MIN_EXPONENT (no underflow, as in the kernel)."""
-    return np.where(-z > MIN_EXPONENT, np.exp(-np.minimum(z, -MIN_EXPONENT)), 0.0)
-
-
 def _field_and_u_derivatives(distance: np.ndarray, pool: np.ndarray, h: float):
     z = LN2 * distance / h  # lambda d
-    weight = _decay(z)
+    weight = decay_weights(distance, h)
     wp = weight * pool
     return wp.sum(axis=1), (wp * z).sum(axis=1), (wp * (z * z - z)).sum(axis=1)
 
@@ -160,7 +155,7 @@ def build_halflife_table(
     far_bound = w_max**6 * float(np.max(np.abs(pool) @ (LN2 * distance.T) ** 6)) / QUINTIC_ERROR_DENOMINATOR
     # below h_min, Sbar(h) moves by at most what the other counties still contribute at h_min
     other = distance > 0
-    below_bound = float(np.max(np.where(other, _decay(LN2 * distance / h_min_km), 0.0) @ np.abs(pool)))
+    below_bound = float(np.max(np.where(other, decay_weights(distance, h_min_km), 0.0) @ np.abs(pool)))
     table_bound = du**6 * C6_GUMBEL * total / QUINTIC_ERROR_DENOMINATOR
     return HalflifeTable(
         u0=u0,

@@ -51,15 +51,11 @@ class ModelData:
     years_per_firm: np.ndarray
     county_covariates: np.ndarray  # (L_choice, P), centred and scaled over the choice set
     covariate_names: tuple[str, ...]
-    choice_table: interpolation.HalflifeTable | None = None  # Sbar(h) tabulated (evaluation = "interpolated")
 
 
 def model_data(panel: PreparedPanel, config: ModelConfig) -> ModelData:
     spec = config.model
     spill = kernel.spillover_inputs(panel, spec.choice_set, spec.own_stock == "exclude", spec.sbar_year)
-    table = None
-    if spec.evaluation == "interpolated" and spec.location_block:
-        table = interpolation.build_halflife_table(spill.choice_distance, spill.choice_pool)
     return ModelData(
         panel=panel,
         spill=spill,
@@ -68,7 +64,6 @@ def model_data(panel: PreparedPanel, config: ModelConfig) -> ModelData:
         years_per_firm=panel.years_per_firm.astype(float),
         county_covariates=_county_covariates(panel, spill.choice_set, spec.county_covariates),
         covariate_names=tuple(spec.county_covariates),
-        choice_table=table,
     )
 
 
@@ -161,11 +156,13 @@ def location_loglik(
 
 def choice_spillover(data: ModelData, halflife_km, spec):
     """Sbar_l(h) over the choice set, transformed; and how far it may be from the direct sum ($ bil
-    or log units), which the location likelihood's error budget must carry."""
-    if data.choice_table is None:
+    or log units), which the location likelihood's error budget must carry. The half-life table is
+    built here, for the model only (checks and counterfactuals read model_data's other fields)."""
+    if spec.evaluation == "exact":
         sbar, error = kernel.choice_spillover(data.spill, halflife_km, pt), 0.0
     else:
-        sbar, error = interpolation.evaluate_table(data.choice_table, halflife_km, pt), data.choice_table.error_bound
+        table = interpolation.build_halflife_table(data.spill.choice_distance, data.spill.choice_pool)
+        sbar, error = interpolation.evaluate_table(table, halflife_km, pt), table.error_bound
     if spec.spillover == "log":
         error = error / spec.log_floor_bil  # |d log S / dS| <= 1 / floor
     return kernel.transform(sbar, spec.spillover, spec.log_floor_bil, pt), error
