@@ -34,6 +34,8 @@ from bayes_spill.panel import PreparedPanel
 
 # The names users type; counterfactual and check code reads them from here.
 FIRM, COUNTY, YEAR, COVARIATE = "firm", "county", "year", "county_covariate"
+PRODUCTION_COEFFICIENT = "production_coefficient"
+BETA_NAMES = ("beta_k", "beta_l", "beta_r", "beta_zero_rd")
 FIRM_LOGLIK = "firm_loglik"
 KEY_PARAMETERS = ("gamma", "halflife_km", "mu_alpha", "sigma_alpha", "sigma_alpha2", "beta_k", "beta_l", "beta_r", "sigma_w")
 LOG_2PI = float(np.log(2.0 * np.pi))
@@ -113,6 +115,7 @@ def coords(data: ModelData) -> dict[str, list]:
         COUNTY: panel.counties.fips[data.spill.choice_set].tolist(),
         YEAR: [int(y) for y in panel.years],
         COVARIATE: list(data.covariate_names),
+        PRODUCTION_COEFFICIENT: [*BETA_NAMES, *(f"year_effect[{int(y)}]" for y in panel.years[1:])],
     }
 
 
@@ -123,6 +126,58 @@ def _prior(name: str, prior: Prior, **kwargs):
 def segment_sum(values, segment: np.ndarray, n_segments: int):
     """Sum of values within each segment (firm): the building block of within-firm demeaning."""
     return pt.inc_subtensor(pt.zeros(n_segments)[segment], values)
+
+
+def production_design(data: ModelData) -> np.ndarray:
+    """The within-firm demeaned regressors of the linear production coefficients (beta, v_2..v_T)."""
+    panel = data.panel
+    year_dummies = (panel.obs_year[:, None] == np.arange(1, len(panel.years))[None, :]).astype(float)
+    design = np.column_stack([data.inputs, year_dummies])
+    firm_mean = np.zeros((panel.n_firms, design.shape[1]))
+    np.add.at(firm_mean, panel.obs_firm, design)
+    firm_mean /= data.years_per_firm[:, None]
+    return design - firm_mean[panel.obs_firm]
+
+
+def production_whitening(data: ModelData, config: ModelConfig) -> np.ndarray:
+    """W with (beta, v_2..v_T) = W z, z about standard normal a posteriori: W = L^-T for the
+    Cholesky factor L of the block's precision, within-firm design / pilot sigma_w^2 plus the
+    priors' precision. Any fixed W leaves the posterior unchanged (the map is linear); this one
+    undoes what a diagonal mass matrix cannot: year effects anchored at v_1 = 0 correlate 0.7-0.9
+    with each other and -0.5 with beta_r (measured on the default fit: ESS 70, R-hat 1.04)."""
+    design = production_design(data)
+    q = data.q - _firm_means(data, data.q)
+    coef, *_ = np.linalg.lstsq(design, q, rcond=None)
+    dof = max(len(q) - data.panel.n_firms - design.shape[1], 1)
+    pilot_var = max(float(np.sum((q - design @ coef) ** 2)) / dof, 1e-6 * float(np.var(q)) + 1e-12)
+    prior_scales = [config.prior(n).kwargs().get("sigma", 1.0) for n in BETA_NAMES]
+    prior_scales += [config.prior("year_effect").kwargs().get("sigma", 1.0)] * (design.shape[1] - len(BETA_NAMES))
+    precision = design.T @ design / pilot_var + np.diag(1.0 / np.square(prior_scales))
+    factor = np.linalg.cholesky(precision)
+    return np.linalg.solve(factor.T, np.eye(len(precision)))
+
+
+def _firm_means(data: ModelData, values: np.ndarray) -> np.ndarray:
+    panel = data.panel
+    return (np.bincount(panel.obs_firm, values, panel.n_firms) / data.years_per_firm)[panel.obs_firm]
+
+
+def production_coefficients(data: ModelData, config: ModelConfig):
+    """beta (4,) and the free year effects v_2..v_T, sampled as z = W^-1 (beta, v) with their
+    configured priors added as a potential (W linear: no Jacobian)."""
+    whitening = production_whitening(data, config)
+    z = pm.Flat("production_z", dims=PRODUCTION_COEFFICIENT)
+    coefficients = pt.dot(whitening, z)
+    beta = [pm.Deterministic(name, coefficients[j]) for j, name in enumerate(BETA_NAMES)]
+    year_free = coefficients[len(BETA_NAMES) :]
+    prior_logp = sum(pm.logp(_distribution(config.prior(name)), b) for name, b in zip(BETA_NAMES, beta))
+    prior_logp += pm.logp(_distribution(config.prior("year_effect")), year_free).sum()
+    pm.Potential("production_prior", prior_logp)
+    return pt.stack(beta), year_free
+
+
+def _distribution(prior: Prior):
+    return getattr(pm, prior.family).dist(**prior.kwargs())
 
 
 def production_loglik(data: ModelData, beta, alpha_obs, spillover, year_effect, sigma_w):
@@ -190,9 +245,8 @@ def build_model(
     spec = config.model
     with pm.Model(coords=coords(data)) as model:
         halflife_km = _prior("halflife_km", config.prior("halflife_km"))
-        beta = pt.stack([_prior(n, config.prior(n)) for n in ("beta_k", "beta_l", "beta_r", "beta_zero_rd")])
+        beta, year_free = production_coefficients(data, config)
         sigma_w = _prior("sigma_w", config.prior("sigma_w"))
-        year_free = _prior("year_effect_free", config.prior("year_effect"), shape=len(panel.years) - 1)
         year_effect = pm.Deterministic("year_effect", pt.concatenate([pt.zeros(1), year_free]), dims=YEAR)
 
         if spec.alpha == "homogeneous":

@@ -104,7 +104,7 @@ def test_pytensor_likelihood_equals_numpy_at_truth(small_panel):
         "beta_r": p["beta_r"],
         "beta_zero_rd": p["beta_zero_rd"],
         "sigma_w": p["sigma_w"],
-        "year_effect_free": year_effect[1:],
+        "year_effect": year_effect,
         "mu_alpha": p["mu_alpha"],
         "sigma_alpha": p["sigma_alpha"],
         "alpha_raw": (alpha - p["mu_alpha"]) / p["sigma_alpha"],
@@ -117,3 +117,62 @@ def test_pytensor_likelihood_equals_numpy_at_truth(small_panel):
     got = fn(*values.values())
     expected = numpy_firm_loglik(small_panel, truth, county_effect, data.spill.choice_set, p["gamma"])
     np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9)
+
+
+def _value_function(model, outputs):
+    """outputs as a function of a point (a dict of value variables)."""
+    import pymc as pm
+
+    outputs = model.replace_rvs_by_values(outputs if isinstance(outputs, list) else [outputs])
+    fn = pm.compile(model.value_vars, outputs if len(outputs) > 1 else outputs[0], on_unused_input="ignore", mode=FAST)
+    return lambda point: fn(*(point[v.name] for v in model.value_vars))
+
+
+def _production_values(model, small_panel, coefficients):
+    """A point whose production coefficients (beta, v_2..v_T) are the given ones, the rest at the initial point."""
+    from bayes_spill.model import production_whitening
+
+    config = load_config("models/lychagin2010.toml")
+    whitening = production_whitening(model_data(small_panel, config), config)
+    point = model.initial_point()
+    point["production_z"] = np.linalg.solve(whitening, coefficients)
+    return point
+
+
+def test_whitened_production_coefficients_leave_the_posterior_unchanged(small_panel):
+    """logp differences between two values of (beta, v) are the likelihood's plus the configured
+    Normal priors' differences: the linear map adds no Jacobian and the priors are kept."""
+    from scipy import stats
+
+    config = load_config("models/lychagin2010.toml")
+    model = build_model(small_panel, config)
+    logp = model.compile_logp(mode=FAST)
+    loglik = _value_function(model, model[FIRM_LOGLIK].sum())
+    rng = np.random.default_rng(3)
+    n = len(model.coords["production_coefficient"])
+    first, second = rng.normal(0, 0.3, n), rng.normal(0, 0.3, n)
+    p1, p2 = _production_values(model, small_panel, first), _production_values(model, small_panel, second)
+    beta_sd = [config.prior(name).kwargs()["sigma"] for name in ("beta_k", "beta_l", "beta_r", "beta_zero_rd")]
+    sd = np.array(beta_sd + [config.prior("year_effect").kwargs()["sigma"]] * (n - 4))
+    prior = lambda c: stats.norm.logpdf(c, 0.0, sd).sum()  # noqa: E731
+    expected = (loglik(p1) - loglik(p2)) + (prior(first) - prior(second))
+    assert logp(p1) - logp(p2) == pytest.approx(expected, rel=1e-9, abs=1e-8)
+    values = _value_function(model, [model["beta_r"], model["year_effect"]])(p1)
+    assert values[0] == pytest.approx(first[2], abs=1e-12)
+    np.testing.assert_allclose(values[1], np.concatenate([[0.0], first[4:]]), atol=1e-12)
+
+
+def test_whitening_makes_the_production_block_about_isotropic(small_panel):
+    """At the true sigma_w the conditional posterior precision of (beta, v), mapped by W, is close
+    to the identity, while in the original coordinates its condition number is large."""
+    from bayes_spill.model import production_design, production_whitening
+
+    config = load_config("models/lychagin2010.toml")
+    data = model_data(small_panel, config)
+    design = production_design(data)
+    precision = design.T @ design / small_panel.truth["parameters"]["sigma_w"] ** 2 + np.eye(design.shape[1])
+    whitening = production_whitening(data, config)
+    eigenvalues = np.linalg.eigvalsh(whitening.T @ precision @ whitening)
+    original = np.linalg.eigvalsh(precision)
+    assert original[-1] / original[0] > 20, original
+    assert 0.5 < eigenvalues[0] and eigenvalues[-1] < 2.0, eigenvalues
