@@ -190,6 +190,133 @@ def evaluate_table(table: HalflifeTable, halflife_km, backend=np):
 
 
 # ---------------------------------------------------------------------------------------------
+# The production field S_lt(h), piecewise Chebyshev in ln h
+# ---------------------------------------------------------------------------------------------
+
+FIELD_ERROR_TARGET = 1e-12  # $ bil, per (county, year) entry, for every h > 0
+FIELD_PIECE_HALF_WIDTH = 1.0  # in u = ln h
+STRIP_FRACTION = 0.95  # of the strip |Im u| < pi/2 where |exp(-ln2 d e^-u)| <= 1
+FAR_RHO = 8.0  # Bernstein ellipse of the piece in w = 1/h beyond h_max
+
+
+@dataclass(frozen=True, eq=False)
+class FieldTable:
+    """S_lt(h) for the (county, year) entries the production equation reads: Chebyshev series in
+    u = ln h on equal pieces of [ln h_min, ln h_max], one more in w = 1/h from h_max to infinity,
+    and below h_min the value at h_min. ``error_bound`` ($ bil) holds for every h > 0."""
+
+    u_edges: np.ndarray  # (P + 1,)
+    coefficients: np.ndarray  # (P, E, n + 1)
+    far_coefficients: np.ndarray  # (E, m + 1), in x = 2 w / w_max - 1
+    w_max: float
+    receiver: np.ndarray  # (E,) row of the production distance matrix
+    year: np.ndarray  # (E,)
+    error_bound: float
+
+    @property
+    def half_width(self) -> float:
+        return 0.5 * float(self.u_edges[1] - self.u_edges[0])
+
+
+def chebyshev_error_bound(bound: float, rho: float, degree: int) -> float:
+    """Interpolation at n + 1 Chebyshev points of f analytic with |f| <= bound inside the
+    Bernstein ellipse E_rho: (1 + Lambda_n) 2 bound rho^-n / (rho - 1), the best approximation's
+    bound (Trefethen, ATAP Thm 8.2) times one plus the Lebesgue constant, Lambda_n <= 1 + (2/pi)
+    ln(n + 1)."""
+    lebesgue = 1.0 + 2.0 / math.pi * math.log(degree + 1.0)
+    return (1.0 + lebesgue) * 2.0 * bound * rho ** (-degree) / (rho - 1.0)
+
+
+def strip_rho(half_width: float) -> float:
+    """The largest ellipse around an interval of this half-width inside |Im u| < 0.95 pi/2. There
+    Re e^-u > 0, so every |exp(-ln2 d e^-u)| <= 1 and |S_lt| <= sum_m |calR_mt|."""
+    semi_minor = STRIP_FRACTION * math.pi / 2.0 / half_width
+    return semi_minor + math.sqrt(1.0 + semi_minor**2)
+
+
+def _degree(bound: float, rho: float, target: float) -> int:
+    degree = 1
+    while chebyshev_error_bound(bound, rho, degree) > target:
+        degree += 1
+    return degree
+
+
+def _chebyshev_fit(values_at, degree: int) -> np.ndarray:
+    """Coefficients (E, n + 1) of the interpolant at the n + 1 Chebyshev points x_j of
+    values_at(x) (E,): c_k = 2/(n+1) sum_j f(x_j) T_k(x_j), halved for k = 0."""
+    angles = math.pi * (np.arange(degree + 1) + 0.5) / (degree + 1)
+    to_coefficients = 2.0 / (degree + 1) * np.cos(np.outer(np.arange(degree + 1), angles))
+    to_coefficients[0] *= 0.5
+    values = np.array([values_at(x) for x in np.cos(angles)])
+    return (to_coefficients @ values).T
+
+
+def build_field_table(
+    distance_km: np.ndarray,
+    pool_bil: np.ndarray,
+    receiver: np.ndarray,
+    year: np.ndarray,
+    error_target: float = FIELD_ERROR_TARGET,
+    h_min_km: float = H_MIN_KM,
+    h_max_km: float = H_MAX_KM,
+) -> FieldTable:
+    """Tabulate S_lt(h) = (exp(-ln2 rho / h) @ pool)[receiver, year] for the given entries."""
+    distance = np.asarray(distance_km, dtype=float)
+    pool = np.asarray(pool_bil, dtype=float)
+    receiver, year = np.asarray(receiver), np.asarray(year)
+
+    def field(h: float) -> np.ndarray:
+        return (decay_weights(distance, h) @ pool)[receiver, year]
+
+    bound = max(float(np.abs(pool).sum(axis=0).max()), 1e-300)
+    u0, u1 = math.log(h_min_km), math.log(h_max_km)
+    pieces = max(1, math.ceil((u1 - u0) / (2.0 * FIELD_PIECE_HALF_WIDTH)))
+    edges = np.linspace(u0, u1, pieces + 1)
+    half = 0.5 * (u1 - u0) / pieces
+    degree = _degree(bound, strip_rho(half), error_target)
+    coefficients = np.stack(
+        [_chebyshev_fit(lambda x, c=0.5 * (edges[p] + edges[p + 1]): field(math.exp(c + half * x)), degree) for p in range(pieces)]
+    )
+    # beyond h_max, w = 1/h in [0, w_max]; in E_rho, Re w >= -(semi-major - w_max/2), where
+    # |exp(-ln2 d w)| <= exp(ln2 d_max (semi-major - w_max/2))
+    w_max = 1.0 / h_max_km
+    overhang = 0.5 * w_max * (0.5 * (FAR_RHO + 1.0 / FAR_RHO) - 1.0)
+    far_bound = bound * math.exp(LN2 * float(distance.max()) * overhang)
+    far_degree = _degree(far_bound, FAR_RHO, error_target)
+    far = _chebyshev_fit(lambda x: field(1.0 / max(0.5 * w_max * (x + 1.0), 1e-300)), far_degree)
+    # below h_min, S_lt moves by at most what the other counties still contribute at h_min
+    other = np.where(distance > 0, decay_weights(distance, h_min_km), 0.0) @ np.abs(pool)
+    error_bound = max(
+        chebyshev_error_bound(bound, strip_rho(half), degree),
+        chebyshev_error_bound(far_bound, FAR_RHO, far_degree),
+        float(other[receiver, year].max()),
+    )
+    return FieldTable(edges, coefficients, far, w_max, receiver, year, error_bound)
+
+
+def chebyshev_series(coefficients, x, terms: int, backend=np):
+    """sum_k coefficients[..., k] T_k(x), k < terms, for a scalar x in [-1, 1] (numpy or PyTensor)."""
+    chebyshev = [x * 0.0 + 1.0, x]
+    for _ in range(2, terms):
+        chebyshev.append(2.0 * x * chebyshev[-1] - chebyshev[-2])
+    return backend.dot(coefficients, backend.stack(chebyshev[:terms]))
+
+
+def evaluate_field_table(table: FieldTable, halflife_km, backend=np):
+    """S_lt(h) at the table's entries (numpy or PyTensor), for any h > 0."""
+    xp = backend
+    const = np.asarray if backend is np else backend.as_tensor_variable
+    pieces, half, u0 = table.coefficients.shape[0], table.half_width, float(table.u_edges[0])
+    u = xp.clip(xp.log(halflife_km), u0, float(table.u_edges[-1]))
+    p = xp.clip(xp.floor((u - u0) / (2.0 * half)), 0, pieces - 1).astype("int64")
+    x = xp.clip((u - u0 - (2.0 * p + 1.0) * half) / half, -1.0, 1.0)
+    near = chebyshev_series(const(table.coefficients)[p], x, table.coefficients.shape[-1], backend)
+    w = xp.clip(1.0 / halflife_km, 0.0, table.w_max)
+    far = chebyshev_series(const(table.far_coefficients), 2.0 * w / table.w_max - 1.0, table.far_coefficients.shape[-1], backend)
+    return xp.where(halflife_km * table.w_max > 1.0, far, near)
+
+
+# ---------------------------------------------------------------------------------------------
 # LSE(c) on an adaptive grid in c
 # ---------------------------------------------------------------------------------------------
 
@@ -251,15 +378,25 @@ def log_denominator(county_effect, sbar, c, error_per_firm, fixed_nodes: int | N
 
 
 def _node_values(county_effect, sbar, nodes):
-    """LSE and its first two derivatives (mean and variance of Sbar under the softmax) at nodes."""
-    import pytensor.tensor as pt
+    """LSE and its first two derivatives (mean and variance of Sbar under the softmax) at nodes.
 
+    One exponential per node and county, and the three sums (mass, first and second moment about
+    the middle of Sbar's range) as one matrix product: that product and its transpose are the
+    whole backward pass. The shift by the row maximum is held constant for the gradient (LSE is
+    shift-invariant, so this is exact) instead of routing it through the maximum's argmax."""
+    import pytensor.tensor as pt
+    from pytensor.gradient import disconnected_grad
+
+    middle = 0.5 * (pt.max(sbar) + pt.min(sbar))
+    centred = sbar - middle
     logits = county_effect[None, :] + nodes[:, None] * sbar[None, :]
-    value = pt.logsumexp(logits, axis=1)
-    prob = pt.exp(logits - value[:, None])
-    mean = prob @ sbar
-    variance = (prob * (sbar[None, :] - mean[:, None]) ** 2).sum(axis=1)
-    return value, mean, variance
+    top = disconnected_grad(pt.max(logits, axis=1))
+    weight = pt.exp(logits - top[:, None])
+    sums = pt.dot(weight, pt.stack([pt.ones_like(centred), centred, centred * centred], axis=1))
+    mass = sums[:, 0]
+    mean = sums[:, 1] / mass
+    variance = pt.maximum(sums[:, 2] / mass - mean * mean, 0.0)
+    return top + pt.log(mass), mean + middle, variance
 
 
 def _interpolate(c, c_lo, spacing, last_interval, value, mean, variance):

@@ -209,6 +209,25 @@ def location_loglik(
     return chosen - denominator
 
 
+def production_spillover(data: ModelData, halflife_km, spec):
+    """S_it(h) for every firm-year, transformed. Direct (counties x sources x years) when
+    spec.evaluation is "exact"; otherwise from interpolation.FieldTable: Chebyshev series in ln h
+    per (county, year) entry, within 1e-12 $ bil of the direct sum for every h (counties x years
+    x degree per evaluation, and counties grow more slowly than firms)."""
+    spill = data.spill
+    if spec.evaluation == "exact":
+        s_it = kernel.firm_year_spillover(spill, halflife_km, pt)
+    else:
+        entry = spill.obs_receiver * len(spill.pool[0]) + spill.obs_year
+        entries, obs_entry = np.unique(entry, return_inverse=True)
+        receiver, year = np.divmod(entries, len(spill.pool[0]))
+        table = interpolation.build_field_table(spill.production_distance, spill.pool, receiver, year)
+        s_it = interpolation.evaluate_field_table(table, halflife_km, pt)[obs_entry]
+        if spill.own_stock_bil is not None:
+            s_it = s_it - spill.own_stock_bil
+    return kernel.transform(s_it, spec.spillover, spec.log_floor_bil, pt)
+
+
 def choice_spillover(data: ModelData, halflife_km, spec):
     """Sbar_l(h) over the choice set, transformed; and how far it may be from the direct sum ($ bil
     or log units), which the location likelihood's error budget must carry. The half-life table is
@@ -260,7 +279,7 @@ def build_model(
             alpha = pm.Deterministic("alpha", mu_alpha + sigma_alpha * alpha_raw, dims=FIRM)
             alpha_obs = alpha[panel.obs_firm]
 
-        s_it = kernel.transform(kernel.firm_year_spillover(data.spill, halflife_km, pt), spec.spillover, spec.log_floor_bil, pt)
+        s_it = production_spillover(data, halflife_km, spec)
         firm_loglik = production_loglik(data, beta, alpha_obs, s_it, year_effect, sigma_w)
 
         if spec.location_block:

@@ -88,6 +88,54 @@ def test_table_numpy_and_pytensor_agree_with_a_finite_gradient(table):
 
 
 @pytest.fixture(scope="module")
+def field_table(all_counties):
+    entries = np.unique(all_counties.obs_receiver * all_counties.pool.shape[1] + all_counties.obs_year)
+    receiver, year = np.divmod(entries, all_counties.pool.shape[1])
+    return interp.build_field_table(all_counties.production_distance, all_counties.pool, receiver, year)
+
+
+def _direct_field(inputs, table, h):
+    if np.isinf(h):
+        return inputs.pool.sum(axis=0)[table.year]
+    return kernel.spillover_field(inputs.production_distance, inputs.pool, h)[table.receiver, table.year]
+
+
+def test_field_table_within_its_bound_over_the_whole_half_life_axis(all_counties, field_table):
+    """Truncation bound <= 1e-12 $ bil; the comparison allows for the direct sum's own rounding
+    (sources x machine epsilon x the pool)."""
+    assert field_table.error_bound <= interp.FIELD_ERROR_TARGET
+    rounding = all_counties.pool.shape[0] * np.finfo(float).eps * np.abs(all_counties.pool).sum(axis=0).max()
+    halflives = np.concatenate([np.exp(np.linspace(np.log(1e-4), np.log(1e9), 801)), [interp.H_MIN_KM, interp.H_MAX_KM, 59.0, np.inf]])
+    worst = max(np.max(np.abs(interp.evaluate_field_table(field_table, h) - _direct_field(all_counties, field_table, h))) for h in halflives)
+    print(f"field table: {field_table.coefficients.shape}, bound {field_table.error_bound:.3g}, worst {worst:.3g} $ bil")
+    assert worst <= field_table.error_bound + rounding
+
+
+def test_chebyshev_bound_holds_for_a_function_with_a_known_ellipse():
+    """exp(-e^-u) on [-1, 1], at most 1 in modulus inside the strip |Im u| < pi/2 (Re e^-u > 0
+    there): the interpolant errs within the bound at every degree."""
+    rho = interp.strip_rho(1.0)
+    bound = 1.0
+    for degree in (4, 8, 12):
+        coefficients = interp._chebyshev_fit(lambda x: np.array([np.exp(-np.exp(-x))]), degree)
+        x = np.linspace(-1, 1, 2001)
+        approx = np.array([interp.chebyshev_series(coefficients, v, degree + 1)[0] for v in x])
+        assert np.max(np.abs(approx - np.exp(-np.exp(-x)))) <= interp.chebyshev_error_bound(bound, rho, degree)
+
+
+def test_field_table_numpy_and_pytensor_agree_with_a_finite_gradient(field_table):
+    h = pt.dscalar("h")
+    field = interp.evaluate_field_table(field_table, h, pt)
+    f = pytensor.function([h], [field, pytensor.grad(field.sum(), h)], mode=FAST)
+    for value in (0.001, 3.0, 59.0, 800.0, 2e5):
+        got, grad = f(value)
+        np.testing.assert_allclose(got, interp.evaluate_field_table(field_table, value), rtol=1e-13, atol=1e-15)
+        assert np.isfinite(grad)
+        up, down = (interp.evaluate_field_table(field_table, value * (1 + d)).sum() for d in (1e-6, -1e-6))
+        assert grad == pytest.approx((up - down) / (2e-6 * value), rel=1e-5, abs=1e-9), f"h = {value}"
+
+
+@pytest.fixture(scope="module")
 def denominator():
     a, s, c, tol = pt.dvector("a"), pt.dvector("s"), pt.dvector("c"), pt.dscalar("tol")
     value, nodes = interp.log_denominator(a, s, c, tol)
