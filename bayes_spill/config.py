@@ -57,13 +57,13 @@ class ModelSpec:
     sbar_year: None averages S_lt over the sample years for the location choice; a year uses it.
     county_covariates: covariates of the county-effect prior; "log_labor_force" is built in,
         other names are numeric columns of the county table (used as given, centred).
-    evaluation: "interpolated" (default: Sbar(h) tabulated in ln h and the logit denominator on
-        an adaptive grid in gamma alpha_i, certified within likelihood_tolerance of the direct sum
-        over the whole location log-likelihood; see interpolation.py) or "exact" (direct sums,
-        firms x counties).
-    grid_nodes: 0 chooses the logit-denominator grid's node count at each evaluation (Numba, C);
-        K >= 3 fixes it at K with the direct sum wherever K cannot certify the tolerance (static
-        shapes, as JAX needs; the numpyro sampler uses 32 when this is 0).
+    evaluation: "interpolated" (default: the fields S_lt(h) and Sbar_l(h) tabulated in ln h, and
+        the logit denominator by binned Taylor expansion in gamma alpha_i, within
+        likelihood_tolerance of the direct sums over the whole location log-likelihood; see
+        interpolation.py) or "exact" (direct sums: counties x sources x years, firms x counties).
+    denominator_bins: 0 chooses the logit denominator's bins at each evaluation (Numba, C); K >= 1
+        fixes K, with the direct sum wherever K bins cannot keep the expansion's radius (static
+        shapes, as JAX needs; the numpyro sampler uses 16 when this is 0).
     """
 
     alpha: str = "heterogeneous"
@@ -76,7 +76,7 @@ class ModelSpec:
     county_covariates: tuple[str, ...] = ("log_labor_force",)
     evaluation: str = "interpolated"
     likelihood_tolerance: float = 1e-6
-    grid_nodes: int = 0
+    denominator_bins: int = 0
 
     @property
     def location_block(self) -> bool:
@@ -278,8 +278,8 @@ def _check_model(m: ModelSpec, source: str) -> None:
     _check_choice(m.evaluation, ("interpolated", "exact"), "model.evaluation", source)
     if m.log_floor_bil <= 0:
         raise ConfigError(f"{source}: model.log_floor_bil must be positive, got {m.log_floor_bil}")
-    if m.grid_nodes != 0 and m.grid_nodes < 3:
-        raise ConfigError(f"{source}: model.grid_nodes must be 0 (adaptive) or at least 3, got {m.grid_nodes}")
+    if m.denominator_bins < 0:
+        raise ConfigError(f"{source}: model.denominator_bins must be 0 (adaptive) or a positive number of bins, got {m.denominator_bins}")
     if not 1e-12 <= m.likelihood_tolerance <= 1e-2:
         raise ConfigError(f"{source}: model.likelihood_tolerance must be between 1e-12 and 1e-2, got {m.likelihood_tolerance}")
 

@@ -39,7 +39,7 @@ BETA_NAMES = ("beta_k", "beta_l", "beta_r", "beta_zero_rd")
 FIRM_LOGLIK = "firm_loglik"
 KEY_PARAMETERS = ("gamma", "halflife_km", "mu_alpha", "sigma_alpha", "sigma_alpha2", "beta_k", "beta_l", "beta_r", "sigma_w")
 LOG_2PI = float(np.log(2.0 * np.pi))
-STATIC_GRID_NODES = 32  # the logit-denominator grid under JAX, where shapes must be fixed
+STATIC_DENOMINATOR_BINS = 16  # the logit denominator's bins under JAX, where shapes must be fixed
 
 
 @dataclass(frozen=True, eq=False)
@@ -191,21 +191,19 @@ def production_loglik(data: ModelData, beta, alpha_obs, spillover, year_effect, 
     return -0.5 * dof * (LOG_2PI + 2.0 * pt.log(sigma_w)) - 0.5 * ss / sigma_w**2
 
 
-def location_loglik(
-    data: ModelData, county_effect, gamma, alpha, sbar, spec=None, sbar_error: float = 0.0, fixed_nodes: int | None = None
-):
+def location_loglik(data: ModelData, county_effect, gamma, alpha, sbar, spec=None, fixed_bins: int | None = None):
     """Per-firm multinomial-logit log-probability of the chosen county.
 
-    Direct sums (firms x counties) unless spec.evaluation is "interpolated": then the certified
-    interpolant of interpolation.log_denominator, within spec.likelihood_tolerance of the direct
-    sum over all firms."""
+    Direct sums (firms x counties) unless spec.evaluation is "interpolated": then the binned Taylor
+    expansion of interpolation.log_denominator, within half of spec.likelihood_tolerance of the
+    direct sum over all firms."""
     c = gamma * alpha
     choice = data.spill.firm_choice
     chosen = county_effect[choice] + c * sbar[choice]
-    error_per_firm = None if spec is None else grid_error_per_firm(spec, c, sbar_error)
-    if error_per_firm is None:
+    if spec is None or spec.evaluation == "exact":
         return chosen - interpolation.exact_log_denominator(county_effect, sbar, c, pt)
-    denominator, _ = interpolation.log_denominator(county_effect, sbar, c, error_per_firm, fixed_nodes)
+    terms = interpolation.taylor_terms(data.panel.n_firms, spec.likelihood_tolerance)
+    denominator, _ = interpolation.log_denominator(county_effect, sbar, c, terms, fixed_bins)
     return chosen - denominator
 
 
@@ -229,28 +227,14 @@ def production_spillover(data: ModelData, halflife_km, spec):
 
 
 def choice_spillover(data: ModelData, halflife_km, spec):
-    """Sbar_l(h) over the choice set, transformed; and how far it may be from the direct sum ($ bil
-    or log units), which the location likelihood's error budget must carry. The half-life table is
+    """Sbar_l(h) over the choice set, transformed. The half-life table (within 1e-11 $ bil) is
     built here, for the model only (checks and counterfactuals read model_data's other fields)."""
     if spec.evaluation == "exact":
-        sbar, error = kernel.choice_spillover(data.spill, halflife_km, pt), 0.0
+        sbar = kernel.choice_spillover(data.spill, halflife_km, pt)
     else:
         table = interpolation.build_halflife_table(data.spill.choice_distance, data.spill.choice_pool)
-        sbar, error = interpolation.evaluate_table(table, halflife_km, pt), table.error_bound
-    if spec.spillover == "log":
-        error = error / spec.log_floor_bil  # |d log S / dS| <= 1 / floor
-    return kernel.transform(sbar, spec.spillover, spec.log_floor_bil, pt), error
-
-
-def grid_error_per_firm(spec, c, sbar_error: float):
-    """What the grid in c may err per firm: the tolerance on the whole location log-likelihood less
-    the table's share, 2 sbar_error sum_i |c_i| (None for direct sums). Certified while that share
-    is below the tolerance (mean |gamma alpha_i| up to ~36 at the paper's scale); beyond, the grid
-    takes as many nodes as there are firms, i.e. the direct sum."""
-    if spec.evaluation == "exact":
-        return None
-    tolerance = spec.likelihood_tolerance
-    return pt.maximum(tolerance - 2.0 * sbar_error * pt.abs(c).sum(), 1e-3 * tolerance) / c.shape[0]
+        sbar = interpolation.evaluate_table(table, halflife_km, pt)
+    return kernel.transform(sbar, spec.spillover, spec.log_floor_bil, pt)
 
 
 def build_model(
@@ -259,7 +243,7 @@ def build_model(
     """The PyMC model of a configuration on a panel.
 
     static_shapes: for JAX (numpyro, the JAX backend), which compiles fixed array shapes only: the
-    logit denominator's grid then has a fixed node count (model.grid_nodes, or STATIC_GRID_NODES)."""
+    logit denominator then has a fixed number of bins (model.denominator_bins, or STATIC_DENOMINATOR_BINS)."""
     data = data or model_data(panel, config)
     spec = config.model
     with pm.Model(coords=coords(data)) as model:
@@ -290,9 +274,9 @@ def build_model(
             county_effect = pm.Deterministic(
                 "county_effect", pt.dot(data.county_covariates, delta) + tau * county_raw, dims=COUNTY
             )
-            sbar, sbar_error = choice_spillover(data, halflife_km, spec)
-            fixed_nodes = spec.grid_nodes or (STATIC_GRID_NODES if static_shapes else None)
-            firm_loglik = firm_loglik + location_loglik(data, county_effect, gamma, alpha, sbar, spec, sbar_error, fixed_nodes)
+            sbar = choice_spillover(data, halflife_km, spec)
+            fixed_bins = spec.denominator_bins or (STATIC_DENOMINATOR_BINS if static_shapes else None)
+            firm_loglik = firm_loglik + location_loglik(data, county_effect, gamma, alpha, sbar, spec, fixed_bins)
 
         pm.Potential("loglik", firm_loglik.sum())
         pm.Deterministic(FIRM_LOGLIK, firm_loglik, dims=FIRM)

@@ -1,11 +1,13 @@
-"""The certified interpolants (interpolation.py): the half-life table of Sbar and the logit
-denominator on a grid in c = gamma alpha_i. Each is checked against the direct sum at parameter
-values well beyond where a sampler goes, within its stated bound, and the model built on them is
-checked against the exact model to the configured tolerance (1e-6 on the log-density), with a
-gradient that is the exact gradient of the interpolant (finite differences)."""
+"""The certified approximations (interpolation.py): the half-life table of Sbar, the Chebyshev
+table of the production field S_lt, and the logit denominator by binned Taylor expansion in
+c = gamma alpha_i. Each is checked against the direct sum at parameter values well beyond where a
+sampler goes, within its stated bound, and the model built on them is checked against the exact
+model to the configured tolerance (1e-6 on the log-density), with a gradient that is the exact
+gradient of the approximation (finite differences)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -135,11 +137,24 @@ def test_field_table_numpy_and_pytensor_agree_with_a_finite_gradient(field_table
         assert grad == pytest.approx((up - down) / (2e-6 * value), rel=1e-5, abs=1e-9), f"h = {value}"
 
 
+TERMS = interp.taylor_terms(300, 1e-6)
+
+
 @pytest.fixture(scope="module")
 def denominator():
-    a, s, c, tol = pt.dvector("a"), pt.dvector("s"), pt.dvector("c"), pt.dscalar("tol")
-    value, nodes = interp.log_denominator(a, s, c, tol)
-    return pytensor.function([a, s, c, tol], [value, nodes], mode=FAST)
+    a, s, c = pt.dvector("a"), pt.dvector("s"), pt.dvector("c")
+    value, bins = interp.log_denominator(a, s, c, TERMS)
+    return pytensor.function([a, s, c], [value, bins], mode=FAST)
+
+
+def test_taylor_terms_meet_the_tolerance():
+    for firms, tolerance in ((688, 1e-6), (6880, 1e-6), (100_000, 1e-9)):
+        terms = interp.taylor_terms(firms, tolerance)
+        assert 2 * firms * interp.taylor_relative_error(terms) <= tolerance / 2
+        assert 2 * firms * interp.taylor_relative_error(terms - 1) > tolerance / 2
+    x = np.linspace(-interp.TAYLOR_RADIUS, interp.TAYLOR_RADIUS, 10_001)
+    partial = sum(x**j / math.factorial(j) for j in range(8))
+    assert np.max(np.abs(partial - np.exp(x)) / np.exp(x)) <= interp.taylor_relative_error(8)
 
 
 @settings(max_examples=60, deadline=None)
@@ -150,25 +165,38 @@ def denominator():
     n_firms=st.integers(2, 300),
     seed=st.integers(0, 2**16),
 )
-def test_denominator_within_its_certified_bound(denominator, all_counties, gamma, spread, halflife, n_firms, seed):
+def test_denominator_within_its_bound(denominator, all_counties, gamma, spread, halflife, n_firms, seed):
+    """The whole location log-likelihood's share: sum over firms within tolerance / 2 = 5e-7."""
     rng = np.random.default_rng(seed)
     a = rng.normal(0.0, 2.0, len(all_counties.choice_set))
     sbar = kernel.choice_spillover(all_counties, halflife)
     c = gamma * rng.normal(0.0, spread, n_firms)
-    per_firm = 1e-6 / n_firms
-    got, nodes = denominator(a, sbar, c, per_firm)
+    got, bins = denominator(a, sbar, c)
     exact = interp.exact_log_denominator(a, sbar, c)
     error = np.sum(np.abs(got - exact))
-    assert error <= 1e-6, f"sum error {error:.3g} with {nodes} nodes (gamma {gamma}, spread {spread}, h {halflife})"
-    assert 2 <= nodes <= max(n_firms, interp.grid_nodes_needed(np.ptp(c), np.ptp(sbar), per_firm))
+    assert error <= 5e-7, f"sum error {error:.3g} with {bins} bins (gamma {gamma}, spread {spread}, h {halflife})"
+    assert bins == interp.bins_needed(np.max(np.abs(c)), np.ptp(sbar))
 
 
-def test_denominator_uses_few_nodes_at_the_papers_values(denominator, all_counties):
+def test_denominator_uses_few_bins_at_the_papers_values(denominator, all_counties):
     rng = np.random.default_rng(1)
     sbar = kernel.choice_spillover(all_counties, 59.0)
-    c = 0.053 * rng.normal(-0.05, 0.64, 688)
-    _, nodes = denominator(rng.normal(size=len(sbar)), sbar, c, 0.5e-6 / 688)
-    assert nodes <= 8
+    c = 0.053 * rng.normal(-0.05, 0.64, 300)
+    got, bins = denominator(rng.normal(size=len(sbar)), sbar, c)
+    assert bins == 1
+
+
+def test_denominator_with_equal_firms_and_a_flat_field(denominator):
+    """gamma = 0 (all c_i = 0) and a constant Sbar: one bin of width 0, no 0/0 in value or gradient."""
+    a, s, c = pt.dvector("a"), pt.dvector("s"), pt.dvector("c")
+    value, _ = interp.log_denominator(a, s, c, TERMS)
+    grad = pytensor.grad(value.sum(), [a, s, c])
+    f = pytensor.function([a, s, c], [value, *grad], mode=FAST)
+    a0 = np.array([0.3, -1.0, 2.0])
+    for sbar, c in ((np.array([1.0, 2.0, 5.0]), np.zeros(4)), (np.full(3, 2.0), np.array([0.5, -1.0]))):
+        out = f(a0, sbar, c)
+        np.testing.assert_allclose(out[0], interp.exact_log_denominator(a0, sbar, c), rtol=1e-13)
+        assert all(np.all(np.isfinite(g)) for g in out[1:])
 
 
 def _point_values(model, rng, scale):
@@ -223,28 +251,28 @@ def test_interpolated_gradient_is_the_gradient_of_the_interpolant(panel):
 
 @pytest.fixture(scope="module")
 def fixed_denominator():
-    a, s, c, tol = pt.dvector("a"), pt.dvector("s"), pt.dvector("c"), pt.dscalar("tol")
-    value, nodes = interp.log_denominator(a, s, c, tol, fixed_nodes=16)
-    return pytensor.function([a, s, c, tol], [value, nodes], mode=FAST)
+    a, s, c = pt.dvector("a"), pt.dvector("s"), pt.dvector("c")
+    value, bins = interp.log_denominator(a, s, c, TERMS, fixed_bins=4)
+    return pytensor.function([a, s, c], [value, bins], mode=FAST)
 
 
 @pytest.mark.parametrize("gamma", [0.0, 0.05, 0.5, 5.0, 50.0])
-def test_fixed_grid_certifies_or_falls_back_to_the_direct_sum(fixed_denominator, all_counties, gamma):
+def test_fixed_bins_certify_or_fall_back_to_the_direct_sum(fixed_denominator, all_counties, gamma):
     rng = np.random.default_rng(5)
     sbar = kernel.choice_spillover(all_counties, 300.0)
     a, c = rng.normal(0.0, 2.0, len(sbar)), gamma * rng.normal(0.0, 1.0, 200)
-    got, nodes = fixed_denominator(a, sbar, c, 1e-6 / 200)
-    assert np.sum(np.abs(got - interp.exact_log_denominator(a, sbar, c))) <= 1e-6
-    needed = interp.grid_nodes_needed(np.ptp(c), np.ptp(sbar), 1e-6 / 200)
-    assert nodes == (16 if needed <= 16 else 200), f"needed {needed}, used {nodes}"
+    got, bins = fixed_denominator(a, sbar, c)
+    assert np.sum(np.abs(got - interp.exact_log_denominator(a, sbar, c))) <= 5e-7
+    needed = interp.bins_needed(np.max(np.abs(c)), np.ptp(sbar))
+    assert bins == (4 if needed <= 4 else 0), f"needed {needed}, used {bins}"
 
 
-def test_grid_nodes_setting_is_checked():
+def test_denominator_bins_setting_is_checked():
     from bayes_spill.config import parse_config
     from bayes_spill.errors import ConfigError
 
-    text = open("models/lychagin2010.toml").read().replace("evaluation = ", "grid_nodes = 2\nevaluation = ")
-    with pytest.raises(ConfigError, match="grid_nodes"):
+    text = open("models/lychagin2010.toml").read().replace("evaluation = ", "denominator_bins = -1\nevaluation = ")
+    with pytest.raises(ConfigError, match="denominator_bins"):
         parse_config(text)
 
 
