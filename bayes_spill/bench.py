@@ -107,28 +107,43 @@ def evaluation_point(model, seed: int = 0) -> dict:
     return point
 
 
-def time_gradient(model, mode: str, repeats: int) -> tuple[float, float, int]:
-    """(compile seconds, median ms of one logp+gradient evaluation, number of parameters)."""
+def compile_gradient(model, mode: str):
+    """(logp+gradient function, its input vector at evaluation_point, compile seconds)."""
     from pymc.blocking import DictToArrayBijection
-    from threadpoolctl import threadpool_limits
 
+    from pytensor.compile.mode import get_mode
+
+    if mode == "FAST_COMPILE":
+        # Python implementations refuse operations of more than 32 operands, which fusion and
+        # canonicalisation make out of the interpolants' gradient sums
+        mode = get_mode("FAST_COMPILE").excluding("fusion", "canonicalize")
     point = evaluation_point(model)
     start = time.perf_counter()
     fn = model.logp_dlogp_function(mode=mode, ravel_inputs=True)
     fn.set_extra_values({})
     x = DictToArrayBijection.map({v.name: point[v.name] for v in model.value_vars}).data
     fn(x)
-    compile_s = time.perf_counter() - start
-    times = []
+    return fn, x, time.perf_counter() - start
+
+
+def time_gradients(compiled: list, repeats: int, rounds: int = 5) -> list[float]:
+    """Median ms of one logp+gradient evaluation for each (fn, x), measured in interleaved rounds:
+    this VM has slow phases lasting seconds, and timing one function after another put them into
+    one function's figure (all-counties / occupied ranged 1.6x to 3.4x between runs that way)."""
+    from threadpoolctl import threadpool_limits
+
+    times: list[list[float]] = [[] for _ in compiled]
     # one BLAS thread, as in sampling (one chain per core); outputs made concrete, because JAX
     # returns before it has computed them
     with threadpool_limits(1, user_api="blas"):
-        for _ in range(repeats):
-            t = time.perf_counter()
-            logp, grad = fn(x)
-            np.asarray(logp), np.asarray(grad)
-            times.append(time.perf_counter() - t)
-    return compile_s, 1000.0 * float(np.median(times)), int(x.size)
+        for _ in range(rounds):
+            for k, (fn, x) in enumerate(compiled):
+                for _ in range(max(1, repeats // rounds)):
+                    t = time.perf_counter()
+                    logp, grad = fn(x)
+                    np.asarray(logp), np.asarray(grad)
+                    times[k].append(time.perf_counter() - t)
+    return [1000.0 * float(np.median(t)) for t in times]
 
 
 def sampling_run(model, config, sampler: str, draws: int, tune: int, chains: int) -> dict:
@@ -175,12 +190,18 @@ def run_bench(
     # JAX last: once it has run, its thread pool slows the other backends in this process
     # (measured: Numba's all-counties gradient 3.0 ms before, 5.9 ms after).
     for backend in sorted((b for b in backends if _backend_available(b)), key=lambda b: b == "JAX"):
+        compiled, rows = [], []
         for scale, panel in panels.items():
             for formulation in formulations:
                 model = build_model(panel, _config(formulation), static_shapes=backend == "JAX")
-                compile_s, grad_ms, n_par = time_gradient(model, BACKENDS[backend], repeats)
-                gradients.append(GradientTiming(scale, panel.n_firms, formulation, backend, n_par, compile_s, grad_ms))
-                print(f"gradient: {gradients[-1]}", flush=True)
+                fn, x, compile_s = compile_gradient(model, BACKENDS[backend])
+                compiled.append((fn, x))
+                rows.append(GradientTiming(scale, panel.n_firms, formulation, backend, int(x.size), compile_s, float("nan")))
+        for row, grad_ms in zip(rows, time_gradients(compiled, repeats)):
+            row.grad_ms = grad_ms
+            gradients.append(row)
+            print(f"gradient: {row}", flush=True)
+        del compiled
     to_sample = dict.fromkeys([(f, smp) for smp in samplers for f in formulations] + list(pairs))
     for formulation, sampler in sorted(to_sample, key=lambda pair: pair[1] == "numpyro"):
         config = _config(formulation)

@@ -36,7 +36,25 @@ def test_evaluation_point_is_near_the_papers_values():
     model = build_model(simulate_industry(SimulationSettings(n_firms=30), seed=2), _config("occupied"))
     point = evaluation_point(model)
     assert float(point["gamma"]) == 0.3 and float(np.exp(point["halflife_km_log__"])) == pytest.approx(59.0)
-    assert np.std(point["alpha_raw"]) > 0.3  # the firms' c_i differ, so the grid in c is exercised
+    assert np.std(point["alpha_raw"]) > 0.3  # the firms' c_i differ, so the denominator's bins are exercised
+
+
+def test_gradients_are_timed_in_interleaved_rounds():
+    """Slow phases of the machine fall on every function alike, not on one of them."""
+    from bayes_spill.bench import time_gradients
+
+    calls = []
+
+    def fake(name):
+        def fn(x):
+            calls.append(name)
+            return np.float64(0.0), x
+
+        return fn
+
+    medians = time_gradients([(fake("a"), np.zeros(2)), (fake("b"), np.zeros(2))], repeats=4, rounds=2)
+    assert calls == ["a", "a", "b", "b", "a", "a", "b", "b"]
+    assert len(medians) == 2 and all(m >= 0 for m in medians)
 
 
 def test_ratios_in_one_run():

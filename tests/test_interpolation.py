@@ -77,16 +77,18 @@ def test_table_within_its_bound_over_the_whole_half_life_axis(all_counties, tabl
     assert worst <= table.error_bound
 
 
-def test_table_numpy_and_pytensor_agree_with_a_finite_gradient(table):
+@pytest.mark.parametrize("name, evaluate", [("table", interp.evaluate_table), ("field_table", interp.evaluate_field_table)])
+def test_tables_numpy_and_pytensor_agree_with_a_finite_gradient(request, name, evaluate):
+    table = request.getfixturevalue(name)
     h = pt.dscalar("h")
-    sbar = interp.evaluate_table(table, h, pt)
-    f = pytensor.function([h], [sbar, pytensor.grad(sbar.sum(), h)], mode=FAST)
+    values = evaluate(table, h, pt)
+    f = pytensor.function([h], [values, pytensor.grad(values.sum(), h)], mode=FAST)
     for value in (0.001, 3.0, 59.0, 800.0, 2e5):
         got, grad = f(value)
-        np.testing.assert_allclose(got, interp.evaluate_table(table, value), rtol=1e-13)
+        np.testing.assert_allclose(got, evaluate(table, value), rtol=1e-13, atol=1e-15)
         assert np.isfinite(grad)
-        numeric = (interp.evaluate_table(table, value * (1 + 1e-6)).sum() - interp.evaluate_table(table, value * (1 - 1e-6)).sum()) / (2e-6 * value)
-        assert grad == pytest.approx(numeric, rel=1e-5, abs=1e-9), f"h = {value}"
+        up, down = (evaluate(table, value * (1 + d)).sum() for d in (1e-6, -1e-6))
+        assert grad == pytest.approx((up - down) / (2e-6 * value), rel=1e-5, abs=1e-9), f"{name}, h = {value}"
 
 
 @pytest.fixture(scope="module")
@@ -123,18 +125,6 @@ def test_chebyshev_bound_holds_for_a_function_with_a_known_ellipse():
         x = np.linspace(-1, 1, 2001)
         approx = np.array([interp.chebyshev_series(coefficients, v, degree + 1)[0] for v in x])
         assert np.max(np.abs(approx - np.exp(-np.exp(-x)))) <= interp.chebyshev_error_bound(bound, rho, degree)
-
-
-def test_field_table_numpy_and_pytensor_agree_with_a_finite_gradient(field_table):
-    h = pt.dscalar("h")
-    field = interp.evaluate_field_table(field_table, h, pt)
-    f = pytensor.function([h], [field, pytensor.grad(field.sum(), h)], mode=FAST)
-    for value in (0.001, 3.0, 59.0, 800.0, 2e5):
-        got, grad = f(value)
-        np.testing.assert_allclose(got, interp.evaluate_field_table(field_table, value), rtol=1e-13, atol=1e-15)
-        assert np.isfinite(grad)
-        up, down = (interp.evaluate_field_table(field_table, value * (1 + d)).sum() for d in (1e-6, -1e-6))
-        assert grad == pytest.approx((up - down) / (2e-6 * value), rel=1e-5, abs=1e-9), f"h = {value}"
 
 
 TERMS = interp.taylor_terms(300, 1e-6)
