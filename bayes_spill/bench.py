@@ -107,16 +107,21 @@ def evaluation_point(model, seed: int = 0) -> dict:
     return point
 
 
+def python_mode():
+    """PyTensor's Python implementations (no compilation) without fusion and canonicalisation:
+    they merge the interpolants' gradient sums into operations of more than 32 operands, which
+    the Python implementation refuses. The fast test suite uses this mode too."""
+    from pytensor.compile.mode import get_mode
+
+    return get_mode("FAST_COMPILE").excluding("fusion", "canonicalize")
+
+
 def compile_gradient(model, mode: str):
     """(logp+gradient function, its input vector at evaluation_point, compile seconds)."""
     from pymc.blocking import DictToArrayBijection
 
-    from pytensor.compile.mode import get_mode
-
     if mode == "FAST_COMPILE":
-        # Python implementations refuse operations of more than 32 operands, which fusion and
-        # canonicalisation make out of the interpolants' gradient sums
-        mode = get_mode("FAST_COMPILE").excluding("fusion", "canonicalize")
+        mode = python_mode()
     point = evaluation_point(model)
     start = time.perf_counter()
     fn = model.logp_dlogp_function(mode=mode, ravel_inputs=True)

@@ -132,11 +132,7 @@ def production_design(data: ModelData) -> np.ndarray:
     """The within-firm demeaned regressors of the linear production coefficients (beta, v_2..v_T)."""
     panel = data.panel
     year_dummies = (panel.obs_year[:, None] == np.arange(1, len(panel.years))[None, :]).astype(float)
-    design = np.column_stack([data.inputs, year_dummies])
-    firm_mean = np.zeros((panel.n_firms, design.shape[1]))
-    np.add.at(firm_mean, panel.obs_firm, design)
-    firm_mean /= data.years_per_firm[:, None]
-    return design - firm_mean[panel.obs_firm]
+    return _within_firm(data, np.column_stack([data.inputs, year_dummies]))
 
 
 def production_whitening(data: ModelData, config: ModelConfig) -> np.ndarray:
@@ -146,7 +142,7 @@ def production_whitening(data: ModelData, config: ModelConfig) -> np.ndarray:
     undoes what a diagonal mass matrix cannot: year effects anchored at v_1 = 0 correlate 0.7-0.9
     with each other and -0.5 with beta_r (measured on the default fit: ESS 70, R-hat 1.04)."""
     design = production_design(data)
-    q = data.q - _firm_means(data, data.q)
+    q = _within_firm(data, data.q)
     coef, *_ = np.linalg.lstsq(design, q, rcond=None)
     dof = max(len(q) - data.panel.n_firms - design.shape[1], 1)
     pilot_var = max(float(np.sum((q - design @ coef) ** 2)) / dof, 1e-6 * float(np.var(q)) + 1e-12)
@@ -157,9 +153,13 @@ def production_whitening(data: ModelData, config: ModelConfig) -> np.ndarray:
     return np.linalg.solve(factor.T, np.eye(len(precision)))
 
 
-def _firm_means(data: ModelData, values: np.ndarray) -> np.ndarray:
+def _within_firm(data: ModelData, values: np.ndarray) -> np.ndarray:
+    """values (n_obs,) or (n_obs, p) less their firm means (numpy)."""
     panel = data.panel
-    return (np.bincount(panel.obs_firm, values, panel.n_firms) / data.years_per_firm)[panel.obs_firm]
+    sums = np.zeros((panel.n_firms, *values.shape[1:]))
+    np.add.at(sums, panel.obs_firm, values)
+    means = sums / data.years_per_firm.reshape(-1, *([1] * (values.ndim - 1)))
+    return values - means[panel.obs_firm]
 
 
 def production_coefficients(data: ModelData, config: ModelConfig):
@@ -216,9 +216,9 @@ def production_spillover(data: ModelData, halflife_km, spec):
     if spec.evaluation == "exact":
         s_it = kernel.firm_year_spillover(spill, halflife_km, pt)
     else:
-        entry = spill.obs_receiver * len(spill.pool[0]) + spill.obs_year
+        entry = spill.obs_receiver * spill.pool.shape[1] + spill.obs_year
         entries, obs_entry = np.unique(entry, return_inverse=True)
-        receiver, year = np.divmod(entries, len(spill.pool[0]))
+        receiver, year = np.divmod(entries, spill.pool.shape[1])
         table = interpolation.build_field_table(spill.production_distance, spill.pool, receiver, year)
         s_it = interpolation.evaluate_field_table(table, halflife_km, pt)[obs_entry]
         if spill.own_stock_bil is not None:

@@ -1,8 +1,7 @@
 """The PyTensor mode of the fast suite's log-density checks: Python implementations (no C or Numba
-compilation), without elementwise fusion or canonicalisation, which merge products and sums into
-single operations of more than 32 operands (the interpolants of interpolation.py reach that), and
-these the Python implementation refuses."""
+compilation), as bench.python_mode defines them (without the rewrites that make operations of more
+than 32 operands, which the Python implementation refuses)."""
 
-from pytensor.compile.mode import get_mode
+from bayes_spill.bench import python_mode
 
-FAST = get_mode("FAST_COMPILE").excluding("fusion", "canonicalize")
+FAST = python_mode()
