@@ -1,7 +1,7 @@
 """`bayes-spill bench`: measured cost of each formulation, backend and sampler.
 
 For each formulation (choice set: occupied or all counties; evaluation: direct sums or the certified
-interpolants of interpolation.py; alpha is latent in all of them) at each scale (multiples of the
+interpolants of interpolation.py; alpha_i latent, or integrated out by integrated.py) at each scale (multiples of the
 paper's 688 firms, data from the simulator) it measures the PyTensor compile time and the median
 time of one log-density + gradient evaluation per backend (C, Numba, JAX where installed), at a point
 near the paper's values, and, with ``--samplers``, a short NUTS run per sampler: wall time, leapfrog
@@ -21,12 +21,14 @@ from pathlib import Path
 import numpy as np
 
 PAPER_FIRMS = 688
-# name: (choice set, evaluation)
+# name: (choice set, evaluation, alpha integrated out)
 FORMULATIONS = {
-    "occupied": ("occupied", "interpolated"),
-    "all_counties": ("all", "interpolated"),
-    "occupied_exact": ("occupied", "exact"),
-    "all_counties_exact": ("all", "exact"),
+    "occupied": ("occupied", "interpolated", False),
+    "all_counties": ("all", "interpolated", False),
+    "occupied_exact": ("occupied", "exact", False),
+    "all_counties_exact": ("all", "exact", False),
+    "occupied_integrated": ("occupied", "interpolated", True),
+    "all_counties_integrated": ("all", "interpolated", True),
 }
 DEFAULT_FORMULATIONS = ("occupied", "all_counties", "all_counties_exact")
 BACKENDS = {"C": "FAST_RUN", "Numba": "NUMBA", "JAX": "JAX", "Python": "FAST_COMPILE"}
@@ -86,8 +88,8 @@ def _config(formulation: str):
     from bayes_spill.fitting import resolve_config
 
     config = resolve_config("lychagin2010")
-    choice_set, evaluation = FORMULATIONS[formulation]
-    model = replace(config.model, choice_set=choice_set, evaluation=evaluation)
+    choice_set, evaluation, integrate_alpha = FORMULATIONS[formulation]
+    model = replace(config.model, choice_set=choice_set, evaluation=evaluation, integrate_alpha=integrate_alpha)
     return replace(config, model=model)
 
 

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from bayes_spill.errors import BayesSpillError
+from bayes_spill.config import DEFAULT_MODEL
 
 DEFAULT_OUT_ROOT = Path("posterior")
 
@@ -123,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fit", help="fit the joint model with NUTS and write DIR/posterior.nc and DIR/summary.csv")
     p.add_argument("--data", help="firm panel (CSV or Parquet, Compustat mnemonics); default: the embedded software industry")
     p.add_argument("--counties", help="county table (CSV or Parquet: fips, lat, lon, covariates); default: built in")
-    p.add_argument("--model", default="lychagin2010", help="model TOML, or a name in models/ (default: lychagin2010)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"model TOML, or a name in models/ (default: {DEFAULT_MODEL})")
     p.add_argument("--out", help="output folder (default: posterior/<model name>)")
     p.add_argument("--seed", type=non_negative_int, help="random seed (default: the configuration's)")
     p.add_argument("--chains", type=positive_int)

@@ -19,8 +19,8 @@ import pymc as pm
 from threadpoolctl import threadpool_limits
 import xarray as xr
 
-from bayes_spill import __version__
-from bayes_spill.config import ModelConfig, load_config
+from bayes_spill import __version__, integrated
+from bayes_spill.config import DEFAULT_MODEL, ModelConfig, load_config
 from bayes_spill.errors import BayesSpillError
 from bayes_spill.datasets import DEFAULT_DATASET, dataset_path, load_dataset
 from bayes_spill.inputs import load_panel
@@ -28,7 +28,6 @@ from bayes_spill.model import FIRM, FIRM_LOGLIK, YEAR, build_model, model_data
 from bayes_spill.panel import PreparedPanel
 
 REPO_MODELS = Path(__file__).resolve().parents[1] / "models"
-DEFAULT_MODEL = "lychagin2010"
 OBS = "obs"
 
 
@@ -127,6 +126,9 @@ def assemble(idata, panel: PreparedPanel, config: ModelConfig, data_hash: str, w
     posterior = idata["posterior"].to_dataset()
     log_lik = posterior[[FIRM_LOGLIK]]
     posterior = posterior.drop_vars([FIRM_LOGLIK])
+    if config.model.integrate_alpha:
+        spill = model_data(panel, config).spill
+        posterior = integrated.with_alpha_draws(posterior, spill, config.model, config.sampler.seed)
     groups = {
         "posterior": posterior,
         "sample_stats": idata["sample_stats"].to_dataset(),

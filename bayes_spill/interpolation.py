@@ -307,6 +307,9 @@ def evaluate_field_table(table: FieldTable, halflife_km, backend=np):
 # ---------------------------------------------------------------------------------------------
 
 TAYLOR_RADIUS = 1.0  # |c_i (Sbar_m - centre of m's bin)| is kept at or below this
+# Near the paper's values 1-2 bins are needed; beyond this many the rows that need more get the
+# direct sum (the moments and the firms x bins product stay small wherever the sampler goes).
+MAX_DYNAMIC_BINS = 64
 
 
 def exact_log_denominator(county_effect, sbar, c, backend=np):
@@ -355,9 +358,35 @@ def log_denominator(county_effect, sbar, c, terms: int, fixed_bins: int | None =
     taylor_relative_error(terms) relative to itself, hence so does the sum, for every parameter
     value: no certificate to recompute, and the gradient is the exact gradient of this expression.
 
-    fixed_bins None (Numba, C): B is chosen at every evaluation. fixed_bins K (JAX, static
-    shapes): K bins, and the direct sum selected wherever K bins cannot keep the radius (both are
-    computed under JAX). Returns (lse, bins): bins is 0 where the direct sum was used."""
+    fixed_bins None (Numba, C): B is chosen at every evaluation, at most MAX_DYNAMIC_BINS; the rows
+    whose |c_i| those bins cannot hold within the radius (far outside where the posterior has mass,
+    e.g. in a diverging trajectory) get the direct sum, computed for those rows only. fixed_bins K
+    (JAX, static shapes): K bins, and the direct sum selected for the rows K bins cannot hold
+    (both are computed under JAX). Returns (lse, bins); with fixed_bins, bins is 0 where any row
+    needed the direct sum."""
+    import pytensor.tensor as pt
+    from pytensor.gradient import disconnected_grad
+
+    s_lo, s_hi = pt.min(sbar), pt.max(sbar)
+    needed = disconnected_grad(pt.maximum(1, pt.ceil(pt.max(pt.abs(c)) * (s_hi - s_lo) / (2.0 * TAYLOR_RADIUS))).astype("int64"))
+    bins = pt.minimum(needed, MAX_DYNAMIC_BINS) if fixed_bins is None else pt.constant(fixed_bins, dtype="int64")
+    # the largest |c| that bins of this width hold within the radius (2e12 x bins for a flat field)
+    held = disconnected_grad(2.0 * TAYLOR_RADIUS * bins / pt.maximum(s_hi - s_lo, 1e-12))
+    inside = pt.le(pt.abs(c), held)
+    # Rows outside enter the expansion clipped to +-held, so that nothing in it overflows (nor in
+    # its gradient), and are replaced by the direct sum below. (The range's floor is 1e-12, not
+    # 1e-300: a held of 1e302 on a flat field made the half-life gradient NaN.)
+    expansion = _binned_expansion(county_effect, sbar, pt.clip(c, -held, held), terms, bins)
+    if fixed_bins is not None:
+        direct = exact_log_denominator(county_effect, sbar, c, pt)
+        return pt.switch(inside, expansion, direct), pt.switch(pt.all(inside), fixed_bins, 0)
+    outside = pt.nonzero(pt.invert(inside))[0]
+    return pt.set_subtensor(expansion[outside], exact_log_denominator(county_effect, sbar, c[outside], pt)), bins
+
+
+def _binned_expansion(county_effect, sbar, c, terms: int, bins):
+    """The binned Taylor expansion of log_denominator with a given number of bins (all |c_i| within
+    the radius: the caller's business)."""
     import pytensor.tensor as pt
     from pytensor.gradient import disconnected_grad
 
@@ -365,8 +394,6 @@ def log_denominator(county_effect, sbar, c, terms: int, fixed_bins: int | None =
     # (its floor keeps C^-terms finite where PyTensor rewrites (c/C)^j as c^j / C^j)
     scale = disconnected_grad(pt.maximum(pt.max(pt.abs(c)), 1e-15))
     s_lo, s_hi = pt.min(sbar), pt.max(sbar)
-    needed = pt.maximum(1, pt.ceil(scale * (s_hi - s_lo) / (2.0 * TAYLOR_RADIUS))).astype("int64")
-    bins = needed if fixed_bins is None else pt.constant(fixed_bins, dtype="int64")
     width = (s_hi - s_lo) / bins
     index = pt.clip(pt.floor((sbar - s_lo) / pt.maximum(width, 1e-300)), 0, bins - 1).astype("int64")
     centre = s_lo + (pt.arange(bins) + 0.5) * width
@@ -375,11 +402,7 @@ def log_denominator(county_effect, sbar, c, terms: int, fixed_bins: int | None =
     inner = pt.dot(_scaled_powers(c / scale, terms, factorial=False), moments.T)  # (firms, bins), >= 0
     # max_m c Sbar_m: every bin's exp(c s_b - shift) <= e^radius, and the extreme county's bin is not empty
     shift = disconnected_grad(pt.maximum(c * s_hi, c * s_lo))
-    expansion = top + shift + pt.log((pt.exp(c[:, None] * centre[None, :] - shift[:, None]) * inner).sum(axis=1))
-    if fixed_bins is None:
-        return expansion, bins
-    certified = pt.le(needed, fixed_bins)
-    return pt.switch(certified, expansion, exact_log_denominator(county_effect, sbar, c, pt)), pt.switch(certified, fixed_bins, 0)
+    return top + shift + pt.log((pt.exp(c[:, None] * centre[None, :] - shift[:, None]) * inner).sum(axis=1))
 
 
 def _scaled_powers(x, terms: int, factorial: bool):

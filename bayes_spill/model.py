@@ -12,7 +12,9 @@ having no free intercept):
     P(l_i = l | alpha_i) = softmax_l(a_l + gamma alpha_i Sbar_l(lambda)),
     a_l ~ Normal(x_l' delta, tau)                      (non-centred)
 
-and alpha_i ~ Normal(mu_alpha, sigma_alpha) (non-centred) is shared by both blocks.
+and alpha_i ~ Normal(mu_alpha, sigma_alpha) (non-centred) is shared by both blocks. With
+model.integrate_alpha the alpha_i are integrated out instead (production in closed form, location
+by Gauss-Hermite quadrature: integrated.py) and drawn back after sampling.
 The decay is parametrised by the half-life h = ln 2 / lambda in km.
 
 Conditioning the location likelihood on the observed spillover field is a partial-likelihood
@@ -27,7 +29,7 @@ import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
 
-from bayes_spill import interpolation, kernel
+from bayes_spill import integrated, interpolation, kernel
 from bayes_spill.config import ModelConfig, Prior
 from bayes_spill.errors import ConfigError, InputError
 from bayes_spill.panel import PreparedPanel
@@ -123,11 +125,6 @@ def _prior(name: str, prior: Prior, **kwargs):
     return getattr(pm, prior.family)(name, **prior.kwargs(), **kwargs)
 
 
-def segment_sum(values, segment: np.ndarray, n_segments: int):
-    """Sum of values within each segment (firm): the building block of within-firm demeaning."""
-    return pt.inc_subtensor(pt.zeros(n_segments)[segment], values)
-
-
 def production_design(data: ModelData) -> np.ndarray:
     """The within-firm demeaned regressors of the linear production coefficients (beta, v_2..v_T)."""
     panel = data.panel
@@ -184,9 +181,9 @@ def production_loglik(data: ModelData, beta, alpha_obs, spillover, year_effect, 
     """Per-firm Gaussian log-likelihood of the within-firm demeaned production equation."""
     panel = data.panel
     resid = data.q - pt.dot(data.inputs, beta) - alpha_obs * spillover - year_effect[panel.obs_year]
-    firm_mean = segment_sum(resid, panel.obs_firm, panel.n_firms) / data.years_per_firm
+    firm_mean = integrated.segment_sum(resid, panel.obs_firm, panel.n_firms, pt) / data.years_per_firm
     within = resid - firm_mean[panel.obs_firm]
-    ss = segment_sum(within**2, panel.obs_firm, panel.n_firms)
+    ss = integrated.segment_sum(within**2, panel.obs_firm, panel.n_firms, pt)
     dof = data.years_per_firm - 1.0
     return -0.5 * dof * (LOG_2PI + 2.0 * pt.log(sigma_w)) - 0.5 * ss / sigma_w**2
 
@@ -200,11 +197,29 @@ def location_loglik(data: ModelData, county_effect, gamma, alpha, sbar, spec=Non
     c = gamma * alpha
     choice = data.spill.firm_choice
     chosen = county_effect[choice] + c * sbar[choice]
+    return chosen - log_denominator(data, county_effect, sbar, c, spec, fixed_bins)
+
+
+def integrated_location_loglik(data: ModelData, county_effect, gamma, mean, sd, sbar, spec, fixed_bins: int | None = None):
+    """Per-firm log of the logit probability averaged over alpha_i ~ Normal(mean, sd) by
+    spec.quadrature_nodes-point Gauss-Hermite quadrature (integrated.py)."""
+    alpha, log_w = integrated.quadrature_alphas(mean, sd, spec.quadrature_nodes)
+    c = gamma * alpha
+    choice = data.spill.firm_choice
+    chosen = county_effect[choice][:, None] + c * sbar[choice][:, None]
+    denominator = log_denominator(data, county_effect, sbar, c.flatten(), spec, fixed_bins).reshape(c.shape)
+    return pt.logsumexp(chosen - denominator + log_w[None, :], axis=1)
+
+
+def log_denominator(data: ModelData, county_effect, sbar, c, spec=None, fixed_bins: int | None = None):
+    """log sum_l exp(a_l + c Sbar_l) for every entry of c. The Taylor terms are set by the number of
+    firms: under quadrature each firm's probability is a weighted mean of K node probabilities,
+    and a relative error e in each of them moves it by at most e, as for one latent alpha_i."""
     if spec is None or spec.evaluation == "exact":
-        return chosen - interpolation.exact_log_denominator(county_effect, sbar, c, pt)
+        return interpolation.exact_log_denominator(county_effect, sbar, c, pt)
     terms = interpolation.taylor_terms(data.panel.n_firms, spec.likelihood_tolerance)
-    denominator, _ = interpolation.log_denominator(county_effect, sbar, c, terms, fixed_bins)
-    return chosen - denominator
+    value, _ = interpolation.log_denominator(county_effect, sbar, c, terms, fixed_bins)
+    return value
 
 
 def production_spillover(data: ModelData, halflife_km, spec):
@@ -252,19 +267,25 @@ def build_model(
         sigma_w = _prior("sigma_w", config.prior("sigma_w"))
         year_effect = pm.Deterministic("year_effect", pt.concatenate([pt.zeros(1), year_free]), dims=YEAR)
 
+        s_it = production_spillover(data, halflife_km, spec)
         if spec.alpha == "homogeneous":
             alpha = _prior("alpha", config.prior("alpha"))
-            alpha_obs = alpha
+            firm_loglik = production_loglik(data, beta, alpha, s_it, year_effect, sigma_w)
         else:
             mu_alpha = _prior("mu_alpha", config.prior("mu_alpha"))
             sigma_alpha = _prior("sigma_alpha", config.prior("sigma_alpha"))
             pm.Deterministic("sigma_alpha2", sigma_alpha**2)
-            alpha_raw = pm.Normal("alpha_raw", 0.0, 1.0, dims=FIRM)
-            alpha = pm.Deterministic("alpha", mu_alpha + sigma_alpha * alpha_raw, dims=FIRM)
-            alpha_obs = alpha[panel.obs_firm]
-
-        s_it = production_spillover(data, halflife_km, spec)
-        firm_loglik = production_loglik(data, beta, alpha_obs, s_it, year_effect, sigma_w)
+            if spec.integrate_alpha:
+                resid = data.q - pt.dot(data.inputs, beta) - year_effect[panel.obs_year]
+                alpha_mean, alpha_sd, firm_loglik = integrated.conjugate_alpha(
+                    resid, s_it, panel.obs_firm, data.years_per_firm, sigma_w, mu_alpha, sigma_alpha, pt
+                )
+                pm.Deterministic(integrated.ALPHA_PRODUCTION_MEAN, alpha_mean, dims=FIRM)
+                pm.Deterministic(integrated.ALPHA_PRODUCTION_SD, alpha_sd, dims=FIRM)
+            else:
+                alpha_raw = pm.Normal("alpha_raw", 0.0, 1.0, dims=FIRM)
+                alpha = pm.Deterministic("alpha", mu_alpha + sigma_alpha * alpha_raw, dims=FIRM)
+                firm_loglik = production_loglik(data, beta, alpha[panel.obs_firm], s_it, year_effect, sigma_w)
 
         if spec.location_block:
             gamma = _prior("gamma", config.prior("gamma")) if spec.sorting else pt.constant(0.0)
@@ -276,7 +297,11 @@ def build_model(
             )
             sbar = choice_spillover(data, halflife_km, spec)
             fixed_bins = spec.denominator_bins or (STATIC_DENOMINATOR_BINS if static_shapes else None)
-            firm_loglik = firm_loglik + location_loglik(data, county_effect, gamma, alpha, sbar, spec, fixed_bins)
+            if spec.integrate_alpha:
+                location = integrated_location_loglik(data, county_effect, gamma, alpha_mean, alpha_sd, sbar, spec, fixed_bins)
+            else:
+                location = location_loglik(data, county_effect, gamma, alpha, sbar, spec, fixed_bins)
+            firm_loglik = firm_loglik + location
 
         pm.Potential("loglik", firm_loglik.sum())
         pm.Deterministic(FIRM_LOGLIK, firm_loglik, dims=FIRM)

@@ -91,6 +91,7 @@ EXPECTED = {
     "no_sorting": {"alpha": "heterogeneous", "sorting": False},
     "log_spillover": {"spillover": "log", "choice_set": "occupied"},
     "all_counties": {"choice_set": "all", "spillover": "level"},
+    "integrated_alpha": {"alpha": "heterogeneous", "integrate_alpha": True, "quadrature_nodes": 16},
 }
 
 

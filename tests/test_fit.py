@@ -12,7 +12,7 @@ import xarray as xr
 import bayes_spill
 from bayes_spill import posterior_io
 from bayes_spill.cli import main
-from bayes_spill.config import load_config
+from bayes_spill.config import DEFAULT_MODEL, load_config
 from bayes_spill.errors import PosteriorError
 from bayes_spill.simulate import SimulationSettings, simulate_industry, write_simulation
 
@@ -59,7 +59,7 @@ def test_attrs_carry_provenance(cli_fit, tiny_csv):
     import hashlib
 
     attrs = bayes_spill.load(cli_fit).attrs
-    config = load_config("models/lychagin2010.toml")
+    config = load_config(f"models/{DEFAULT_MODEL}.toml")  # the CLI's default
     assert attrs["model_config_hash"] == config.with_sampler(seed=3, draws=40, tune=40, chains=2).hash()
     assert attrs["data_sha256"] == hashlib.sha256(tiny_csv.read_bytes()).hexdigest()
     assert attrs["seed"] == 3

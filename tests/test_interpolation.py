@@ -165,7 +165,7 @@ def test_denominator_within_its_bound(denominator, all_counties, gamma, spread, 
     exact = interp.exact_log_denominator(a, sbar, c)
     error = np.sum(np.abs(got - exact))
     assert error <= 5e-7, f"sum error {error:.3g} with {bins} bins (gamma {gamma}, spread {spread}, h {halflife})"
-    assert bins == interp.bins_needed(np.max(np.abs(c)), np.ptp(sbar))
+    assert bins == min(interp.bins_needed(np.max(np.abs(c)), np.ptp(sbar)), interp.MAX_DYNAMIC_BINS)
 
 
 def test_denominator_uses_few_bins_at_the_papers_values(denominator, all_counties):
@@ -255,6 +255,32 @@ def test_fixed_bins_certify_or_fall_back_to_the_direct_sum(fixed_denominator, al
     assert np.sum(np.abs(got - interp.exact_log_denominator(a, sbar, c))) <= 5e-7
     needed = interp.bins_needed(np.max(np.abs(c)), np.ptp(sbar))
     assert bins == (4 if needed <= 4 else 0), f"needed {needed}, used {bins}"
+
+
+def _softmax_mean(a, sbar, c):
+    logits = a[None, :] + c[:, None] * sbar[None, :]
+    w = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return (w @ sbar) / w.sum(axis=1)
+
+
+@pytest.mark.parametrize("fixed_bins", [None, 4])
+def test_rows_beyond_the_bins_get_the_direct_sum_and_a_finite_gradient(all_counties, fixed_bins):
+    """A diverging trajectory can put c_i far beyond what the bins hold (here 1e6 x Sbar's range):
+    those rows get the direct sum, its exact gradient (the softmax mean of Sbar), and nothing
+    overflows into the other rows' values or gradients."""
+    a, s, c = pt.dvector("a"), pt.dvector("s"), pt.dvector("c")
+    value, bins = interp.log_denominator(a, s, c, TERMS, fixed_bins)
+    fn = pytensor.function([a, s, c], [value, bins, pt.grad(value.sum(), c)], mode=FAST)
+    rng = np.random.default_rng(9)
+    sbar = kernel.choice_spillover(all_counties, 300.0)
+    a_values = rng.normal(0.0, 2.0, len(sbar))
+    c_values = 0.05 * rng.normal(size=200)
+    c_values[[3, 50, 120]] = [1e6, -3e4, 250.0]
+    got, used, grad = fn(a_values, sbar, c_values)
+    assert used == (interp.MAX_DYNAMIC_BINS if fixed_bins is None else 0)
+    assert np.sum(np.abs(got - interp.exact_log_denominator(a_values, sbar, c_values))) <= 5e-7
+    assert np.all(np.isfinite(grad))
+    np.testing.assert_allclose(grad, _softmax_mean(a_values, sbar, c_values), rtol=1e-6, atol=1e-9)
 
 
 def test_denominator_bins_setting_is_checked():

@@ -14,7 +14,7 @@ from bayes_spill.model import FIRM_LOGLIK, build_model, model_data
 from bayes_spill.simulate import SimulationSettings, simulate_industry
 
 MODEL_FILES = sorted(glob.glob("models/*.toml"))
-from modes import FAST  # noqa: E402  (Python mode, no fusion)
+from modes import FAST, value_function  # noqa: E402  (Python mode, no fusion)
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +42,13 @@ def test_named_variables_and_dims(small_panel, path):
     config = load_config(path)
     model = build_model(small_panel, config)
     names = set(model.named_vars)
-    assert {"halflife_km", "beta_k", "beta_l", "beta_r", "sigma_w", "alpha", FIRM_LOGLIK} <= names
+    assert {"halflife_km", "beta_k", "beta_l", "beta_r", "sigma_w", FIRM_LOGLIK} <= names
+    # alpha_i integrated out: drawn back after sampling (tests/test_integrated.py), not in the model
+    alpha = "alpha_production_mean" if config.model.integrate_alpha else "alpha"
+    assert alpha in names and ("alpha" in names) != config.model.integrate_alpha
     if config.model.location_block:
         assert {"mu_alpha", "sigma_alpha", "county_effect"} <= names
-        assert model.named_vars_to_dims["alpha"] == ("firm",)
+        assert model.named_vars_to_dims[alpha] == ("firm",)
         assert model.named_vars_to_dims["county_effect"] == ("county",)
         assert ("gamma" in names) == config.model.sorting
         n_choice = len(small_panel.counties) if config.model.choice_set == "all" else len(small_panel.occupied)
@@ -119,15 +122,6 @@ def test_pytensor_likelihood_equals_numpy_at_truth(small_panel):
     np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9)
 
 
-def _value_function(model, outputs):
-    """outputs as a function of a point (a dict of value variables)."""
-    import pymc as pm
-
-    outputs = model.replace_rvs_by_values(outputs if isinstance(outputs, list) else [outputs])
-    fn = pm.compile(model.value_vars, outputs if len(outputs) > 1 else outputs[0], on_unused_input="ignore", mode=FAST)
-    return lambda point: fn(*(point[v.name] for v in model.value_vars))
-
-
 def _production_values(model, small_panel, coefficients):
     """A point whose production coefficients (beta, v_2..v_T) are the given ones, the rest at the initial point."""
     from bayes_spill.model import production_whitening
@@ -147,7 +141,7 @@ def test_whitened_production_coefficients_leave_the_posterior_unchanged(small_pa
     config = load_config("models/lychagin2010.toml")
     model = build_model(small_panel, config)
     logp = model.compile_logp(mode=FAST)
-    loglik = _value_function(model, model[FIRM_LOGLIK].sum())
+    loglik = value_function(model, model[FIRM_LOGLIK].sum())
     rng = np.random.default_rng(3)
     n = len(model.coords["production_coefficient"])
     first, second = rng.normal(0, 0.3, n), rng.normal(0, 0.3, n)
@@ -157,7 +151,7 @@ def test_whitened_production_coefficients_leave_the_posterior_unchanged(small_pa
     prior = lambda c: stats.norm.logpdf(c, 0.0, sd).sum()  # noqa: E731
     expected = (loglik(p1) - loglik(p2)) + (prior(first) - prior(second))
     assert logp(p1) - logp(p2) == pytest.approx(expected, rel=1e-9, abs=1e-8)
-    values = _value_function(model, [model["beta_r"], model["year_effect"]])(p1)
+    values = value_function(model, [model["beta_r"], model["year_effect"]])(p1)
     assert values[0] == pytest.approx(first[2], abs=1e-12)
     np.testing.assert_allclose(values[1], np.concatenate([[0.0], first[4:]]), atol=1e-12)
 

@@ -1,0 +1,163 @@
+"""alpha_i integrated out of the joint model (model.integrate_alpha), and drawn back after sampling.
+
+Given the other parameters theta, the within-firm production equation is linear in alpha_i with
+Gaussian noise and alpha_i ~ Normal(mu, sigma_a), so alpha_i | theta, q_i is Normal(m_i, s_i^2) and
+the production block integrates in closed form. With r and S the firm's within-demeaned residual
+(alpha's term left out) and spillover, A, B, C = sum_t r^2, r S, S^2, and rho = sigma_a^2 C / sigma_w^2:
+
+    m_i   = (mu + sigma_a^2 B / sigma_w^2) / (1 + rho)
+    s_i^2 = sigma_a^2 / (1 + rho)
+    log p(q_i | theta) = -(T_i - 1)/2 log(2 pi sigma_w^2) - A / (2 sigma_w^2) - log(1 + rho) / 2
+                         + (sigma_a^2 B^2 / sigma_w^2 + 2 mu B - mu^2 C) / (2 sigma_w^2 (1 + rho))
+
+(the last line is b^2/(2P) - mu^2/(2 sigma_a^2) of the textbook form, rearranged so that nothing
+cancels as sigma_a -> 0). The location probability is then averaged over that normal by K-node
+Gauss-Hermite quadrature, log p(l_i | q_i, theta) ~ log sum_k w_k P(l_i | m_i + sqrt(2) s_i x_k):
+the N latent alpha_i leave the sampler, and each firm's logit denominator is evaluated K times.
+
+Checks and counterfactuals read alpha_i draws, so after sampling draw_alpha takes one alpha_i per
+posterior draw from its conditional posterior, Normal(m_i, s_i^2) x P(l_i | alpha), by inverse CDF
+on a grid of +-GRID_SPAN s_i.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+LOG_2PI = math.log(2.0 * math.pi)
+# the normal alpha_i | theta, q_i of the production block, kept in the posterior of such fits
+ALPHA_PRODUCTION_MEAN, ALPHA_PRODUCTION_SD = "alpha_production_mean", "alpha_production_sd"
+GRID_SPAN = 8.0  # standard deviations either side of m_i: Normal mass beyond is 1e-15
+GRID_POINTS = 161
+ALPHA_STREAM = 7  # the random stream of the alpha draws, beside the sampler's seed
+# the cubic Hermite table of the log-denominator in c = gamma alpha: node spacing dc with
+# dc (max Sbar - min Sbar) <= C_STEP, so that its error dc^4 max|LSE''''| / 384 <= C_STEP^4 / 3072
+C_STEP = 0.1
+MAX_C_NODES = 4097
+
+
+def gauss_hermite(nodes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes x_k and log weights log w_k (the w_k sum to 1) with, for Z standard normal,
+    E f(m + s Z) ~ sum_k w_k f(m + sqrt(2) s x_k), exact for polynomials of degree < 2 nodes."""
+    x, w = np.polynomial.hermite.hermgauss(nodes)
+    return x, np.log(w / math.sqrt(math.pi))
+
+
+def segment_sum(values, segment: np.ndarray, n_segments: int, backend=np):
+    """Sum of values within each segment (firm), numpy or PyTensor: the building block of
+    within-firm demeaning."""
+    if backend is np:
+        return np.bincount(segment, weights=values, minlength=n_segments)
+    return backend.zeros(n_segments)[segment].inc(values)
+
+
+def conjugate_alpha(resid, spillover, obs_firm: np.ndarray, years_per_firm: np.ndarray, sigma_w, mu_alpha, sigma_alpha, backend=np):
+    """(m_i, s_i, log p(q_i | theta)) per firm, numpy or PyTensor. resid = q - x beta - v_t and
+    spillover = S_it (transformed) per firm-year; the firm effect is removed by demeaning."""
+    xp = backend
+    n = len(years_per_firm)
+
+    def within(values):
+        return values - (segment_sum(values, obs_firm, n, xp) / years_per_firm)[obs_firm]
+
+    r, s = within(resid), within(spillover)
+    a = segment_sum(r * r, obs_firm, n, xp)
+    b = segment_sum(r * s, obs_firm, n, xp)
+    c = segment_sum(s * s, obs_firm, n, xp)
+    var_w, var_a = sigma_w**2, sigma_alpha**2
+    rho = var_a * c / var_w
+    mean = (mu_alpha + var_a * b / var_w) / (1.0 + rho)
+    sd = xp.sqrt(var_a / (1.0 + rho))
+    dof = years_per_firm - 1.0
+    log_marginal = (
+        -0.5 * dof * (LOG_2PI + xp.log(var_w))
+        - 0.5 * a / var_w
+        - 0.5 * xp.log1p(rho)
+        + 0.5 * (var_a * b * b / var_w + 2.0 * mu_alpha * b - mu_alpha**2 * c) / (var_w * (1.0 + rho))
+    )
+    return mean, sd, log_marginal
+
+
+def quadrature_alphas(mean, sd, nodes: int):
+    """alpha at the Gauss-Hermite nodes, (firms, nodes), and the log weights (nodes,)."""
+    x, log_w = gauss_hermite(nodes)
+    return mean[:, None] + math.sqrt(2.0) * sd[:, None] * x[None, :], log_w
+
+
+# -- alpha_i drawn back from its conditional posterior (numpy) -----------------------------------------
+def log_denominator_table(county_effect: np.ndarray, sbar: np.ndarray, c_lo: float, c_hi: float):
+    """LSE(c) = log sum_l exp(a_l + c Sbar_l) and its derivative (the softmax mean of Sbar) on a
+    grid of [c_lo, c_hi]: a cubic Hermite table. LSE'''' is the fourth cumulant of Sbar under the
+    softmax, at most range^4 / 8, hence the error bound in C_STEP's comment (3e-8)."""
+    spread = float(sbar.max() - sbar.min())
+    nodes = int(min(MAX_C_NODES, max(3, math.ceil((c_hi - c_lo) * spread / C_STEP) + 1)))
+    grid = np.linspace(c_lo, c_hi, nodes) if c_hi > c_lo else np.array([c_lo, c_lo + 1.0])
+    logits = county_effect[None, :] + grid[:, None] * sbar[None, :]
+    top = logits.max(axis=1, keepdims=True)
+    weights = np.exp(logits - top)
+    total = weights.sum(axis=1)
+    return grid, top[:, 0] + np.log(total), weights @ sbar / total
+
+
+def evaluate_log_denominator(table, c: np.ndarray) -> np.ndarray:
+    grid, value, slope = table
+    width = grid[1] - grid[0]
+    j = np.clip(((c - grid[0]) / width).astype(np.int64), 0, len(grid) - 2)
+    t = (c - grid[j]) / width
+    h00, h10 = (1 + 2 * t) * (1 - t) ** 2, t * (1 - t) ** 2
+    h01, h11 = t * t * (3 - 2 * t), t * t * (t - 1)
+    return h00 * value[j] + h10 * width * slope[j] + h01 * value[j + 1] + h11 * width * slope[j + 1]
+
+
+def conditional_log_density(mean, sd, gamma: float, county_effect, sbar, choice: np.ndarray, z: np.ndarray):
+    """log of Normal(alpha; m_i, s_i) x P(l_i | alpha), up to a constant per firm, at
+    alpha = m_i + s_i z (firms x len(z))."""
+    alpha = mean[:, None] + sd[:, None] * z[None, :]
+    c = gamma * alpha
+    table = log_denominator_table(county_effect, sbar, float(c.min()), float(c.max()))
+    log_choice = c * sbar[choice][:, None] - evaluate_log_denominator(table, c)
+    return alpha, -0.5 * z[None, :] ** 2 + log_choice
+
+
+def draw_alpha(rng: np.random.Generator, mean, sd, gamma: float, county_effect, sbar, choice: np.ndarray) -> np.ndarray:
+    """One alpha_i per firm from its conditional posterior given one posterior draw of theta."""
+    z = np.linspace(-GRID_SPAN, GRID_SPAN, GRID_POINTS)
+    alpha, log_density = conditional_log_density(mean, sd, gamma, county_effect, sbar, choice, z)
+    density = np.exp(log_density - log_density.max(axis=1, keepdims=True))
+    cdf = np.concatenate([np.zeros((len(mean), 1)), np.cumsum(0.5 * (density[:, 1:] + density[:, :-1]), axis=1)], axis=1)
+    cdf /= cdf[:, -1:]
+    u = rng.uniform(size=len(mean))
+    j = np.clip((cdf < u[:, None]).sum(axis=1) - 1, 0, len(z) - 2)
+    rows = np.arange(len(mean))
+    lo, hi = cdf[rows, j], cdf[rows, j + 1]
+    t = np.where(hi > lo, (u - lo) / np.where(hi > lo, hi - lo, 1.0), 0.0)
+    return alpha[rows, j] + t * (alpha[rows, j + 1] - alpha[rows, j])
+
+
+def with_alpha_draws(posterior, spill, spec, seed: int):
+    """The posterior (xarray Dataset of a fit with alpha integrated out) with "alpha" (chain, draw,
+    firm) added: one draw from each firm's conditional posterior at every draw of theta."""
+    from bayes_spill import interpolation, kernel
+
+    table = interpolation.build_halflife_table(spill.choice_distance, spill.choice_pool) if spec.evaluation != "exact" else None
+    rng = np.random.default_rng([seed, ALPHA_STREAM])
+    mean = posterior[ALPHA_PRODUCTION_MEAN]
+    alpha = np.empty(mean.shape)
+    gamma = posterior["gamma"].values if "gamma" in posterior else np.zeros(mean.shape[:2])
+    for chain in range(mean.shape[0]):
+        for draw in range(mean.shape[1]):
+            h = float(posterior["halflife_km"].values[chain, draw])
+            field = kernel.choice_spillover(spill, h, np) if table is None else interpolation.evaluate_table(table, h, np)
+            sbar = kernel.transform(field, spec.spillover, spec.log_floor_bil, np)
+            alpha[chain, draw] = draw_alpha(
+                rng,
+                mean.values[chain, draw],
+                posterior[ALPHA_PRODUCTION_SD].values[chain, draw],
+                float(gamma[chain, draw]),
+                posterior["county_effect"].values[chain, draw],
+                sbar,
+                spill.firm_choice,
+            )
+    return posterior.assign(alpha=mean.copy(data=alpha))
