@@ -373,10 +373,11 @@ def log_denominator(county_effect, sbar, c, terms: int, fixed_bins: int | None =
     # the largest |c| that bins of this width hold within the radius (2e12 x bins for a flat field)
     held = disconnected_grad(2.0 * TAYLOR_RADIUS * bins / pt.maximum(s_hi - s_lo, 1e-12))
     inside = pt.le(pt.abs(c), held)
-    # Rows outside enter the expansion clipped to +-held, so that nothing in it overflows (nor in
-    # its gradient), and are replaced by the direct sum below. (The range's floor is 1e-12, not
-    # 1e-300: a held of 1e302 on a flat field made the half-life gradient NaN.)
-    expansion = _binned_expansion(county_effect, sbar, pt.clip(c, -held, held), terms, bins)
+    # Rows outside enter the expansion as c = 0, so that nothing in it overflows (nor in its
+    # gradient), and are replaced by the direct sum below. (The range's floor is 1e-12, not 1e-300:
+    # a held of 1e302 on a flat field made the half-life gradient NaN. pt.clip here failed to
+    # compile under Numba.)
+    expansion = _binned_expansion(county_effect, sbar, pt.switch(inside, c, 0.0), terms, bins)
     if fixed_bins is not None:
         direct = exact_log_denominator(county_effect, sbar, c, pt)
         return pt.switch(inside, expansion, direct), pt.switch(pt.all(inside), fixed_bins, 0)
