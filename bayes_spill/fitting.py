@@ -24,7 +24,7 @@ from bayes_spill.config import DEFAULT_MODEL, ModelConfig, load_config
 from bayes_spill.errors import BayesSpillError
 from bayes_spill.datasets import DEFAULT_DATASET, dataset_path, load_dataset
 from bayes_spill.inputs import load_panel
-from bayes_spill.model import FIRM, FIRM_LOGLIK, YEAR, build_model, model_data
+from bayes_spill.model import FIRM, FIRM_LOGLIK, YEAR, ModelData, build_model, model_data
 from bayes_spill.panel import PreparedPanel
 
 REPO_MODELS = Path(__file__).resolve().parents[1] / "models"
@@ -121,20 +121,21 @@ def _require_complete(idata, config: ModelConfig):
     return idata
 
 
-def assemble(idata, panel: PreparedPanel, config: ModelConfig, data_hash: str, wall_seconds: float):
-    """Move the per-firm log-likelihood into its group, add the data and provenance."""
+def assemble(idata, data: ModelData, config: ModelConfig, data_hash: str, wall_seconds: float):
+    """Move the per-firm log-likelihood into its group, add the data and provenance. data is the
+    ModelData the model was built on (reused, not rebuilt)."""
+    panel = data.panel
     posterior = idata["posterior"].to_dataset()
     log_lik = posterior[[FIRM_LOGLIK]]
     posterior = posterior.drop_vars([FIRM_LOGLIK])
     if config.model.integrate_alpha:
-        spill = model_data(panel, config).spill
-        posterior = integrated.with_alpha_draws(posterior, spill, config.model, config.sampler.seed)
+        posterior = integrated.with_alpha_draws(posterior, data, config.model, config.sampler.seed)
     groups = {
         "posterior": posterior,
         "sample_stats": idata["sample_stats"].to_dataset(),
         "log_likelihood": log_lik,
         "observed_data": observed_data(panel, config),
-        "constant_data": constant_data(panel, config),
+        "constant_data": constant_data(panel, config, data),
     }
     tree = xr.DataTree.from_dict({f"/{name}": ds for name, ds in groups.items()})
     tree.attrs.update(provenance(panel, config, data_hash, wall_seconds))
@@ -152,9 +153,9 @@ def observed_data(panel: PreparedPanel, config: ModelConfig) -> xr.Dataset:
     )
 
 
-def constant_data(panel: PreparedPanel, config: ModelConfig) -> xr.Dataset:
+def constant_data(panel: PreparedPanel, config: ModelConfig, data: ModelData | None = None) -> xr.Dataset:
     """Regressors and indices, so checks and counterfactuals can rebuild the likelihood."""
-    data = model_data(panel, config)
+    data = data or model_data(panel, config)
     return xr.Dataset(
         {
             "obs_firm": ((OBS,), panel.firms[panel.obs_firm].astype(str)),
@@ -249,10 +250,11 @@ def fit(
     panel, data_hash = resolve_data(data, config, counties)
     if out is not None:
         posterior_io.require_writable(out)  # before sampling, not after an hour of it
-    pm_model = build_model(panel, config, static_shapes=config.sampler.backend == "numpyro")
+    data = model_data(panel, config)
+    pm_model = build_model(panel, config, data, static_shapes=config.sampler.backend == "numpyro")
     start = time.perf_counter()
     idata = sample(pm_model, config, progress)
-    tree = assemble(idata, panel, config, data_hash, time.perf_counter() - start)
+    tree = assemble(idata, data, config, data_hash, time.perf_counter() - start)
     if out is not None:
         posterior_io.save(tree, out)
     if report:

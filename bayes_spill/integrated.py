@@ -46,11 +46,21 @@ def gauss_hermite(nodes: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def segment_sum(values, segment: np.ndarray, n_segments: int, backend=np):
-    """Sum of values within each segment (firm), numpy or PyTensor: the building block of
-    within-firm demeaning."""
+    """Sum of values within each segment (firm), numpy or PyTensor; numpy also takes (n_obs, p)."""
     if backend is np:
-        return np.bincount(segment, weights=values, minlength=n_segments)
+        if values.ndim == 1:
+            return np.bincount(segment, weights=values, minlength=n_segments)
+        sums = np.zeros((n_segments, *values.shape[1:]))
+        np.add.at(sums, segment, values)
+        return sums
     return backend.zeros(n_segments)[segment].inc(values)
+
+
+def within_firm(values, obs_firm: np.ndarray, years_per_firm: np.ndarray, backend=np):
+    """values less their firm means (the firm effect u_i removed), numpy or PyTensor."""
+    sums = segment_sum(values, obs_firm, len(years_per_firm), backend)
+    means = sums / years_per_firm.reshape(-1, *([1] * (values.ndim - 1)))
+    return values - means[obs_firm]
 
 
 def conjugate_alpha(resid, spillover, obs_firm: np.ndarray, years_per_firm: np.ndarray, sigma_w, mu_alpha, sigma_alpha, backend=np):
@@ -58,11 +68,8 @@ def conjugate_alpha(resid, spillover, obs_firm: np.ndarray, years_per_firm: np.n
     spillover = S_it (transformed) per firm-year; the firm effect is removed by demeaning."""
     xp = backend
     n = len(years_per_firm)
-
-    def within(values):
-        return values - (segment_sum(values, obs_firm, n, xp) / years_per_firm)[obs_firm]
-
-    r, s = within(resid), within(spillover)
+    r = within_firm(resid, obs_firm, years_per_firm, xp)
+    s = within_firm(spillover, obs_firm, years_per_firm, xp)
     a = segment_sum(r * r, obs_firm, n, xp)
     b = segment_sum(r * s, obs_firm, n, xp)
     c = segment_sum(s * s, obs_firm, n, xp)
@@ -91,14 +98,14 @@ def log_denominator_table(county_effect: np.ndarray, sbar: np.ndarray, c_lo: flo
     """LSE(c) = log sum_l exp(a_l + c Sbar_l) and its derivative (the softmax mean of Sbar) on a
     grid of [c_lo, c_hi]: a cubic Hermite table. LSE'''' is the fourth cumulant of Sbar under the
     softmax, at most range^4 / 8, hence the error bound in C_STEP's comment (3e-8)."""
+    from bayes_spill.interpolation import exact_log_denominator
+
     spread = float(sbar.max() - sbar.min())
     nodes = int(min(MAX_C_NODES, max(3, math.ceil((c_hi - c_lo) * spread / C_STEP) + 1)))
     grid = np.linspace(c_lo, c_hi, nodes) if c_hi > c_lo else np.array([c_lo, c_lo + 1.0])
-    logits = county_effect[None, :] + grid[:, None] * sbar[None, :]
-    top = logits.max(axis=1, keepdims=True)
-    weights = np.exp(logits - top)
-    total = weights.sum(axis=1)
-    return grid, top[:, 0] + np.log(total), weights @ sbar / total
+    value = exact_log_denominator(county_effect, sbar, grid, np)
+    softmax = np.exp(county_effect[None, :] + grid[:, None] * sbar[None, :] - value[:, None])
+    return grid, value, softmax @ sbar
 
 
 def evaluate_log_denominator(table, c: np.ndarray) -> np.ndarray:
@@ -136,12 +143,13 @@ def draw_alpha(rng: np.random.Generator, mean, sd, gamma: float, county_effect, 
     return alpha[rows, j] + t * (alpha[rows, j + 1] - alpha[rows, j])
 
 
-def with_alpha_draws(posterior, spill, spec, seed: int):
+def with_alpha_draws(posterior, data, spec, seed: int):
     """The posterior (xarray Dataset of a fit with alpha integrated out) with "alpha" (chain, draw,
-    firm) added: one draw from each firm's conditional posterior at every draw of theta."""
+    firm) added: one draw from each firm's conditional posterior at every draw of theta. data is the
+    model's ModelData, whose half-life table the model has already built."""
     from bayes_spill import interpolation, kernel
 
-    table = interpolation.build_halflife_table(spill.choice_distance, spill.choice_pool) if spec.evaluation != "exact" else None
+    spill = data.spill
     rng = np.random.default_rng([seed, ALPHA_STREAM])
     mean = posterior[ALPHA_PRODUCTION_MEAN]
     alpha = np.empty(mean.shape)
@@ -149,7 +157,10 @@ def with_alpha_draws(posterior, spill, spec, seed: int):
     for chain in range(mean.shape[0]):
         for draw in range(mean.shape[1]):
             h = float(posterior["halflife_km"].values[chain, draw])
-            field = kernel.choice_spillover(spill, h, np) if table is None else interpolation.evaluate_table(table, h, np)
+            if spec.evaluation == "exact":
+                field = kernel.choice_spillover(spill, h, np)
+            else:
+                field = interpolation.evaluate_table(data.halflife_table, h, np)
             sbar = kernel.transform(field, spec.spillover, spec.log_floor_bil, np)
             alpha[chain, draw] = draw_alpha(
                 rng,

@@ -24,6 +24,7 @@ choice: the field is itself an equilibrium outcome of the same choices.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pymc as pm
@@ -55,6 +56,12 @@ class ModelData:
     years_per_firm: np.ndarray
     county_covariates: np.ndarray  # (L_choice, P), centred and scaled over the choice set
     covariate_names: tuple[str, ...]
+
+    @cached_property
+    def halflife_table(self) -> interpolation.HalflifeTable:
+        """Sbar_l(h) tabulated in ln h (within 1e-11 $ bil), built on first use: the model and the
+        alpha draws of an integrated fit need it; checks and counterfactuals read only .spill."""
+        return interpolation.build_halflife_table(self.spill.choice_distance, self.spill.choice_pool)
 
 
 def model_data(panel: PreparedPanel, config: ModelConfig) -> ModelData:
@@ -151,12 +158,7 @@ def production_whitening(data: ModelData, config: ModelConfig) -> np.ndarray:
 
 
 def _within_firm(data: ModelData, values: np.ndarray) -> np.ndarray:
-    """values (n_obs,) or (n_obs, p) less their firm means (numpy)."""
-    panel = data.panel
-    sums = np.zeros((panel.n_firms, *values.shape[1:]))
-    np.add.at(sums, panel.obs_firm, values)
-    means = sums / data.years_per_firm.reshape(-1, *([1] * (values.ndim - 1)))
-    return values - means[panel.obs_firm]
+    return integrated.within_firm(values, data.panel.obs_firm, data.years_per_firm)
 
 
 def production_coefficients(data: ModelData, config: ModelConfig):
@@ -181,8 +183,7 @@ def production_loglik(data: ModelData, beta, alpha_obs, spillover, year_effect, 
     """Per-firm Gaussian log-likelihood of the within-firm demeaned production equation."""
     panel = data.panel
     resid = data.q - pt.dot(data.inputs, beta) - alpha_obs * spillover - year_effect[panel.obs_year]
-    firm_mean = integrated.segment_sum(resid, panel.obs_firm, panel.n_firms, pt) / data.years_per_firm
-    within = resid - firm_mean[panel.obs_firm]
+    within = integrated.within_firm(resid, panel.obs_firm, data.years_per_firm, pt)
     ss = integrated.segment_sum(within**2, panel.obs_firm, panel.n_firms, pt)
     dof = data.years_per_firm - 1.0
     return -0.5 * dof * (LOG_2PI + 2.0 * pt.log(sigma_w)) - 0.5 * ss / sigma_w**2
@@ -242,13 +243,11 @@ def production_spillover(data: ModelData, halflife_km, spec):
 
 
 def choice_spillover(data: ModelData, halflife_km, spec):
-    """Sbar_l(h) over the choice set, transformed. The half-life table (within 1e-11 $ bil) is
-    built here, for the model only (checks and counterfactuals read model_data's other fields)."""
+    """Sbar_l(h) over the choice set, transformed: direct, or from data.halflife_table."""
     if spec.evaluation == "exact":
         sbar = kernel.choice_spillover(data.spill, halflife_km, pt)
     else:
-        table = interpolation.build_halflife_table(data.spill.choice_distance, data.spill.choice_pool)
-        sbar = interpolation.evaluate_table(table, halflife_km, pt)
+        sbar = interpolation.evaluate_table(data.halflife_table, halflife_km, pt)
     return kernel.transform(sbar, spec.spillover, spec.log_floor_bil, pt)
 
 
