@@ -100,3 +100,21 @@ def test_a_sampling_pair_reports_steps_and_ess_per_second():
     assert row["wall_s"] > 0 and row["steps_per_draw"] >= 1
     assert np.isfinite(row["ess_per_s_gamma"]) and row["ess_per_s_gamma"] > 0
     assert row["ratio_ess_per_s_gamma"] is None  # the baseline pair was not run
+
+
+def test_scaled_industries_keep_the_spillovers_effect_at_the_papers_magnitude():
+    """Above the paper's scale the pools grow with the firms and alpha_i shrinks by 1/scale, so
+    c_i x range(Sbar), which sets the logit denominator's bins, measures firms and not a stronger
+    economy; the evaluation point's alpha spread follows."""
+    from bayes_spill.bench import _config, _panel, alpha_scale, evaluation_point
+    from bayes_spill.datasets import SOFTWARE_SETTINGS
+    from bayes_spill.model import build_model
+
+    assert alpha_scale(10.0) == pytest.approx(0.1) and alpha_scale(0.06) == 1.0 and alpha_scale(1.0) == 1.0
+    doubled = _panel(2.0, seed=1).truth["parameters"]
+    assert doubled["mu_alpha"] == pytest.approx(SOFTWARE_SETTINGS.mu_alpha / 2)
+    assert doubled["sigma_alpha2"] == pytest.approx(SOFTWARE_SETTINGS.sigma_alpha2 / 4)
+    small = _panel(0.06, seed=1)
+    assert small.truth["parameters"]["mu_alpha"] == SOFTWARE_SETTINGS.mu_alpha
+    point = evaluation_point(build_model(small, _config("occupied_integrated")), alpha_spread=0.25)
+    assert float(np.exp(point["sigma_alpha_log__"])) == pytest.approx(0.16)
