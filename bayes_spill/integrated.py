@@ -16,8 +16,9 @@ Gauss-Hermite quadrature, log p(l_i | q_i, theta) ~ log sum_k w_k P(l_i | m_i + 
 the N latent alpha_i leave the sampler, and each firm's logit denominator is evaluated K times.
 
 Checks and counterfactuals read alpha_i draws, so after sampling draw_alpha takes one alpha_i per
-posterior draw from its conditional posterior, Normal(m_i, s_i^2) x P(l_i | alpha), by inverse CDF
-on a grid of +-GRID_SPAN s_i.
+posterior draw from its conditional posterior, Normal(m_i, s_i^2) x P(l_i | alpha), by rejection
+sampling under a tangent envelope (log P is concave in alpha), with an inverse-CDF draw on a grid
+of +-GRID_SPAN s_i for the few firms it has not accepted after REJECTION_ROUNDS.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ ALPHA_STREAM = 7  # the random stream of the alpha draws, beside the sampler's s
 # dc (max Sbar - min Sbar) <= C_STEP, so that its error dc^4 max|LSE''''| / 384 <= C_STEP^4 / 3072
 C_STEP = 0.1
 MAX_C_NODES = 4097
+# rounds of rejection sampling before the rest of the firms are drawn on the grid: at the posterior
+# nearly all firms are accepted in the first round
+REJECTION_ROUNDS = 20
+BISECTION_STEPS = 30  # the tangent point to 1e-9 of the bracket: any tangent point is valid
 
 
 def gauss_hermite(nodes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -108,14 +113,26 @@ def log_denominator_table(county_effect: np.ndarray, sbar: np.ndarray, c_lo: flo
     return grid, value, softmax @ sbar
 
 
-def evaluate_log_denominator(table, c: np.ndarray) -> np.ndarray:
+def _hermite_piece(table, c: np.ndarray):
     grid, value, slope = table
     width = grid[1] - grid[0]
     j = np.clip(((c - grid[0]) / width).astype(np.int64), 0, len(grid) - 2)
-    t = (c - grid[j]) / width
+    return j, (c - grid[j]) / width, width, value, slope
+
+
+def evaluate_log_denominator(table, c: np.ndarray) -> np.ndarray:
+    j, t, width, value, slope = _hermite_piece(table, c)
     h00, h10 = (1 + 2 * t) * (1 - t) ** 2, t * (1 - t) ** 2
     h01, h11 = t * t * (3 - 2 * t), t * t * (t - 1)
     return h00 * value[j] + h10 * width * slope[j] + h01 * value[j + 1] + h11 * width * slope[j + 1]
+
+
+def evaluate_log_denominator_slope(table, c: np.ndarray) -> np.ndarray:
+    """d LSE / dc of the same cubic Hermite interpolant (the softmax mean of Sbar, to its accuracy)."""
+    j, t, width, value, slope = _hermite_piece(table, c)
+    d00, d10 = 6 * t * t - 6 * t, 3 * t * t - 4 * t + 1
+    d01, d11 = -6 * t * t + 6 * t, 3 * t * t - 2 * t
+    return (d00 * value[j] + d01 * value[j + 1]) / width + d10 * slope[j] + d11 * slope[j + 1]
 
 
 def conditional_log_density(mean, sd, gamma: float, county_effect, sbar, choice: np.ndarray, z: np.ndarray):
@@ -129,7 +146,61 @@ def conditional_log_density(mean, sd, gamma: float, county_effect, sbar, choice:
 
 
 def draw_alpha(rng: np.random.Generator, mean, sd, gamma: float, county_effect, sbar, choice: np.ndarray) -> np.ndarray:
-    """One alpha_i per firm from its conditional posterior given one posterior draw of theta."""
+    """One alpha_i per firm from its conditional posterior Normal(m_i, s_i^2) x P(l_i | alpha) given
+    one posterior draw of theta, by exact rejection sampling.
+
+    log P(l | alpha) = gamma alpha Sbar_l - LSE(gamma alpha) + const is concave in alpha (LSE is
+    convex), so it lies below its tangent at any alpha_0, slope g_i = gamma (Sbar_l - LSE'(gamma
+    alpha_0)), and the normal times the exponential of that tangent is Normal(m_i + s_i^2 g_i, s_i^2).
+    A proposal from it is accepted with probability P(l | alpha) / exp(tangent) <= 1. The tangent
+    is taken at the mode of the conditional posterior (found by bisection), which keeps acceptance
+    high even where the logit moves alpha_i by several s_i. Each round costs firms, not firms x a
+    grid; firms still rejected after REJECTION_ROUNDS get the inverse-CDF draw on a grid."""
+    alpha = np.full(len(mean), np.nan)
+    sbar_chosen = sbar[choice]
+    tangent = _conditional_mode(mean, sd, gamma, county_effect, sbar, sbar_chosen)
+    c_tangent = gamma * tangent
+    table = log_denominator_table(county_effect, sbar, float(c_tangent.min()), float(c_tangent.max()))
+    log_p_tangent = c_tangent * sbar_chosen - evaluate_log_denominator(table, c_tangent)
+    slope = gamma * (sbar_chosen - evaluate_log_denominator_slope(table, c_tangent))
+    centre = mean + sd**2 * slope
+    todo = np.arange(len(mean))
+    for _ in range(REJECTION_ROUNDS):
+        if todo.size == 0:
+            return alpha
+        proposal = centre[todo] + sd[todo] * rng.standard_normal(todo.size)
+        c = gamma * proposal
+        table = log_denominator_table(county_effect, sbar, float(c.min()), float(c.max()))
+        log_p = c * sbar_chosen[todo] - evaluate_log_denominator(table, c)
+        gap = log_p - log_p_tangent[todo] - slope[todo] * (proposal - tangent[todo])  # <= 0 up to the table's error
+        accept = np.log(rng.uniform(size=todo.size)) <= gap
+        alpha[todo[accept]] = proposal[accept]
+        todo = todo[~accept]
+    if todo.size:
+        alpha[todo] = _draw_alpha_on_grid(rng, mean[todo], sd[todo], gamma, county_effect, sbar, choice[todo])
+    return alpha
+
+
+def _conditional_mode(mean, sd, gamma: float, county_effect, sbar, sbar_chosen) -> np.ndarray:
+    """The mode of Normal(m_i, s_i^2) x P(l_i | alpha) by bisection: the log-density's derivative
+    -(alpha - m)/s^2 + gamma (Sbar_l - LSE'(gamma alpha)) decreases in alpha and changes sign
+    between m and m + s^2 g(m)."""
+    c_mean = gamma * mean
+    table = log_denominator_table(county_effect, sbar, float(c_mean.min()), float(c_mean.max()))
+    end = mean + sd**2 * gamma * (sbar_chosen - evaluate_log_denominator_slope(table, c_mean))
+    lo, hi = np.minimum(mean, end), np.maximum(mean, end)
+    var = np.maximum(sd**2, np.finfo(float).tiny)  # s_i = 0: the bracket is the point m_i
+    c_ends = gamma * np.concatenate([lo, hi])
+    table = log_denominator_table(county_effect, sbar, float(c_ends.min()), float(c_ends.max()))
+    for _ in range(BISECTION_STEPS):
+        mid = 0.5 * (lo + hi)
+        rising = -(mid - mean) / var + gamma * (sbar_chosen - evaluate_log_denominator_slope(table, gamma * mid)) > 0
+        lo, hi = np.where(rising, mid, lo), np.where(rising, hi, mid)
+    return 0.5 * (lo + hi)
+
+
+def _draw_alpha_on_grid(rng: np.random.Generator, mean, sd, gamma: float, county_effect, sbar, choice: np.ndarray) -> np.ndarray:
+    """The inverse-CDF draw on a grid of +-GRID_SPAN s_i (firms x GRID_POINTS work)."""
     z = np.linspace(-GRID_SPAN, GRID_SPAN, GRID_POINTS)
     alpha, log_density = conditional_log_density(mean, sd, gamma, county_effect, sbar, choice, z)
     density = np.exp(log_density - log_density.max(axis=1, keepdims=True))

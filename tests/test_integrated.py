@@ -13,7 +13,7 @@ import pytensor
 import pytensor.tensor as pt
 import pytest
 from scipy import integrate, stats
-from tiny_fits import tiny_fit
+from tiny_fits import tiny_config, tiny_csv, tiny_fit
 
 import bayes_spill
 from bayes_spill import integrated, kernel
@@ -170,15 +170,27 @@ def test_log_denominator_table_matches_the_direct_sum():
     np.testing.assert_allclose(integrated.evaluate_log_denominator(table, c), exact, rtol=0, atol=1e-7)
 
 
-def test_drawn_alpha_follow_their_conditional_posterior():
+@pytest.mark.parametrize("rounds", [integrated.REJECTION_ROUNDS, 0])
+def test_drawn_alpha_follow_their_conditional_posterior(monkeypatch, rounds):
     """Draws for 20,000 copies of one firm against the CDF of Normal(m, s) x P(l | alpha) (KS), where
-    the logit pulls alpha well away from the production block's normal."""
+    the logit pulls alpha well away from the production block's normal: by rejection under the
+    tangent envelope alone (no firm left to the grid), and by the grid fallback alone (0 rounds)."""
     rng = np.random.default_rng(5)
     a, sbar = rng.normal(size=40), rng.gamma(1.0, 2.0, size=40)
     choice = int(np.argmax(sbar))
     gamma, m, s = 2.0, 0.1, 0.6
     n = 20_000
+    on_grid = []
+    grid_draw = integrated._draw_alpha_on_grid
+
+    def spy(rng, mean, *args):
+        on_grid.append(len(mean))
+        return grid_draw(rng, mean, *args)
+
+    monkeypatch.setattr(integrated, "_draw_alpha_on_grid", spy)
+    monkeypatch.setattr(integrated, "REJECTION_ROUNDS", rounds)
     draws = integrated.draw_alpha(rng, np.full(n, m), np.full(n, s), gamma, a, sbar, np.full(n, choice))
+    assert sum(on_grid) == (0 if rounds else n), on_grid
 
     def log_density(alpha):
         logits = a + gamma * alpha * sbar
@@ -220,3 +232,78 @@ def test_fit_with_alpha_integrated_out_has_alpha_draws_for_the_checks():
 
     result = checks.run_ppc(tree, n_draws=20, seed=1)
     assert len(result.table()) > 0
+
+
+def test_within_firm_numpy_equals_pytensor_and_removes_firm_means():
+    rng = np.random.default_rng(4)
+    obs_firm = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2])
+    years = np.bincount(obs_firm).astype(float)
+    values = rng.normal(size=(len(obs_firm), 3))
+    demeaned = integrated.within_firm(values, obs_firm, years)
+    np.testing.assert_allclose(integrated.segment_sum(demeaned, obs_firm, 3), 0.0, atol=1e-12)
+    np.testing.assert_allclose(demeaned[:, 1], integrated.within_firm(values[:, 1], obs_firm, years), atol=1e-15)
+    x = pt.vector("x")
+    symbolic = pytensor.function([x], integrated.within_firm(x, obs_firm, years, pt), mode=FAST)
+    np.testing.assert_allclose(symbolic(values[:, 2]), demeaned[:, 2], atol=1e-12)
+
+
+def test_fit_prepares_the_data_and_the_halflife_table_once(monkeypatch, tmp_path):
+    """assemble and the alpha draws reuse the ModelData and half-life table the model was built on."""
+    from bayes_spill import fitting, interpolation
+
+    calls = {"model_data": 0, "table": 0}
+    real_data, real_table = fitting.model_data, interpolation.build_halflife_table
+
+    def counting_data(*args, **kwargs):
+        calls["model_data"] += 1
+        return real_data(*args, **kwargs)
+
+    def counting_table(*args, **kwargs):
+        calls["table"] += 1
+        return real_table(*args, **kwargs)
+
+    monkeypatch.setattr(fitting, "model_data", counting_data)
+    monkeypatch.setattr(interpolation, "build_halflife_table", counting_table)
+    config = tiny_config("integrated_alpha").with_sampler(draws=4, tune=4, chains=1)
+    tree = bayes_spill.fit(data=tiny_csv(), model=config, out=tmp_path / "fit", progress=False, report=False)
+    assert tree["posterior"]["alpha"].sizes["draw"] == 4
+    assert calls == {"model_data": 1, "table": 1}, calls
+
+
+def test_jax_route_of_the_integrated_model_matches_its_exact_sums(panel):
+    """The default formulation under JAX (fixed denominator bins, the direct sum selected for rows
+    they cannot hold: the GPU route) against the same model with direct sums, value and gradient."""
+    pytest.importorskip("jax")
+    jax_model = build_model(panel, _integrated_config(), static_shapes=True)
+    exact = build_model(panel, _integrated_config("exact"))
+    logp_jax, logp_exact = jax_model.compile_logp(mode="JAX"), exact.compile_logp(mode=FAST)
+    dlogp_jax, dlogp_exact = jax_model.compile_dlogp(mode="JAX"), exact.compile_dlogp(mode=FAST)
+    for seed in (1, 2):
+        point = _point(exact, seed)
+        a, b = float(logp_jax(point)), float(logp_exact(point))
+        assert abs(a - b) <= 1e-6, f"seed {seed}: JAX {a!r}, exact {b!r}"
+        np.testing.assert_allclose(dlogp_jax(point), dlogp_exact(point), rtol=1e-5, atol=1e-6, err_msg=f"seed {seed}")
+
+
+def test_conditional_mode_and_the_envelope_at_the_edges():
+    """The bisection finds the mode of Normal x logit (checked against scipy), s_i = 0 draws m_i,
+    gamma = 0 draws the production block's normal, and the envelope lies above the target."""
+    from scipy import optimize
+
+    rng = np.random.default_rng(8)
+    a, sbar = rng.normal(size=30), rng.gamma(1.0, 2.0, size=30)
+    choice = np.array([0, 5, int(np.argmax(sbar))])
+    mean, sd, gamma = np.array([0.3, -0.5, 0.1]), np.array([0.2, 0.7, 0.6]), 1.5
+
+    def log_target(alpha, i):
+        logits = a + gamma * alpha * sbar
+        return -0.5 * ((alpha - mean[i]) / sd[i]) ** 2 + logits[choice[i]] - (logits.max() + np.log(np.exp(logits - logits.max()).sum()))
+
+    mode = integrated._conditional_mode(mean, sd, gamma, a, sbar, sbar[choice])
+    for i in range(3):
+        best = optimize.minimize_scalar(lambda x: -log_target(x, i), bracket=(mean[i] - 3, mean[i] + 3)).x
+        assert mode[i] == pytest.approx(best, abs=1e-5)
+    zero = integrated.draw_alpha(rng, mean, np.zeros(3), gamma, a, sbar, choice)
+    np.testing.assert_allclose(zero, mean, atol=1e-12)
+    flat = integrated.draw_alpha(rng, np.zeros(20_000), np.full(20_000, 0.5), 0.0, a, sbar, np.zeros(20_000, dtype=int))
+    assert stats.kstest(flat, stats.norm(0.0, 0.5).cdf).pvalue > 1e-3
