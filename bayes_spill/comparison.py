@@ -5,6 +5,10 @@ LOO is computed over the per-firm log-likelihood (``log_likelihood/firm_loglik``
 location terms of firm i, alpha_i at its posterior draw), so one "observation" is one firm and
 leaving it out also leaves out its alpha_i. Firm-specific latent parameters make some Pareto k
 large (the posterior of alpha_i moves when its firm is left out); the diagnostics say how many.
+With alpha_i integrated out (model.integrate_alpha) the per-firm term is already marginal over
+alpha_i. Both target the same elpd, log p(y_i | y_-i): left out, a firm's alpha_i reverts to its
+prior given theta. So the two formulations compare with each other; the integrated one's PSIS
+weights are better behaved.
 
 Two fits are comparable only when their log-likelihoods cover the same data: the same data file
 (data_sha256), the same firms, the same observed log sales and counties, and the same likelihood

@@ -348,3 +348,19 @@ def test_effective_config_round_trips_through_toml(path):
     again = parse_config(config.to_toml())
     assert again.hash() == config.hash()
     assert again.sampler.seed == 99 and again.sampler.draws == 123
+
+
+def test_default_model_is_the_paper_model_with_alpha_integrated_out():
+    """`bayes-spill fit` defaults to the formulation bench chose; it must stay the same model
+    (priors, data settings, sampler) as models/lychagin2010.toml, only computed differently."""
+    from dataclasses import replace
+
+    from bayes_spill.config import DEFAULT_MODEL
+
+    default = load_config(f"models/{DEFAULT_MODEL}.toml")
+    latent = load_config("models/lychagin2010.toml")
+    assert default.model.integrate_alpha and not latent.model.integrate_alpha
+    as_latent = replace(default.model, integrate_alpha=False, quadrature_nodes=latent.model.quadrature_nodes)
+    assert as_latent == latent.model
+    assert default.priors == latent.priors
+    assert default.sampler == latent.sampler and default.panel == latent.panel
