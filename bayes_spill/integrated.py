@@ -214,12 +214,21 @@ def _draw_alpha_on_grid(rng: np.random.Generator, mean, sd, gamma: float, county
     return alpha[rows, j] + t * (alpha[rows, j + 1] - alpha[rows, j])
 
 
+def choice_field(data, spec, halflife_km: float) -> np.ndarray:
+    """Sbar_l(h) over the choice set, transformed, as the model evaluates it (numpy)."""
+    from bayes_spill import interpolation, kernel
+
+    if spec.evaluation == "exact":
+        field = kernel.choice_spillover(data.spill, halflife_km, np)
+    else:
+        field = interpolation.evaluate_table(data.halflife_table, halflife_km, np)
+    return kernel.transform(field, spec.spillover, spec.log_floor_bil, np)
+
+
 def with_alpha_draws(posterior, data, spec, seed: int):
     """The posterior (xarray Dataset of a fit with alpha integrated out) with "alpha" (chain, draw,
     firm) added: one draw from each firm's conditional posterior at every draw of theta. data is the
     model's ModelData, whose half-life table the model has already built."""
-    from bayes_spill import interpolation, kernel
-
     spill = data.spill
     rng = np.random.default_rng([seed, ALPHA_STREAM])
     mean = posterior[ALPHA_PRODUCTION_MEAN]
@@ -227,12 +236,7 @@ def with_alpha_draws(posterior, data, spec, seed: int):
     gamma = posterior["gamma"].values if "gamma" in posterior else np.zeros(mean.shape[:2])
     for chain in range(mean.shape[0]):
         for draw in range(mean.shape[1]):
-            h = float(posterior["halflife_km"].values[chain, draw])
-            if spec.evaluation == "exact":
-                field = kernel.choice_spillover(spill, h, np)
-            else:
-                field = interpolation.evaluate_table(data.halflife_table, h, np)
-            sbar = kernel.transform(field, spec.spillover, spec.log_floor_bil, np)
+            sbar = choice_field(data, spec, float(posterior["halflife_km"].values[chain, draw]))
             alpha[chain, draw] = draw_alpha(
                 rng,
                 mean.values[chain, draw],
