@@ -158,9 +158,8 @@ def draw_alpha(rng: np.random.Generator, mean, sd, gamma: float, county_effect, 
     grid; firms still rejected after REJECTION_ROUNDS get the inverse-CDF draw on a grid."""
     alpha = np.full(len(mean), np.nan)
     sbar_chosen = sbar[choice]
-    tangent = _conditional_mode(mean, sd, gamma, county_effect, sbar, sbar_chosen)
+    tangent, table = _conditional_mode(mean, sd, gamma, county_effect, sbar, sbar_chosen)
     c_tangent = gamma * tangent
-    table = log_denominator_table(county_effect, sbar, float(c_tangent.min()), float(c_tangent.max()))
     log_p_tangent = c_tangent * sbar_chosen - evaluate_log_denominator(table, c_tangent)
     slope = gamma * (sbar_chosen - evaluate_log_denominator_slope(table, c_tangent))
     centre = mean + sd**2 * slope
@@ -181,8 +180,9 @@ def draw_alpha(rng: np.random.Generator, mean, sd, gamma: float, county_effect, 
     return alpha
 
 
-def _conditional_mode(mean, sd, gamma: float, county_effect, sbar, sbar_chosen) -> np.ndarray:
-    """The mode of Normal(m_i, s_i^2) x P(l_i | alpha) by bisection: the log-density's derivative
+def _conditional_mode(mean, sd, gamma: float, county_effect, sbar, sbar_chosen):
+    """The mode of Normal(m_i, s_i^2) x P(l_i | alpha) by bisection, and the log-denominator table
+    it used (it covers gamma x the mode): the log-density's derivative
     -(alpha - m)/s^2 + gamma (Sbar_l - LSE'(gamma alpha)) decreases in alpha and changes sign
     between m and m + s^2 g(m)."""
     c_mean = gamma * mean
@@ -196,16 +196,22 @@ def _conditional_mode(mean, sd, gamma: float, county_effect, sbar, sbar_chosen) 
         mid = 0.5 * (lo + hi)
         rising = -(mid - mean) / var + gamma * (sbar_chosen - evaluate_log_denominator_slope(table, gamma * mid)) > 0
         lo, hi = np.where(rising, mid, lo), np.where(rising, hi, mid)
-    return 0.5 * (lo + hi)
+    return 0.5 * (lo + hi), table
+
+
+def conditional_cdf(mean, sd, gamma: float, county_effect, sbar, choice: np.ndarray, z: np.ndarray):
+    """(alpha, CDF) of Normal(m_i, s_i^2) x P(l_i | alpha) at alpha = m_i + s_i z (firms x len(z)),
+    by the trapezoid rule, normalised over the grid."""
+    alpha, log_density = conditional_log_density(mean, sd, gamma, county_effect, sbar, choice, z)
+    density = np.exp(log_density - log_density.max(axis=1, keepdims=True))
+    cdf = np.concatenate([np.zeros((len(mean), 1)), np.cumsum(0.5 * (density[:, 1:] + density[:, :-1]), axis=1)], axis=1)
+    return alpha, cdf / cdf[:, -1:]
 
 
 def _draw_alpha_on_grid(rng: np.random.Generator, mean, sd, gamma: float, county_effect, sbar, choice: np.ndarray) -> np.ndarray:
     """The inverse-CDF draw on a grid of +-GRID_SPAN s_i (firms x GRID_POINTS work)."""
     z = np.linspace(-GRID_SPAN, GRID_SPAN, GRID_POINTS)
-    alpha, log_density = conditional_log_density(mean, sd, gamma, county_effect, sbar, choice, z)
-    density = np.exp(log_density - log_density.max(axis=1, keepdims=True))
-    cdf = np.concatenate([np.zeros((len(mean), 1)), np.cumsum(0.5 * (density[:, 1:] + density[:, :-1]), axis=1)], axis=1)
-    cdf /= cdf[:, -1:]
+    alpha, cdf = conditional_cdf(mean, sd, gamma, county_effect, sbar, choice, z)
     u = rng.uniform(size=len(mean))
     j = np.clip((cdf < u[:, None]).sum(axis=1) - 1, 0, len(z) - 2)
     rows = np.arange(len(mean))
@@ -214,21 +220,12 @@ def _draw_alpha_on_grid(rng: np.random.Generator, mean, sd, gamma: float, county
     return alpha[rows, j] + t * (alpha[rows, j + 1] - alpha[rows, j])
 
 
-def choice_field(data, spec, halflife_km: float) -> np.ndarray:
-    """Sbar_l(h) over the choice set, transformed, as the model evaluates it (numpy)."""
-    from bayes_spill import interpolation, kernel
-
-    if spec.evaluation == "exact":
-        field = kernel.choice_spillover(data.spill, halflife_km, np)
-    else:
-        field = interpolation.evaluate_table(data.halflife_table, halflife_km, np)
-    return kernel.transform(field, spec.spillover, spec.log_floor_bil, np)
-
-
 def with_alpha_draws(posterior, data, spec, seed: int):
     """The posterior (xarray Dataset of a fit with alpha integrated out) with "alpha" (chain, draw,
     firm) added: one draw from each firm's conditional posterior at every draw of theta. data is the
     model's ModelData, whose half-life table the model has already built."""
+    from bayes_spill.model import choice_spillover  # model.py imports this module
+
     spill = data.spill
     rng = np.random.default_rng([seed, ALPHA_STREAM])
     mean = posterior[ALPHA_PRODUCTION_MEAN]
@@ -236,7 +233,7 @@ def with_alpha_draws(posterior, data, spec, seed: int):
     gamma = posterior["gamma"].values if "gamma" in posterior else np.zeros(mean.shape[:2])
     for chain in range(mean.shape[0]):
         for draw in range(mean.shape[1]):
-            sbar = choice_field(data, spec, float(posterior["halflife_km"].values[chain, draw]))
+            sbar = choice_spillover(data, float(posterior["halflife_km"].values[chain, draw]), spec, np)
             alpha[chain, draw] = draw_alpha(
                 rng,
                 mean.values[chain, draw],

@@ -242,13 +242,14 @@ def production_spillover(data: ModelData, halflife_km, spec):
     return kernel.transform(s_it, spec.spillover, spec.log_floor_bil, pt)
 
 
-def choice_spillover(data: ModelData, halflife_km, spec):
-    """Sbar_l(h) over the choice set, transformed: direct, or from data.halflife_table."""
+def choice_spillover(data: ModelData, halflife_km, spec, backend=pt):
+    """Sbar_l(h) over the choice set, transformed: direct, or from data.halflife_table (PyTensor
+    in the model, numpy for the alpha draws of an integrated fit)."""
     if spec.evaluation == "exact":
-        sbar = kernel.choice_spillover(data.spill, halflife_km, pt)
+        sbar = kernel.choice_spillover(data.spill, halflife_km, backend)
     else:
-        sbar = interpolation.evaluate_table(data.halflife_table, halflife_km, pt)
-    return kernel.transform(sbar, spec.spillover, spec.log_floor_bil, pt)
+        sbar = interpolation.evaluate_table(data.halflife_table, halflife_km, backend)
+    return kernel.transform(sbar, spec.spillover, spec.log_floor_bil, backend)
 
 
 def build_model(

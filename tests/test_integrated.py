@@ -299,7 +299,8 @@ def test_conditional_mode_and_the_envelope_at_the_edges():
         logits = a + gamma * alpha * sbar
         return -0.5 * ((alpha - mean[i]) / sd[i]) ** 2 + logits[choice[i]] - (logits.max() + np.log(np.exp(logits - logits.max()).sum()))
 
-    mode = integrated._conditional_mode(mean, sd, gamma, a, sbar, sbar[choice])
+    mode, table = integrated._conditional_mode(mean, sd, gamma, a, sbar, sbar[choice])
+    assert table[0][0] <= np.min(gamma * mode) and np.max(gamma * mode) <= table[0][-1]  # draw_alpha reuses it
     for i in range(3):
         best = optimize.minimize_scalar(lambda x: -log_target(x, i), bracket=(mean[i] - 3, mean[i] + 3)).x
         assert mode[i] == pytest.approx(best, abs=1e-5)

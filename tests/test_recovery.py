@@ -59,20 +59,18 @@ def _conditional_pit(posterior, data, spec, alpha: np.ndarray, every: int = 10) 
     """F(alpha_i) under each firm's exact conditional posterior Normal(m_i, s_i^2) x P(l_i | alpha)
     at every `every`-th draw of theta (CDF by the trapezoid rule on a fine grid)."""
     from bayes_spill import integrated
+    from bayes_spill.model import choice_spillover
 
     z = np.linspace(-10.0, 10.0, 2001)
     values = []
     for chain in range(posterior.sizes["chain"]):
         for draw in range(0, posterior.sizes["draw"], every):
             at = posterior.isel(chain=chain, draw=draw)
-            sbar = integrated.choice_field(data, spec, float(at["halflife_km"]))
-            grid, log_density = integrated.conditional_log_density(
+            sbar = choice_spillover(data, float(at["halflife_km"]), spec, np)
+            grid, cdf = integrated.conditional_cdf(
                 at[integrated.ALPHA_PRODUCTION_MEAN].values, at[integrated.ALPHA_PRODUCTION_SD].values,
                 float(at["gamma"]), at["county_effect"].values, sbar, data.spill.firm_choice, z,
             )
-            density = np.exp(log_density - log_density.max(axis=1, keepdims=True))
-            cdf = np.concatenate([np.zeros((len(grid), 1)), np.cumsum(0.5 * (density[:, 1:] + density[:, :-1]), axis=1)], axis=1)
-            cdf /= cdf[:, -1:]
             values += [np.interp(alpha[chain, draw, i], grid[i], cdf[i]) for i in range(len(grid))]
     return np.array(values)
 
