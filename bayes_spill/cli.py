@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from bayes_spill.errors import BayesSpillError
-from bayes_spill.config import DEFAULT_MODEL
+from bayes_spill.config import DEFAULT_MODEL, LARGE_PANEL_FIRMS, LARGE_PANEL_MODEL
 
 DEFAULT_OUT_ROOT = Path("posterior")
 
@@ -51,14 +51,13 @@ def _year(text: str) -> int:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    from bayes_spill.fitting import fit, resolve_config
+    from bayes_spill.fitting import fit, output_folder
 
-    config = resolve_config(args.model)
-    out = Path(args.out) if args.out else DEFAULT_OUT_ROOT / config.name
-    fit(
+    tree = fit(
         data=args.data,
-        model=config,
-        out=out,
+        model=args.model,
+        out=args.out,
+        out_root=DEFAULT_OUT_ROOT,
         seed=args.seed,
         chains=args.chains,
         draws=args.draws,
@@ -67,6 +66,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         counties=args.counties,
         progress=not args.no_progress,
     )
+    out = output_folder(args.out, DEFAULT_OUT_ROOT, tree.attrs["model_name"])
     print(f"\nwrote {out / 'posterior.nc'} and {out / 'summary.csv'}")
     return 0
 
@@ -124,7 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fit", help="fit the joint model with NUTS and write DIR/posterior.nc and DIR/summary.csv")
     p.add_argument("--data", help="firm panel (CSV or Parquet, Compustat mnemonics); default: the embedded software industry")
     p.add_argument("--counties", help="county table (CSV or Parquet: fips, lat, lon, covariates); default: built in")
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"model TOML, or a name in models/ (default: {DEFAULT_MODEL})")
+    p.add_argument(
+        "--model",
+        help=f"model TOML, or a name in models/ (default: {DEFAULT_MODEL} up to {LARGE_PANEL_FIRMS} firms, {LARGE_PANEL_MODEL} above)",
+    )
     p.add_argument("--out", help="output folder (default: posterior/<model name>)")
     p.add_argument("--seed", type=non_negative_int, help="random seed (default: the configuration's)")
     p.add_argument("--chains", type=positive_int)

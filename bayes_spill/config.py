@@ -29,6 +29,22 @@ PRIOR_FAMILIES: dict[str, tuple[str, ...]] = {
 # ESS/s for gamma / the half-life, against 21x / 16x for latent alpha_i (models/lychagin2010.toml,
 # the same model and posterior).
 DEFAULT_MODEL = "integrated_alpha"
+# Its cost per gradient is firms x 16 quadrature nodes, the latent model's about firms, and by
+# `bench` latent alpha_i gives the more ESS per second between 4x and 10x the paper's firms
+# (README, "Cost in firms"). `bayes-spill fit` without --model uses it above this many firms.
+LARGE_PANEL_MODEL = "lychagin2010"
+LARGE_PANEL_FIRMS = 5000
+
+
+def default_model(n_firms: int) -> str:
+    """The model `bayes-spill fit` uses for a panel of n_firms when none is named."""
+    return LARGE_PANEL_MODEL if n_firms > LARGE_PANEL_FIRMS else DEFAULT_MODEL
+
+
+def default_model_reason(n_firms: int) -> str:
+    side = "above" if n_firms > LARGE_PANEL_FIRMS else "up to"
+    return f"the default {side} {LARGE_PANEL_FIRMS} firms, the faster formulation there by `bayes-spill bench`"
+
 
 POSITIVE_PARAMETERS = {"sigma", "lam", "alpha", "beta", "nu"}
 

@@ -20,7 +20,7 @@ from threadpoolctl import threadpool_limits
 import xarray as xr
 
 from bayes_spill import __version__, integrated
-from bayes_spill.config import DEFAULT_MODEL, ModelConfig, load_config
+from bayes_spill.config import DEFAULT_MODEL, ModelConfig, default_model, default_model_reason, load_config
 from bayes_spill.errors import BayesSpillError
 from bayes_spill.datasets import DEFAULT_DATASET, dataset_path, load_dataset
 from bayes_spill.inputs import load_panel
@@ -49,6 +49,17 @@ def resolve_data(data, config: ModelConfig, counties=None) -> tuple[PreparedPane
         return data, hashlib.sha256(data.to_frame().to_csv(index=False).encode()).hexdigest()
     panel = load_panel(data, counties=counties, settings=config.panel)
     return panel, _sha256(Path(data))
+
+
+def resolve_model_and_data(model, data, counties=None) -> tuple[ModelConfig, PreparedPanel, str]:
+    """(config, panel, sha256 of the data). model None: config.default_model for the panel's
+    number of firms. The panel is read once, with the default model's panel settings: the
+    candidates are one model in two formulations and share them (tests/test_config.py)."""
+    config = resolve_config(DEFAULT_MODEL if model is None else model)
+    panel, data_hash = resolve_data(data, config, counties)
+    if model is None:
+        config = resolve_config(default_model(panel.n_firms))
+    return config, panel, data_hash
 
 
 def _sha256(path: Path) -> str:
@@ -228,8 +239,9 @@ def versions(backend: str | None = None) -> dict[str, str]:
 
 def fit(
     data=None,
-    model: str | Path | ModelConfig = DEFAULT_MODEL,
+    model: str | Path | ModelConfig | None = None,
     out: str | Path | None = None,
+    out_root: str | Path | None = None,
     seed: int | None = None,
     chains: int | None = None,
     draws: int | None = None,
@@ -242,12 +254,17 @@ def fit(
     """Fit the joint model; returns the posterior DataTree (and writes it when ``out`` is given).
 
     data: None for the embedded default, a CSV/Parquet path, or a PreparedPanel.
-    model: a TOML path, a name in ``models/``, or a ModelConfig.
+    model: a TOML path, a name in ``models/``, or a ModelConfig; None: config.default_model for
+    the panel's number of firms (alpha_i integrated out up to config.LARGE_PANEL_FIRMS, latent above).
+    out_root: write to out_root/<model name> when out is not given (the command line's default).
     """
     from bayes_spill import posterior_io, reporting
 
-    config = resolve_config(model).with_sampler(seed=seed, chains=chains, draws=draws, tune=tune, backend=backend)
-    panel, data_hash = resolve_data(data, config, counties)
+    config, panel, data_hash = resolve_model_and_data(model, data, counties)
+    config = config.with_sampler(seed=seed, chains=chains, draws=draws, tune=tune, backend=backend)
+    if model is None:
+        print(f"model: {config.name} ({panel.n_firms} firms; {default_model_reason(panel.n_firms)})", flush=True)
+    out = output_folder(out, out_root, config.name)
     if out is not None:
         posterior_io.require_writable(out)  # before sampling, not after an hour of it
     data = model_data(panel, config)
@@ -260,3 +277,11 @@ def fit(
     if report:
         print(reporting.fit_report(tree, panel.truth))
     return tree
+
+
+def output_folder(out, out_root, model_name: str) -> Path | None:
+    """out, or out_root/<model name> when out is None and out_root is given."""
+    if out is not None:
+        return Path(out)
+    return Path(out_root) / model_name if out_root is not None else None
+

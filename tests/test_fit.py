@@ -133,6 +133,25 @@ def test_crash_while_writing_keeps_the_previous_posterior(cli_fit, tmp_path, mon
     assert not list(out.glob(".*.tmp"))
 
 
+def test_fit_without_a_model_chooses_by_the_number_of_firms(tiny_csv, tmp_path, monkeypatch, capsys):
+    """No --model: the integrated default up to config.LARGE_PANEL_FIRMS firms (the tiny panel's
+    40 here, cli_fit), latent alpha_i above, written to posterior/<that model> and said so."""
+    from bayes_spill import config
+    from bayes_spill.fitting import resolve_model_and_data
+
+    monkeypatch.setattr(config, "LARGE_PANEL_FIRMS", 39)
+    chosen, panel, _ = resolve_model_and_data(None, tiny_csv)
+    assert (chosen.name, panel.n_firms) == (config.LARGE_PANEL_MODEL, 40)
+    assert resolve_model_and_data(DEFAULT_MODEL, tiny_csv)[0].name == DEFAULT_MODEL  # a named model is kept
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", "--data", str(tiny_csv), "--seed", "3", *TINY]) == 0
+    out = capsys.readouterr().out
+    assert f"model: {config.LARGE_PANEL_MODEL} (40 firms; the default above 39 firms" in out
+    tree = bayes_spill.load(tmp_path / "posterior" / config.LARGE_PANEL_MODEL)
+    assert tree.attrs["model_name"] == config.LARGE_PANEL_MODEL
+    assert "alpha_raw" in tree["posterior"]  # latent alpha_i were sampled
+
+
 def test_fit_report_prints_truth_and_diagnostics(tiny_csv, tmp_path, capsys):
     sim_dir = tiny_csv.parent
     truth = json.loads((sim_dir / "truth.json").read_text())

@@ -19,6 +19,7 @@ import pytest
 from tiny_fits import fit_copy
 
 from bayes_spill.cli import build_parser, main
+from bayes_spill.fitting import resolve_model_and_data
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 SECTION = "## Walkthrough"
@@ -64,7 +65,8 @@ def test_walkthrough_runs(tmp_path, monkeypatch, capsys):
             if command == "fit":
                 args = build_parser().parse_args(words[1:])  # the line is a valid command
                 assert args.out, "Walkthrough fits name their --out folder (the next steps load it)"
-                fit_copy(Path(args.model).stem, Path(args.out))
+                config, _, _ = resolve_model_and_data(args.model, args.data, args.counties)  # as `fit` would choose
+                fit_copy(config.name, Path(args.out))
                 continue
             assert command in options, f"add speed options for 'bayes-spill {command}' to this test"
             code = main([*words[1:], *options[command]])
