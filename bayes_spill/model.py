@@ -208,7 +208,14 @@ def integrated_location_loglik(data: ModelData, county_effect, gamma, mean, sd, 
     c = gamma * alpha
     choice = data.spill.firm_choice
     chosen = county_effect[choice][:, None] + c * sbar[choice][:, None]
-    denominator = log_denominator(data, county_effect, sbar, c.flatten(), spec, fixed_bins).reshape(c.shape)
+    if spec.evaluation == "exact" or fixed_bins is not None:
+        denominator = log_denominator(data, county_effect, sbar, c.flatten(), spec, fixed_bins)
+    else:
+        # K rows per firm: a table in c costs less than the expansion per row. An error e in a
+        # node's LSE moves the firm's averaged probability by at most a factor e^e.
+        row_error = 0.5 * spec.likelihood_tolerance / data.panel.n_firms
+        denominator = interpolation.tabulated_log_denominator(county_effect, sbar, c.flatten(), row_error)
+    denominator = denominator.reshape(c.shape)
     return pt.logsumexp(chosen - denominator + log_w[None, :], axis=1)
 
 

@@ -194,7 +194,7 @@ def _point_values(model, rng, scale):
     return {v.name: rng.uniform(-scale, scale, size=np.shape(model.initial_point()[v.name])) for v in model.value_vars}
 
 
-@pytest.mark.parametrize("name", ["lychagin2010", "all_counties", "log_spillover"])
+@pytest.mark.parametrize("name", ["lychagin2010", "all_counties", "log_spillover", "integrated_alpha"])
 def test_interpolated_model_matches_the_exact_model_to_its_tolerance(panel, name):
     config = load_config(f"models/{name}.toml")
     assert config.model.evaluation == "interpolated"
@@ -280,6 +280,96 @@ def test_rows_beyond_the_bins_get_the_direct_sum_and_a_finite_gradient(all_count
     assert used == (interp.MAX_DYNAMIC_BINS if fixed_bins is None else 0)
     assert np.sum(np.abs(got - interp.exact_log_denominator(a_values, sbar, c_values))) <= 5e-7
     assert np.all(np.isfinite(grad))
+    np.testing.assert_allclose(grad, _softmax_mean(a_values, sbar, c_values), rtol=1e-6, atol=1e-9)
+
+
+ROW_ERROR = 1e-10
+
+
+TEST_TABLE_NODES = 256  # the cap in the tables below: both paths in few seconds of Python mode
+
+
+@pytest.fixture(scope="module")
+def tabulated():
+    a, s, c = pt.dvector("a"), pt.dvector("s"), pt.dvector("c")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(interp, "MAX_TABLE_NODES", TEST_TABLE_NODES)
+        value = interp.tabulated_log_denominator(a, s, c, ROW_ERROR)
+    return pytensor.function([a, s, c], [value, *pt.grad(value.sum(), [a, s, c])], mode=FAST)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    gamma=st.floats(-50.0, 50.0),
+    spread=st.floats(0.0, 20.0),
+    halflife=st.floats(0.5, 5000.0),
+    rows=st.integers(1, 400),
+    seed=st.integers(0, 2**16),
+)
+def test_tabulated_denominator_within_its_bound(tabulated, all_counties, gamma, spread, halflife, rows, seed):
+    """Every row within ROW_ERROR of the direct sum, tables of 2 to TEST_TABLE_NODES points and
+    the direct sum beyond, with a finite gradient."""
+    rng = np.random.default_rng(seed)
+    a = rng.normal(0.0, 2.0, len(all_counties.choice_set))
+    sbar = kernel.choice_spillover(all_counties, halflife)
+    c = gamma * rng.normal(0.0, spread, rows)
+    got, *grads = tabulated(a, sbar, c)
+    error = np.max(np.abs(got - interp.exact_log_denominator(a, sbar, c)))
+    assert error <= ROW_ERROR, f"max row error {error:.3g} (gamma {gamma}, spread {spread}, h {halflife})"
+    assert all(np.all(np.isfinite(g)) for g in grads)
+
+
+def test_table_spacing_is_the_widest_power_of_two_within_the_bound():
+    r = pt.dscalar("r")
+    spacing = pytensor.function([r], interp.table_spacing(ROW_ERROR, r), mode=FAST)
+    for s_range in (1e-3, 0.37, 1.0, 1.2, 55.0, 3e4):
+        dc = float(spacing(s_range))
+        assert math.log2(dc) == int(math.log2(dc))
+        assert (dc * s_range) ** 4 / interp.CUBIC_ERROR_DENOMINATOR <= ROW_ERROR < (2 * dc * s_range) ** 4 / interp.CUBIC_ERROR_DENOMINATOR
+    assert np.isfinite(spacing(0.0))  # a flat field: one wide interval, LSE linear in c
+
+
+def test_cubic_error_bound_holds_where_the_fourth_cumulant_is_largest():
+    """Two counties (the fourth cumulant's extremes are two-point laws): the interpolant's largest
+    error over a fine grid stays below (dc R)^4 / 3072 and reaches a good part of it."""
+    a, s, c = pt.dvector("a"), pt.dvector("s"), pt.dvector("c")
+    fn = pytensor.function([a, s, c], interp.tabulated_log_denominator(a, s, c, 1e-4), mode=FAST)
+    sbar = np.array([0.0, 1.0])
+    dc = 2.0 ** math.floor(math.log2((interp.CUBIC_ERROR_DENOMINATOR * 1e-4) ** 0.25))
+    c = np.linspace(-12.0, 12.0, 200_001)
+    error = np.max(np.abs(fn(np.zeros(2), sbar, c) - interp.exact_log_denominator(np.zeros(2), sbar, c)))
+    bound = dc**4 / interp.CUBIC_ERROR_DENOMINATOR
+    assert 0.05 * bound < error <= bound, f"error {error:.3g}, bound {bound:.3g}"
+
+
+def test_tabulated_gradient_is_the_gradient_of_the_interpolant(tabulated, all_counties):
+    rng = np.random.default_rng(12)
+    sbar = kernel.choice_spillover(all_counties, 80.0)
+    a, c = rng.normal(0.0, 1.0, len(sbar)), 0.7 * rng.normal(size=50)
+    _, grad_a, grad_s, grad_c = tabulated(a, sbar, c)
+    step = 1e-6
+    for values, grad, index in ((a, grad_a, 0), (sbar, grad_s, 1), (c, grad_c, 2)):
+        direction = rng.normal(size=values.size)
+        args = [a, sbar, c]
+        up, down = list(args), list(args)
+        up[index], down[index] = values + step * direction, values - step * direction
+        numeric = (tabulated(*up)[0].sum() - tabulated(*down)[0].sum()) / (2 * step)
+        assert numeric == pytest.approx(grad @ direction, rel=1e-6, abs=1e-8), index
+
+
+def test_rows_beyond_the_table_get_the_direct_sum(all_counties, monkeypatch):
+    """Where the rows' c span more than MAX_TABLE_NODES points (a diverging trajectory), those
+    beyond the table get the direct sum and its gradient, the softmax mean of Sbar."""
+    monkeypatch.setattr(interp, "MAX_TABLE_NODES", 8)
+    a, s, c = pt.dvector("a"), pt.dvector("s"), pt.dvector("c")
+    value = interp.tabulated_log_denominator(a, s, c, ROW_ERROR)
+    fn = pytensor.function([a, s, c], [value, pt.grad(value.sum(), c)], mode=FAST)
+    rng = np.random.default_rng(13)
+    sbar = kernel.choice_spillover(all_counties, 300.0)
+    a_values, c_values = rng.normal(0.0, 2.0, len(sbar)), 0.05 * rng.normal(size=100)
+    c_values[[4, 60]] = [1e5, 30.0]
+    got, grad = fn(a_values, sbar, c_values)
+    assert np.max(np.abs(got - interp.exact_log_denominator(a_values, sbar, c_values))) <= ROW_ERROR
     np.testing.assert_allclose(grad, _softmax_mean(a_values, sbar, c_values), rtol=1e-6, atol=1e-9)
 
 
