@@ -29,11 +29,13 @@ PRIOR_FAMILIES: dict[str, tuple[str, ...]] = {
 # ESS/s for gamma / the half-life, against 21x / 16x for latent alpha_i (models/lychagin2010.toml,
 # the same model and posterior).
 DEFAULT_MODEL = "integrated_alpha"
-# Its cost per gradient is firms x 16 quadrature nodes, the latent model's about firms, and by
-# `bench` latent alpha_i gives the more ESS per second between 4x and 10x the paper's firms
-# (README, "Cost in firms"). `bayes-spill fit` without --model uses it above this many firms.
+# Its cost per gradient grows with firms x 16 quadrature nodes, the latent model's with firms, and
+# by `bench` (nutpie, 2 chains x (500 + 500)) the worst of gamma's and the half-life's ESS/s is 5.4
+# against 1.1 for latent alpha_i at 6x the paper's firms and 2.9 against 3.1 at 10x: the crossover
+# interpolates to about 6,800 firms (README, "Cost in firms"). `bayes-spill fit` without --model
+# uses latent alpha_i above LARGE_PANEL_FIRMS.
 LARGE_PANEL_MODEL = "lychagin2010"
-LARGE_PANEL_FIRMS = 5000
+LARGE_PANEL_FIRMS = 6000
 
 
 def default_model(n_firms: int) -> str:

@@ -284,4 +284,3 @@ def output_folder(out, out_root, model_name: str) -> Path | None:
     if out is not None:
         return Path(out)
     return Path(out_root) / model_name if out_root is not None else None
-

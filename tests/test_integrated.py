@@ -308,3 +308,22 @@ def test_conditional_mode_and_the_envelope_at_the_edges():
     np.testing.assert_allclose(zero, mean, atol=1e-12)
     flat = integrated.draw_alpha(rng, np.zeros(20_000), np.full(20_000, 0.5), 0.0, a, sbar, np.zeros(20_000, dtype=int))
     assert stats.kstest(flat, stats.norm(0.0, 0.5).cdf).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("choice_set", ["occupied", "all"])
+def test_denominator_route_follows_the_rows_per_county(panel, monkeypatch, choice_set):
+    """The firms x nodes denominators read the table in c where there are TABLE_ROWS_PER_COUNTY
+    rows per county or more, else the binned expansion."""
+    from bayes_spill import interpolation
+    from bayes_spill import model as model_module
+
+    routes = []
+    real_table, real_expansion = interpolation.tabulated_log_denominator, interpolation.log_denominator
+    monkeypatch.setattr(interpolation, "tabulated_log_denominator", lambda *a, **k: routes.append("table") or real_table(*a, **k))
+    monkeypatch.setattr(interpolation, "log_denominator", lambda *a, **k: routes.append("expansion") or real_expansion(*a, **k))
+    config = _integrated_config()
+    config = replace(config, model=replace(config.model, choice_set=choice_set))
+    counties = len(model_data(panel, config).spill.choice_set)
+    build_model(panel, config)
+    rows_per_county = config.model.quadrature_nodes * panel.n_firms / counties
+    assert routes == ["table" if rows_per_county >= model_module.TABLE_ROWS_PER_COUNTY else "expansion"], (rows_per_county, routes)

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from bayes_spill import interpolation as interp
 from bayes_spill import kernel
 from bayes_spill.config import load_config
+from bayes_spill import model as model_module
 from bayes_spill.model import build_model
 from bayes_spill.simulate import SimulationSettings, simulate_industry
 
@@ -147,20 +148,22 @@ def test_taylor_terms_meet_the_tolerance():
     assert np.max(np.abs(partial - np.exp(x)) / np.exp(x)) <= interp.taylor_relative_error(8)
 
 
-@settings(max_examples=60, deadline=None)
-@given(
-    gamma=st.floats(-50.0, 50.0),
-    spread=st.floats(0.0, 20.0),
-    halflife=st.floats(0.5, 5000.0),
-    n_firms=st.integers(2, 300),
-    seed=st.integers(0, 2**16),
-)
-def test_denominator_within_its_bound(denominator, all_counties, gamma, spread, halflife, n_firms, seed):
-    """The whole location log-likelihood's share: sum over firms within tolerance / 2 = 5e-7."""
+# gamma up to 50 and alpha spreads up to 20, far beyond where a sampler goes, over every county
+DENOMINATOR_CASES = {"gamma": st.floats(-50.0, 50.0), "spread": st.floats(0.0, 20.0), "halflife": st.floats(0.5, 5000.0), "seed": st.integers(0, 2**16)}
+
+
+def _denominator_case(all_counties, gamma, spread, halflife, rows, seed):
+    """(county effects a, Sbar at the half-life, c for the rows)."""
     rng = np.random.default_rng(seed)
     a = rng.normal(0.0, 2.0, len(all_counties.choice_set))
-    sbar = kernel.choice_spillover(all_counties, halflife)
-    c = gamma * rng.normal(0.0, spread, n_firms)
+    return a, kernel.choice_spillover(all_counties, halflife), gamma * rng.normal(0.0, spread, rows)
+
+
+@settings(max_examples=60, deadline=None)
+@given(**DENOMINATOR_CASES, n_firms=st.integers(2, 300))
+def test_denominator_within_its_bound(denominator, all_counties, gamma, spread, halflife, n_firms, seed):
+    """The whole location log-likelihood's share: sum over firms within tolerance / 2 = 5e-7."""
+    a, sbar, c = _denominator_case(all_counties, gamma, spread, halflife, n_firms, seed)
     got, bins = denominator(a, sbar, c)
     exact = interp.exact_log_denominator(a, sbar, c)
     error = np.sum(np.abs(got - exact))
@@ -194,8 +197,15 @@ def _point_values(model, rng, scale):
     return {v.name: rng.uniform(-scale, scale, size=np.shape(model.initial_point()[v.name])) for v in model.value_vars}
 
 
-@pytest.mark.parametrize("name", ["lychagin2010", "all_counties", "log_spillover", "integrated_alpha"])
-def test_interpolated_model_matches_the_exact_model_to_its_tolerance(panel, name):
+@pytest.mark.parametrize(
+    "name, table_rows_per_county",
+    [("lychagin2010", None), ("all_counties", None), ("log_spillover", None), ("integrated_alpha", 0), ("integrated_alpha", math.inf)],
+)
+def test_interpolated_model_matches_the_exact_model_to_its_tolerance(panel, name, table_rows_per_county, monkeypatch):
+    """With alpha_i integrated out, both ways to the denominators: the table in c (0 rows per county
+    suffice) and the binned expansion (no number of rows does)."""
+    if table_rows_per_county is not None:
+        monkeypatch.setattr(model_module, "TABLE_ROWS_PER_COUNTY", table_rows_per_county)
     config = load_config(f"models/{name}.toml")
     assert config.model.evaluation == "interpolated"
     exact_config = replace(config, model=replace(config.model, evaluation="exact"))
@@ -299,20 +309,11 @@ def tabulated():
 
 
 @settings(max_examples=60, deadline=None)
-@given(
-    gamma=st.floats(-50.0, 50.0),
-    spread=st.floats(0.0, 20.0),
-    halflife=st.floats(0.5, 5000.0),
-    rows=st.integers(1, 400),
-    seed=st.integers(0, 2**16),
-)
+@given(**DENOMINATOR_CASES, rows=st.integers(1, 400))
 def test_tabulated_denominator_within_its_bound(tabulated, all_counties, gamma, spread, halflife, rows, seed):
     """Every row within ROW_ERROR of the direct sum, tables of 2 to TEST_TABLE_NODES points and
     the direct sum beyond, with a finite gradient."""
-    rng = np.random.default_rng(seed)
-    a = rng.normal(0.0, 2.0, len(all_counties.choice_set))
-    sbar = kernel.choice_spillover(all_counties, halflife)
-    c = gamma * rng.normal(0.0, spread, rows)
+    a, sbar, c = _denominator_case(all_counties, gamma, spread, halflife, rows, seed)
     got, *grads = tabulated(a, sbar, c)
     error = np.max(np.abs(got - interp.exact_log_denominator(a, sbar, c)))
     assert error <= ROW_ERROR, f"max row error {error:.3g} (gamma {gamma}, spread {spread}, h {halflife})"
