@@ -82,12 +82,15 @@ class ModelSpec:
     county_covariates: covariates of the county-effect prior; "log_labor_force" is built in,
         other names are numeric columns of the county table (used as given, centred).
     evaluation: "interpolated" (default: the fields S_lt(h) and Sbar_l(h) tabulated in ln h, and
-        the logit denominator by binned Taylor expansion in gamma alpha_i, within
-        likelihood_tolerance of the direct sums over the whole location log-likelihood; see
-        interpolation.py) or "exact" (direct sums: counties x sources x years, firms x counties).
+        the logit denominator by binned Taylor expansion in gamma alpha_i, or with alpha_i
+        integrated out by a cubic Hermite table in c where the firms x nodes rows number
+        model.TABLE_ROWS_PER_COUNTY per county, within likelihood_tolerance of the direct sums
+        over the whole location log-likelihood; see interpolation.py) or "exact" (direct sums:
+        counties x sources x years, firms x counties).
     denominator_bins: 0 chooses the logit denominator's bins at each evaluation (Numba, C); K >= 1
         fixes K, with the direct sum wherever K bins cannot keep the expansion's radius (static
-        shapes, as JAX needs; the numpyro sampler uses 16 when this is 0).
+        shapes, as JAX needs; the numpyro sampler uses 16 when this is 0), and the expansion
+        then serves an integrated model too.
     integrate_alpha: False (default) samples the N alpha_i as latent variables; True integrates
         them out (production block in closed form, location block by quadrature_nodes-point
         Gauss-Hermite quadrature) and draws them back from their conditional posterior after

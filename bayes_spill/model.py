@@ -47,8 +47,8 @@ STATIC_DENOMINATOR_BINS = 16  # the logit denominator's bins under JAX, where sh
 # least this many rows per county of the choice set (table: lattice points x counties; expansion:
 # rows x terms x bins). Measured (C, ms per gradient): 688 firms x 16 nodes over 214 occupied
 # counties (51 per county), table 0.53-1.0 against expansion 1.32-1.44 at posterior draws; over
-# all 3,142 counties (3.5), 1.1-5.4 against 1.6-1.8; 2,752 firms over all counties (14), 8.5
-# against 5.8; 6,880 firms over all counties (35), 9.9 against 16.7 (bench's evaluation point).
+# all 3,142 counties (3.5), 1.1-5.4 against 1.6-1.8; at bench's evaluation point, 2,752 firms
+# over all counties (14), 8.5 against 7.8, and 6,880 firms (35), 9.8 against 16.7 (a run before).
 TABLE_ROWS_PER_COUNTY = 24
 
 
