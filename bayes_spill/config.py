@@ -24,10 +24,11 @@ PRIOR_FAMILIES: dict[str, tuple[str, ...]] = {
     "Gamma": ("alpha", "beta"),
     "StudentT": ("nu", "mu", "sigma"),
 }
-# The model `bayes-spill fit` uses unless told otherwise, chosen by `bayes-spill bench`: the joint
-# model with alpha_i integrated out (models/integrated_alpha.toml) gave 119x / 139x the baseline's
-# ESS/s for gamma / the half-life, against 21x / 16x for latent alpha_i (models/lychagin2010.toml,
-# the same model and posterior).
+# The model `bayes-spill fit` uses unless told otherwise, chosen by `bayes-spill bench`: at the
+# paper's scale the joint model with alpha_i integrated out (models/integrated_alpha.toml) gave
+# 119x / 139x the baseline's ESS/s for gamma / the half-life (before the table in c, which halved
+# its run time since), against 21x / 16x for latent alpha_i (models/lychagin2010.toml, the same
+# model and posterior).
 DEFAULT_MODEL = "integrated_alpha"
 # Its cost per gradient grows with firms x 16 quadrature nodes, the latent model's with firms, and
 # by `bench` (nutpie, 2 chains x (500 + 500)) the worst of gamma's and the half-life's ESS/s is 5.4
@@ -84,7 +85,7 @@ class ModelSpec:
     evaluation: "interpolated" (default: the fields S_lt(h) and Sbar_l(h) tabulated in ln h, and
         the logit denominator by binned Taylor expansion in gamma alpha_i, or with alpha_i
         integrated out by a cubic Hermite table in c where the firms x nodes rows number
-        model.TABLE_ROWS_PER_COUNTY per county, within likelihood_tolerance of the direct sums
+        bayes_spill.model.TABLE_ROWS_PER_COUNTY per county, within likelihood_tolerance of the direct sums
         over the whole location log-likelihood; see interpolation.py) or "exact" (direct sums:
         counties x sources x years, firms x counties).
     denominator_bins: 0 chooses the logit denominator's bins at each evaluation (Numba, C); K >= 1

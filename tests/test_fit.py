@@ -134,8 +134,8 @@ def test_crash_while_writing_keeps_the_previous_posterior(cli_fit, tmp_path, mon
 
 
 def test_fit_without_a_model_chooses_by_the_number_of_firms(tiny_csv, tmp_path, monkeypatch, capsys):
-    """No --model: the integrated default up to config.LARGE_PANEL_FIRMS firms (the tiny panel's
-    40 here, cli_fit), latent alpha_i above, written to posterior/<that model> and said so."""
+    """No --model: the integrated default up to config.LARGE_PANEL_FIRMS firms (as cli_fit's 40
+    firms get), latent alpha_i above, written to posterior/<that model> and said so."""
     from bayes_spill import config
     from bayes_spill.fitting import resolve_model_and_data
 
