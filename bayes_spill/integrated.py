@@ -27,6 +27,8 @@ import math
 
 import numpy as np
 
+from bayes_spill.interpolation import cubic_hermite, log_denominator_with_slope
+
 LOG_2PI = math.log(2.0 * math.pi)
 # the normal alpha_i | theta, q_i of the production block, kept in the posterior of such fits
 ALPHA_PRODUCTION_MEAN, ALPHA_PRODUCTION_SD = "alpha_production_mean", "alpha_production_sd"
@@ -34,7 +36,8 @@ GRID_SPAN = 8.0  # standard deviations either side of m_i: Normal mass beyond is
 GRID_POINTS = 161
 ALPHA_STREAM = 7  # the random stream of the alpha draws, beside the sampler's seed
 # the cubic Hermite table of the log-denominator in c = gamma alpha: node spacing dc with
-# dc (max Sbar - min Sbar) <= C_STEP, so that its error dc^4 max|LSE''''| / 384 <= C_STEP^4 / 3072
+# dc (max Sbar - min Sbar) <= C_STEP, so that its error is at most
+# C_STEP^4 / interpolation.CUBIC_ERROR_DENOMINATOR (3e-8)
 C_STEP = 0.1
 MAX_C_NODES = 4097
 # rounds of rejection sampling before the rest of the firms are drawn on the grid: at the posterior
@@ -103,14 +106,10 @@ def log_denominator_table(county_effect: np.ndarray, sbar: np.ndarray, c_lo: flo
     """LSE(c) = log sum_l exp(a_l + c Sbar_l) and its derivative (the softmax mean of Sbar) on a
     grid of [c_lo, c_hi]: a cubic Hermite table. LSE'''' is the fourth cumulant of Sbar under the
     softmax, at most range^4 / 8, hence the error bound in C_STEP's comment (3e-8)."""
-    from bayes_spill.interpolation import exact_log_denominator
-
     spread = float(sbar.max() - sbar.min())
     nodes = int(min(MAX_C_NODES, max(3, math.ceil((c_hi - c_lo) * spread / C_STEP) + 1)))
     grid = np.linspace(c_lo, c_hi, nodes) if c_hi > c_lo else np.array([c_lo, c_lo + 1.0])
-    value = exact_log_denominator(county_effect, sbar, grid, np)
-    softmax = np.exp(county_effect[None, :] + grid[:, None] * sbar[None, :] - value[:, None])
-    return grid, value, softmax @ sbar
+    return (grid, *log_denominator_with_slope(county_effect, sbar, grid, np))
 
 
 def _hermite_piece(table, c: np.ndarray):
@@ -122,9 +121,7 @@ def _hermite_piece(table, c: np.ndarray):
 
 def evaluate_log_denominator(table, c: np.ndarray) -> np.ndarray:
     j, t, width, value, slope = _hermite_piece(table, c)
-    h00, h10 = (1 + 2 * t) * (1 - t) ** 2, t * (1 - t) ** 2
-    h01, h11 = t * t * (3 - 2 * t), t * t * (t - 1)
-    return h00 * value[j] + h10 * width * slope[j] + h01 * value[j + 1] + h11 * width * slope[j + 1]
+    return cubic_hermite(t, width, value[j], slope[j], value[j + 1], slope[j + 1])
 
 
 def evaluate_log_denominator_slope(table, c: np.ndarray) -> np.ndarray:

@@ -59,6 +59,14 @@ def quintic_hermite(t, width, f0, d0, s0, f1, d1, s1):
     return f0 + t * (slope0 + t * (0.5 * curve0 + t * (c3 + t * (c4 + t * c5))))
 
 
+def cubic_hermite(t, width, f0, d0, f1, d1):
+    """The cubic matching value and first derivative at both ends of an interval of the given
+    width, at relative position t in [0, 1]; numpy arrays or PyTensor tensors. It errs by at most
+    width^4 max|f''''| / 384."""
+    s = 1.0 - t
+    return (1.0 + 2.0 * t) * s * s * f0 + t * t * (3.0 - 2.0 * t) * f1 + width * t * s * (s * d0 - t * d1)
+
+
 def gumbel_derivative_polynomial(order: int) -> np.polynomial.Polynomial:
     """p_n with d^n/du^n exp(-e^{-u}) = e^{-z} p_n(z), z = e^{-u}: p_0 = 1, p_{n+1} = z (p_n - p_n')."""
     p = np.polynomial.Polynomial([1.0])
@@ -327,6 +335,13 @@ def exact_log_denominator(county_effect, sbar, c, backend=np):
     return pt.logsumexp(logits, axis=1)
 
 
+def log_denominator_with_slope(county_effect, sbar, c, backend=np):
+    """(LSE(c_i), LSE'(c_i)) directly, numpy or PyTensor: the derivative is the softmax mean of Sbar."""
+    value = exact_log_denominator(county_effect, sbar, c, backend)
+    weights = backend.exp(county_effect[None, :] + c[:, None] * sbar[None, :] - value[:, None])
+    return value, (weights * sbar[None, :]).sum(axis=1)
+
+
 def taylor_relative_error(terms: int, radius: float = TAYLOR_RADIUS) -> float:
     """max over |x| <= radius of |exp(x) - sum_{j < terms} x^j / j!| / exp(x): the Lagrange
     remainder radius^terms e^radius / terms!, over exp(x) >= e^-radius."""
@@ -435,7 +450,7 @@ def _scaled_powers(x, terms: int, factorial: bool):
 
 # (dc R)^4 / CUBIC_ERROR_DENOMINATOR bounds the table's error, R = range(Sbar): cubic Hermite errs
 # by at most dc^4 max|LSE''''| / 384, and LSE'''' is the fourth cumulant of Sbar under the softmax,
-# between -2 Var^2 >= -R^4/8 and mu_4 <= 0.106 R^4.
+# between -2 Var^2 >= -R^4/8 and mu_4 <= 0.106 R^4 (integrated.py's numpy table relies on it too).
 CUBIC_ERROR_DENOMINATOR = 384.0 * 8.0
 MAX_TABLE_NODES = 4096
 
@@ -466,15 +481,9 @@ def tabulated_log_denominator(county_effect, sbar, c, row_error: float):
     dc = disconnected_grad(table_spacing(row_error, s_range))
     first = disconnected_grad(pt.floor(pt.min(c) / dc))
     size = disconnected_grad(pt.clip(pt.ceil(pt.max(c) / dc) - first + 1, 2, MAX_TABLE_NODES)).astype("int64")
-    grid = (first + pt.arange(size)) * dc
-    logits = county_effect[None, :] + grid[:, None] * sbar[None, :]
-    value = pt.logsumexp(logits, axis=1)
-    slope = pt.sum(pt.exp(logits - value[:, None]) * sbar[None, :], axis=1)
+    value, slope = log_denominator_with_slope(county_effect, sbar, (first + pt.arange(size)) * dc, pt)
     x = c / dc - first
     j = pt.clip(pt.floor(x), 0, size - 2).astype("int64")
-    t = x - j
-    s = 1.0 - t
-    # cubic Hermite basis: value h00, h01 and slope h10, h11 (times the spacing)
-    lse = (1.0 + 2.0 * t) * s * s * value[j] + t * t * (3.0 - 2.0 * t) * value[j + 1] + dc * t * s * (s * slope[j] - t * slope[j + 1])
+    lse = cubic_hermite(x - j, dc, value[j], slope[j], value[j + 1], slope[j + 1])
     beyond = pt.nonzero(pt.gt(x, size - 1))[0]
     return pt.set_subtensor(lse[beyond], exact_log_denominator(county_effect, sbar, c[beyond], pt))
