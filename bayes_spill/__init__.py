@@ -13,23 +13,23 @@ __all__ = ["fit", "load", "load_dataset", "load_panel", "simulate_industry", "__
 def __getattr__(name: str):
     # Lazy, so that `import bayes_spill` (and `bayes-spill --help`) does not import PyMC.
     if name == "fit":
-        from bayes_spill.fitting import fit
+        from bayes_spill.inference.fitting import fit
 
         return fit
     if name == "load":
-        from bayes_spill.posterior_io import load
+        from bayes_spill.inference.posterior_io import load
 
         return load
     if name == "load_dataset":
-        from bayes_spill.datasets import load_dataset
+        from bayes_spill.data.datasets import load_dataset
 
         return load_dataset
     if name == "load_panel":
-        from bayes_spill.inputs import load_panel
+        from bayes_spill.data.inputs import load_panel
 
         return load_panel
     if name == "simulate_industry":
-        from bayes_spill.simulate import simulate_industry
+        from bayes_spill.model.simulate import simulate_industry
 
         return simulate_industry
     raise AttributeError(f"module 'bayes_spill' has no attribute {name!r}")

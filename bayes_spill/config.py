@@ -8,12 +8,12 @@ from __future__ import annotations
 import hashlib
 import json
 import tomllib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from bayes_spill.errors import ConfigError
-from bayes_spill.panel import PanelSettings
+from bayes_spill.data.panel import PanelSettings
 
 # Distributions a prior may name, with their parameters (PyMC names) and positivity rules.
 PRIOR_FAMILIES: dict[str, tuple[str, ...]] = {
@@ -85,7 +85,7 @@ class ModelSpec:
     evaluation: "interpolated" (default: the fields S_lt(h) and Sbar_l(h) tabulated in ln h, and
         the logit denominator by binned Taylor expansion in gamma alpha_i, or with alpha_i
         integrated out by a cubic Hermite table in c where the firms x nodes rows number
-        bayes_spill.model.TABLE_ROWS_PER_COUNTY per county, within likelihood_tolerance of the direct sums
+        bayes_spill.model.likelihood.TABLE_ROWS_PER_COUNTY per county, within likelihood_tolerance of the direct sums
         over the whole location log-likelihood; see interpolation.py) or "exact" (direct sums:
         counties x sources x years, firms x counties).
     denominator_bins: 0 chooses the logit denominator's bins at each evaluation (Numba, C); K >= 1

@@ -2,7 +2,7 @@
 compilation), as bench.python_mode defines them (without the rewrites that make operations of more
 than 32 operands, which the Python implementation refuses)."""
 
-from bayes_spill.bench import python_mode
+from bayes_spill.inference.bench import python_mode
 
 FAST = python_mode()
 

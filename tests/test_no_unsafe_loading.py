@@ -25,11 +25,12 @@ import pytest
 import xarray as xr
 
 import bayes_spill
-from bayes_spill import posterior_io
+from bayes_spill.inference import posterior_io
 from bayes_spill.config import load_config, parse_config
 from bayes_spill.errors import BayesSpillError
-from bayes_spill.geography import load_counties
-from bayes_spill.inputs import load_panel, read_table
+from bayes_spill.data.geography import load_counties
+from bayes_spill.data.files import read_table
+from bayes_spill.data.inputs import load_panel
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = sorted((REPO / "bayes_spill").rglob("*.py")) + sorted((REPO / "scripts").glob("*.py"))
@@ -256,7 +257,7 @@ def test_netcdf_with_payloads_and_pickles(tmp_path, sentinel):
         tree = xr.open_datatree(fit_dir / "posterior.nc", engine="h5netcdf").load()
     assert isinstance(posterior_io.config_from_tree(tree), ModelConfig)
     try:
-        from bayes_spill import figures
+        from bayes_spill.checking import figures
     except ImportError:
         figures = None
     if figures is not None and hasattr(figures, "truth_parameters"):

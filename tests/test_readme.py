@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from tiny_fits import fit_copy
 
-from bayes_spill.cli import build_parser, main
-from bayes_spill.fitting import resolve_model_and_data
+from bayes_spill.cli.main import build_parser, main
+from bayes_spill.inference.fitting import resolve_model_and_data
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 SECTION = "## Walkthrough"

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import bayes_spill
-from bayes_spill.simulate import SimulationSettings, simulate_industry
+from bayes_spill.model.simulate import SimulationSettings, simulate_industry
 
 pytestmark = pytest.mark.slow
 
@@ -58,8 +58,8 @@ def _true_alpha(panel, firms) -> np.ndarray:
 def _conditional_pit(posterior, data, spec, alpha: np.ndarray, every: int = 10) -> np.ndarray:
     """F(alpha_i) under each firm's exact conditional posterior Normal(m_i, s_i^2) x P(l_i | alpha)
     at every `every`-th draw of theta (CDF by the trapezoid rule on a fine grid)."""
-    from bayes_spill import integrated
-    from bayes_spill.model import choice_spillover
+    from bayes_spill.model import integrated
+    from bayes_spill.model.likelihood import choice_spillover
 
     z = np.linspace(-10.0, 10.0, 2001)
     values = []
@@ -84,8 +84,8 @@ def test_firm_alpha_draws_are_the_firms_posterior(recovery_fit):
     are correlated: 0.83 measured here for these draws, grid draws and latent alpha_i alike)."""
     from scipy import stats
 
-    from bayes_spill.fitting import resolve_config
-    from bayes_spill.model import model_data
+    from bayes_spill.inference.fitting import resolve_config
+    from bayes_spill.model.likelihood import model_data
 
     panel, tree = recovery_fit
     config = resolve_config("integrated_alpha")

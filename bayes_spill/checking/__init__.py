@@ -1,0 +1,1 @@
+"""After a fit, checking: posterior predictive checks, identification, model comparison, figures and the report."""

@@ -1,0 +1,276 @@
+"""Model comparison and identification: PSIS-LOO across fitted variants, Pareto-k diagnostics,
+and how far the posterior of each key parameter contracted from its prior.
+
+LOO is computed over the per-firm log-likelihood (``log_likelihood/firm_loglik``: production plus
+location terms of firm i, alpha_i at its posterior draw), so one "observation" is one firm and
+leaving it out also leaves out its alpha_i. Firm-specific latent parameters make some Pareto k
+large (the posterior of alpha_i moves when its firm is left out); the diagnostics say how many.
+With alpha_i integrated out (model.integrate_alpha) the per-firm term is already marginal over
+alpha_i. Both target the same elpd, log p(y_i | y_-i): left out, a firm's alpha_i reverts to its
+prior given theta. So the two formulations compare with each other; the integrated one's PSIS
+weights are better behaved.
+
+Two fits are comparable only when their log-likelihoods cover the same data: the same data file
+(data_sha256), the same firms, the same observed log sales and counties, and the same likelihood
+terms over the same outcomes (a location term over the same choice set, or none in both). The
+homogeneous variant (spec. 1) has no location term: its elpd measures log sales alone, a joint
+variant's measures log sales and county choices, so their difference is not a model comparison.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from bayes_spill.errors import BayesSpillError
+from bayes_spill.model.likelihood import FIRM, FIRM_LOGLIK
+
+# Pareto-k classes (Vehtari et al. 2024): good below min(1 - 1/log10(S), 0.7), then bad up to 1.
+PARETO_BAD = 1.0
+CONTRACTION_PARAMETERS = ("gamma", "halflife_km", "mu_alpha", "sigma_alpha", "beta_k", "beta_l", "beta_r", "sigma_w")
+PAPER_VALUES = {"halflife_km": 59.0, "gamma": 0.053, "mu_alpha": -0.05, "sigma_alpha2": 0.41, "beta_k": 0.11, "beta_l": 0.66, "beta_r": 0.09}
+INFORMED = 0.5  # contraction above this: the data dominate the prior
+WEAK = 0.1  # below this: the posterior is the prior
+
+
+class ComparisonError(BayesSpillError):
+    """Fits whose log-likelihoods do not cover the same data."""
+
+
+# -- what a fit's log-likelihood covers -----------------------------------------------------------
+def likelihood_terms(tree: xr.DataTree) -> str:
+    """A description of the outcomes the per-firm log-likelihood covers."""
+    from bayes_spill.inference.posterior_io import config_from_tree
+
+    spec = config_from_tree(tree).model
+    if not spec.location_block:
+        return "log sales only (no location term)"
+    return f"log sales and county choice over the {spec.choice_set} counties"
+
+
+def _name(tree: xr.DataTree, fallback: str) -> str:
+    return str(tree.attrs.get("model_name", fallback))
+
+
+def comparability_problems(trees: dict[str, xr.DataTree]) -> list[str]:
+    """Why these fits cannot be compared by LOO (empty when they can)."""
+    names = list(trees)
+    if len(names) < 2:
+        return ["LOO comparison needs at least two fits"]
+    problems = []
+    ref_name, ref = names[0], trees[names[0]]
+    ref_terms = likelihood_terms(ref)
+    ref_obs = ref["observed_data"].to_dataset()
+    for name in names[1:]:
+        tree = trees[name]
+        if tree.attrs.get("data_sha256") != ref.attrs.get("data_sha256"):
+            problems.append(
+                f"{name} was fitted to other data than {ref_name} (data sha256 {str(tree.attrs.get('data_sha256'))[:12]} "
+                f"!= {str(ref.attrs.get('data_sha256'))[:12]}): elpd of different data sets cannot be compared"
+            )
+            continue
+        obs = tree["observed_data"].to_dataset()
+        if not np.array_equal(obs[FIRM].values.astype(str), ref_obs[FIRM].values.astype(str)):
+            problems.append(f"{name} and {ref_name} hold different firms (different panel settings?): their per-firm terms do not pair up")
+            continue
+        if obs.sizes.get("obs") != ref_obs.sizes.get("obs") or not np.array_equal(obs["log_sales"].values, ref_obs["log_sales"].values):
+            problems.append(f"{name} and {ref_name} model different firm-years of log sales")
+            continue
+        terms = likelihood_terms(tree)
+        if terms != ref_terms:
+            why = (
+                " The homogeneous variant (spec. 1) has no location block, so its elpd leaves out the county choices "
+                "that the joint variants predict: the difference would mostly measure that missing term, not fit. "
+                "Compare joint variants with each other, and production-only variants with each other."
+                if "no location term" in (terms + ref_terms)
+                else " A location term over a different choice set is a probability of the same county among other "
+                "alternatives (conditioning on an occupied county changes the outcome space)."
+            )
+            problems.append(f"{name}'s log-likelihood covers {terms}, {ref_name}'s covers {ref_terms}.{why}")
+    return problems
+
+
+def check_comparable(trees: dict[str, xr.DataTree]) -> None:
+    problems = comparability_problems(trees)
+    if problems:
+        raise ComparisonError("cannot compare these fits by LOO: " + " | ".join(problems))
+
+
+# -- LOO ------------------------------------------------------------------------------------------
+def loo(tree: xr.DataTree):
+    """PSIS-LOO of one fit over its per-firm log-likelihood (arviz_stats.loo, pointwise)."""
+    import arviz_stats as azs
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the Pareto-k warning is reported by pareto_k_table
+        return azs.loo(tree, pointwise=True, var_name=FIRM_LOGLIK)
+
+
+def pareto_k_counts(elpd) -> dict:
+    """Counts of firms by Pareto k class: good (k <= good_k), bad (good_k < k <= 1), very bad (k > 1)."""
+    k = np.asarray(elpd.pareto_k.values).ravel()
+    good_k = float(elpd.good_k)
+    return {
+        "good_k": good_k,
+        "good": int((k <= good_k).sum()),
+        "bad": int(((k > good_k) & (k <= PARETO_BAD)).sum()),
+        "very_bad": int((k > PARETO_BAD).sum()),
+        "max_k": float(np.nanmax(k)),
+        "firms": int(k.size),
+    }
+
+
+def loo_row(name: str, elpd) -> dict:
+    counts = pareto_k_counts(elpd)
+    return {"model": name, "elpd_loo": float(elpd.elpd), "se": float(elpd.se), "p_loo": float(elpd.p), **counts}
+
+
+def loo_verdict(counts: dict) -> str:
+    n = counts["firms"]
+    high = counts["bad"] + counts["very_bad"]
+    if high == 0:
+        return f"PSIS-LOO is reliable: all {n} firms have Pareto k <= {counts['good_k']:.2f}."
+    share = high / n
+    tail = (
+        "a handful; the elpd estimate is usable, but check those firms"
+        if share <= 0.05
+        else "too many for a trustworthy elpd: leaving a firm out moves its own alpha_i a lot. Use K-fold "
+        "cross-validation by firm, or a log-likelihood with alpha_i integrated out, before ranking models on it"
+    )
+    return f"{high} of {n} firms ({100 * share:.0f}%) have Pareto k above {counts['good_k']:.2f} (max {counts['max_k']:.2f}): {tail}."
+
+
+@dataclass(frozen=True)
+class Comparison:
+    table: pd.DataFrame  # arviz_stats.compare, best first
+    pareto: pd.DataFrame  # Pareto-k counts per model
+    verdicts: list[str]
+
+
+def load_fits(dirs) -> dict[str, xr.DataTree]:
+    from bayes_spill.inference.posterior_io import load
+
+    trees: dict[str, xr.DataTree] = {}
+    for d in dirs:
+        tree = load(d)
+        name = _name(tree, Path(d).name)
+        if name in trees:
+            name = f"{name} ({Path(d)})"
+        trees[name] = tree
+    return trees
+
+
+def compare(fits) -> Comparison:
+    """LOO comparison of fits (a dict name -> DataTree, or a list of fit folders), refusing fits
+    whose log-likelihoods do not cover the same data (ComparisonError, saying why)."""
+    import arviz_stats as azs
+
+    trees = fits if isinstance(fits, dict) else load_fits(fits)
+    check_comparable(trees)
+    elpds = {name: loo(tree) for name, tree in trees.items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = azs.compare(elpds, round_to="none")
+    pareto = pd.DataFrame([loo_row(n, e) for n, e in elpds.items()]).set_index("model")
+    best = table.index[0]
+    verdicts = []
+    for name in table.index[1:]:
+        diff, dse = float(table.loc[name, "elpd_diff"]), float(table.loc[name, "dse"])
+        clear = abs(diff) > 2 * dse if dse > 0 else abs(diff) > 0
+        verdicts.append(
+            f"{best} predicts held-out firms better than {name} by {abs(diff):.1f} elpd (se {dse:.1f}): "
+            + ("a clear difference (more than 2 se)." if clear else "within 2 se, so the data do not separate them.")
+        )
+    for name, e in elpds.items():
+        verdicts.append(f"{name}: {loo_verdict(pareto_k_counts(e))}")
+    return Comparison(table=table, pareto=pareto, verdicts=verdicts)
+
+
+# -- prior-to-posterior contraction ---------------------------------------------------------------
+def scipy_prior(prior):
+    """The frozen scipy distribution of a configuration prior (PyMC parametrisations)."""
+    from scipy import stats
+
+    p = prior.kwargs()
+    family = prior.family
+    if family == "Normal":
+        return stats.norm(loc=p["mu"], scale=p["sigma"])
+    if family == "HalfNormal":
+        return stats.halfnorm(scale=p["sigma"])
+    if family == "LogNormal":
+        return stats.lognorm(s=p["sigma"], scale=np.exp(p["mu"]))
+    if family == "Exponential":
+        return stats.expon(scale=1.0 / p["lam"])
+    if family == "Gamma":
+        return stats.gamma(a=p["alpha"], scale=1.0 / p["beta"])
+    if family == "StudentT":
+        return stats.t(df=p["nu"], loc=p["mu"], scale=p["sigma"])
+    raise ValueError(f"no scipy counterpart for prior family {family!r}")
+
+
+def prior_variance(prior, log: bool = False, n_samples: int = 400_000, seed: int = 0) -> float:
+    """Variance of the prior (of its log with ``log=True``): exact from scipy where finite, else
+    from prior draws; inf for a prior without a variance (StudentT with nu <= 2)."""
+    dist = scipy_prior(prior)
+    if not log:
+        return float(dist.var())
+    if prior.family == "LogNormal":
+        return float(prior.kwargs()["sigma"] ** 2)
+    draws = dist.rvs(size=n_samples, random_state=np.random.default_rng(seed))
+    return float(np.var(np.log(draws[draws > 0])))
+
+
+def contraction(tree: xr.DataTree, parameters=CONTRACTION_PARAMETERS) -> pd.DataFrame:
+    """Posterior contraction 1 - var_post / var_prior for each key parameter with a prior in the
+    fit's stored configuration, plus log(half-life) (the scale on which its LogNormal prior is
+    spread evenly: the variance of the half-life itself is dominated by the prior's right tail).
+
+    Near 1: the data pinned the parameter down; near 0: the posterior is the prior."""
+    from bayes_spill.inference.posterior_io import config_from_tree
+
+    config = config_from_tree(tree)
+    post = tree["posterior"].to_dataset()
+    given = dict(config.priors)
+    rows = []
+    for name in parameters:
+        if name not in post or name not in given or post[name].ndim != 2:
+            continue
+        values = post[name].values.ravel()
+        entries = [(name, values, False)]
+        if name == "halflife_km":
+            entries.append(("log(halflife_km)", np.log(values), True))
+        for label, v, log in entries:
+            var_prior = prior_variance(given[name], log=log)
+            var_post = float(np.var(v, ddof=1))
+            rows.append(
+                {
+                    "parameter": label,
+                    "prior": f"{given[name].family}({', '.join(f'{k}={val:g}' for k, val in given[name].params)})",
+                    "prior_sd": float(np.sqrt(var_prior)),
+                    "posterior_sd": float(np.sqrt(var_post)),
+                    "contraction": 1.0 - var_post / var_prior if np.isfinite(var_prior) else 1.0,
+                }
+            )
+    return pd.DataFrame(rows).set_index("parameter")
+
+
+def contraction_verdicts(table: pd.DataFrame) -> dict[str, str]:
+    out = {}
+    for name in ("gamma", "log(halflife_km)"):
+        if name not in table.index:
+            continue
+        c = float(table.loc[name, "contraction"])
+        label = "The half-life" if name.startswith("log") else "gamma"
+        if c >= INFORMED:
+            what = "the data pin it down"
+        elif c >= WEAK:
+            what = "the data inform it only partly; the prior still shapes the interval"
+        else:
+            what = "the posterior is essentially the prior: these data do not identify it, so its interval restates the prior"
+        out[name] = f"{label}: posterior variance is {100 * (1 - c):.0f}% of the prior's (contraction {c:.2f}): {what}."
+    return out

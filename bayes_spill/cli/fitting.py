@@ -1,0 +1,112 @@
+"""`bayes-spill fit`, `validate` and `simulate`: data and a model in, a posterior (or a panel) out."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bayes_spill.cli.arguments import finite_float, non_negative_int, positive_int, year
+from bayes_spill.config import DEFAULT_MODEL, LARGE_PANEL_FIRMS, LARGE_PANEL_MODEL
+from bayes_spill.errors import BayesSpillError
+
+DEFAULT_OUT_ROOT = Path("posterior")
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from bayes_spill.inference.fitting import fit, output_folder
+
+    tree = fit(
+        data=args.data,
+        model=args.model,
+        out=args.out,
+        out_root=DEFAULT_OUT_ROOT,
+        seed=args.seed,
+        chains=args.chains,
+        draws=args.draws,
+        tune=args.tune,
+        backend=args.sampler,
+        counties=args.counties,
+        progress=not args.no_progress,
+    )
+    out = output_folder(args.out, DEFAULT_OUT_ROOT, tree.attrs["model_name"])
+    print(f"\nwrote {out / 'posterior.nc'} and {out / 'summary.csv'}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from bayes_spill.data.inputs import load_panel, validation_report
+
+    panel = load_panel(args.data, counties=args.counties)
+    print(validation_report(panel))
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from bayes_spill.model.simulate import SimulationSettings, simulate_industry, write_simulation
+
+    changes = {
+        key: value
+        for key, value in {
+            "n_firms": args.firms,
+            "halflife_km": args.halflife_km,
+            "gamma": args.gamma,
+            "mu_alpha": args.mu_alpha,
+            "sigma_alpha2": args.sigma_alpha2,
+            "sigma_w": args.sigma_w,
+            "first_year": args.first_year,
+            "last_year": args.last_year,
+        }.items()
+        if value is not None
+    }
+    try:
+        settings = replace(SimulationSettings(), **changes)
+    except ValueError as exc:
+        raise BayesSpillError(f"simulate: {exc}") from None
+    panel = simulate_industry(settings, seed=args.seed)
+    csv_path, truth_path = write_simulation(panel, args.out)
+    summary = panel.summary()
+    print(
+        f"simulated {summary['firms']} firms, {summary['firm_years']} firm-years ({summary['years']}), "
+        f"{summary['counties_occupied']} counties occupied; location fixed point after "
+        f"{panel.truth['location_iterations']} iterations ({panel.truth['location_movers_at_stop']} firms still moving)"
+    )
+    print(f"wrote {csv_path} and {truth_path}")
+    return 0
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("fit", help="fit the joint model with NUTS and write DIR/posterior.nc and DIR/summary.csv")
+    p.add_argument("--data", help="firm panel (CSV or Parquet, Compustat mnemonics); default: the embedded software industry")
+    p.add_argument("--counties", help="county table (CSV or Parquet: fips, lat, lon, covariates); default: built in")
+    p.add_argument(
+        "--model",
+        help=f"model TOML, or a name in models/ (default: {DEFAULT_MODEL} up to {LARGE_PANEL_FIRMS} firms, {LARGE_PANEL_MODEL} above)",
+    )
+    p.add_argument("--out", help="output folder (default: posterior/<model name>)")
+    p.add_argument("--seed", type=non_negative_int, help="random seed (default: the configuration's)")
+    p.add_argument("--chains", type=positive_int)
+    p.add_argument("--draws", type=positive_int)
+    p.add_argument("--tune", type=non_negative_int)
+    p.add_argument("--sampler", choices=("nutpie", "pymc", "numpyro"), help="NUTS implementation (default: the configuration's)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_fit)
+
+    p = sub.add_parser("validate", help="check a firm panel without fitting and print what it holds")
+    p.add_argument("--data", required=True, help="firm panel (CSV or Parquet)")
+    p.add_argument("--counties", help="county table (default: built in)")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("simulate", help="draw a synthetic industry from the model; writes panel.csv and truth.json")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--firms", type=positive_int)
+    p.add_argument("--halflife-km", type=finite_float)
+    p.add_argument("--gamma", type=finite_float)
+    p.add_argument("--mu-alpha", type=finite_float)
+    p.add_argument("--sigma-alpha2", type=finite_float)
+    p.add_argument("--sigma-w", type=finite_float)
+    p.add_argument("--first-year", type=year)
+    p.add_argument("--last-year", type=year)
+    p.set_defaults(func=cmd_simulate)

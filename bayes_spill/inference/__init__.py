@@ -1,0 +1,1 @@
+"""Stage 4, inference: sampling, posterior files, the fit summary, alpha_i drawn back, benchmarks of the samplers."""

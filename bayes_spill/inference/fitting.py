@@ -1,0 +1,288 @@
+"""Fitting: data and configuration in, a posterior DataTree out (sampled with NUTS).
+
+``fit()`` is what ``bayes-spill fit`` calls. It resolves the data and the model configuration,
+builds the PyMC model, samples, assembles the DataTree (posterior, sample_stats, a per-firm
+log_likelihood, observed_data, constant_data, provenance attrs) and, when given an output
+folder, writes it atomically with a summary (see ``posterior_io.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pymc as pm
+from threadpoolctl import threadpool_limits
+import xarray as xr
+
+from bayes_spill import __version__
+from bayes_spill.inference import alpha_draws
+from bayes_spill.config import DEFAULT_MODEL, ModelConfig, default_model, default_model_reason, load_config
+from bayes_spill.errors import BayesSpillError
+from bayes_spill.data.datasets import DEFAULT_DATASET, dataset_path, load_dataset
+from bayes_spill.data.inputs import load_panel
+from bayes_spill.model.likelihood import FIRM, FIRM_LOGLIK, YEAR, ModelData, build_model, model_data
+from bayes_spill.data.panel import PreparedPanel
+
+REPO_MODELS = Path(__file__).resolve().parents[1] / "models"
+OBS = "obs"
+
+
+def resolve_config(model: str | Path | ModelConfig = DEFAULT_MODEL) -> ModelConfig:
+    """A ModelConfig from an object, a TOML path, or the name of a file in ``models/``."""
+    if isinstance(model, ModelConfig):
+        return model
+    path = Path(model)
+    if not path.exists() and path.suffix != ".toml" and (REPO_MODELS / f"{model}.toml").exists():
+        path = REPO_MODELS / f"{model}.toml"
+    return load_config(path)
+
+
+def resolve_data(data, config: ModelConfig, counties=None) -> tuple[PreparedPanel, str]:
+    """(panel, sha256 of the data) from None (the embedded default), a path, or a PreparedPanel."""
+    if data is None or data == DEFAULT_DATASET:
+        return load_dataset(), _sha256(dataset_path())
+    if isinstance(data, PreparedPanel):
+        return data, hashlib.sha256(data.to_frame().to_csv(index=False).encode()).hexdigest()
+    panel = load_panel(data, counties=counties, settings=config.panel)
+    return panel, _sha256(Path(data))
+
+
+def resolve_model_and_data(model, data, counties=None) -> tuple[ModelConfig, PreparedPanel, str]:
+    """(config, panel, sha256 of the data). model None: config.default_model for the panel's
+    number of firms. The panel is read once, with the default model's panel settings: the
+    candidates are one model in two formulations and share them (tests/test_config.py)."""
+    config = resolve_config(DEFAULT_MODEL if model is None else model)
+    panel, data_hash = resolve_data(data, config, counties)
+    if model is None:
+        config = resolve_config(default_model(panel.n_firms))
+    return config, panel, data_hash
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def sample(model: pm.Model, config: ModelConfig, progress: bool = True):
+    """NUTS with the configured sampler; the seed comes from the configuration only."""
+    s = config.sampler
+    cores = s.cores or min(s.chains, os.cpu_count() or 1)
+    if s.backend == "nutpie":
+        import nutpie
+
+        compiled = nutpie.compile_pymc_model(model, backend="numba")
+        # One BLAS thread per chain: the chains are the parallelism, and BLAS threads inside
+        # each of them only contend for the same cores (measured: the gradient's median time
+        # rises by up to 50% and varies twice as much with 2 BLAS threads on 2 cores).
+        blas = threadpool_limits(1, user_api="blas")
+        sampler = nutpie.sample(
+            compiled,
+            draws=s.draws,
+            tune=s.tune,
+            chains=s.chains,
+            cores=cores,
+            seed=s.seed,
+            save_warmup=False,
+            progress_bar=progress,
+            target_accept=s.target_accept,
+            adaptation=s.adaptation,
+            blocking=False,
+        )
+        # Blocking nutpie.sample returns the draws so far on Ctrl-C; a fit must not keep them.
+        try:
+            idata = sampler.wait()
+        except BaseException:
+            sampler.cancel()
+            raise
+        finally:
+            blas.restore_original_limits()
+        return _require_complete(idata, config)
+    if s.backend == "numpyro":
+        try:
+            import numpyro  # noqa: F401
+        except ImportError:
+            raise BayesSpillError("sampler 'numpyro' needs JAX and NumPyro: pip install 'bayes_spill[jax]'") from None
+    idata = pm.sample(
+        draws=s.draws,
+        tune=s.tune,
+        chains=s.chains,
+        cores=cores,
+        random_seed=s.seed,
+        progressbar=progress,
+        model=model,
+        nuts_sampler=s.backend,
+        target_accept=s.target_accept,
+    )
+    return _require_complete(idata, config)
+
+
+def _require_complete(idata, config: ModelConfig):
+    """The samplers catch Ctrl-C (and SIGTERM, which the CLI turns into it) and return the draws
+    taken so far; a fit with fewer chains or draws than asked for is an interrupted one."""
+    sizes = idata["posterior"].sizes
+    chains, draws = sizes.get("chain", 0), sizes.get("draw", 0)
+    if chains != config.sampler.chains or draws != config.sampler.draws:
+        raise KeyboardInterrupt(
+            f"sampling was interrupted: {chains} chain(s) x {draws} draws of "
+            f"{config.sampler.chains} x {config.sampler.draws}; nothing is kept"
+        )
+    return idata
+
+
+def assemble(idata, data: ModelData, config: ModelConfig, data_hash: str, wall_seconds: float):
+    """Move the per-firm log-likelihood into its group, add the data and provenance. data is the
+    ModelData the model was built on (reused, not rebuilt)."""
+    panel = data.panel
+    posterior = idata["posterior"].to_dataset()
+    log_lik = posterior[[FIRM_LOGLIK]]
+    posterior = posterior.drop_vars([FIRM_LOGLIK])
+    if config.model.integrate_alpha:
+        posterior = alpha_draws.with_alpha_draws(posterior, data, config.model, config.sampler.seed)
+    groups = {
+        "posterior": posterior,
+        "sample_stats": idata["sample_stats"].to_dataset(),
+        "log_likelihood": log_lik,
+        "observed_data": observed_data(panel, config),
+        "constant_data": constant_data(panel, config, data),
+    }
+    tree = xr.DataTree.from_dict({f"/{name}": ds for name, ds in groups.items()})
+    tree.attrs.update(provenance(panel, config, data_hash, wall_seconds))
+    return tree
+
+
+def observed_data(panel: PreparedPanel, config: ModelConfig) -> xr.Dataset:
+    """What the likelihood conditions on: log sales per firm-year and the chosen county per firm."""
+    return xr.Dataset(
+        {
+            "log_sales": ((OBS,), panel.q),
+            "county": ((FIRM,), panel.firm_fips.astype(str)),
+        },
+        coords={FIRM: panel.firms.astype(str), OBS: np.arange(panel.n_obs)},
+    )
+
+
+def constant_data(panel: PreparedPanel, config: ModelConfig, data: ModelData | None = None) -> xr.Dataset:
+    """Regressors and indices, so checks and counterfactuals can rebuild the likelihood."""
+    data = data or model_data(panel, config)
+    return xr.Dataset(
+        {
+            "obs_firm": ((OBS,), panel.firms[panel.obs_firm].astype(str)),
+            "obs_year": ((OBS,), panel.years[panel.obs_year].astype(int)),
+            "log_capital": ((OBS,), panel.k),
+            "log_employment": ((OBS,), panel.n),
+            "log_rd_stock": ((OBS,), panel.r),
+            "zero_rd": ((OBS,), panel.zero_rd),
+            "rd_stock_mil": ((OBS,), panel.rd_stock),
+            "sale": ((OBS,), panel.sale),
+            "emp": ((OBS,), panel.emp),
+            "ppent": ((OBS,), panel.ppent),
+            "xrd": ((OBS,), panel.xrd),
+            "choice_county": (("choice_county",), panel.counties.fips[data.spill.choice_set].astype(str)),
+        },
+        coords={OBS: np.arange(panel.n_obs), YEAR: panel.years.astype(int)},
+    )
+
+
+def provenance(panel: PreparedPanel, config: ModelConfig, data_hash: str, wall_seconds: float) -> dict:
+    import json
+
+    import pymc
+    import pytensor
+
+    attrs = {
+        "bayes_spill_version": __version__,
+        "model_name": config.name,
+        "model_config": config.to_toml(),
+        "model_config_hash": config.hash(),
+        "data_source": panel.source,
+        "counties_source": panel.counties.source,
+        "panel_settings": repr(panel.settings),
+        "data_sha256": data_hash,
+        "seed": int(config.sampler.seed),
+        "sampler": config.sampler.backend,
+        "sampling_wall_seconds": float(wall_seconds),
+        "python_version": sys.version.split()[0],
+        "pymc_version": pymc.__version__,
+        "pytensor_version": pytensor.__version__,
+        "numpy_version": np.__version__,
+        "versions": json.dumps(versions(config.sampler.backend), sort_keys=True),
+    }
+    if panel.truth is not None:
+        attrs["truth_parameters"] = repr(dict(panel.truth["parameters"]))
+    return attrs
+
+
+VERSIONED_PACKAGES = (
+    "bayes_spill", "pymc", "pytensor", "nutpie", "numba", "numpy", "scipy", "pandas", "xarray",
+    "h5netcdf", "h5py", "arviz-base", "arviz-stats", "pyarrow",
+)
+
+
+def versions(backend: str | None = None) -> dict[str, str]:
+    """Versions of Python and of every package a fit's numbers depend on (jax and numpyro too
+    when they sample), read from the installed distributions' metadata."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    names = [*VERSIONED_PACKAGES, *(("jax", "jaxlib", "numpyro") if backend == "numpyro" else ())]
+    out = {"python": sys.version.split()[0]}
+    for name in names:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    out["bayes_spill"] = __version__
+    return out
+
+
+def fit(
+    data=None,
+    model: str | Path | ModelConfig | None = None,
+    out: str | Path | None = None,
+    out_root: str | Path | None = None,
+    seed: int | None = None,
+    chains: int | None = None,
+    draws: int | None = None,
+    tune: int | None = None,
+    backend: str | None = None,
+    counties=None,
+    progress: bool = True,
+    report: bool = True,
+):
+    """Fit the joint model; returns the posterior DataTree (and writes it when ``out`` is given).
+
+    data: None for the embedded default, a CSV/Parquet path, or a PreparedPanel.
+    model: a TOML path, a name in ``models/``, or a ModelConfig; None: config.default_model for
+    the panel's number of firms (alpha_i integrated out up to config.LARGE_PANEL_FIRMS, latent above).
+    out_root: write to out_root/<model name> when out is not given (the command line's default).
+    """
+    from bayes_spill.inference import posterior_io
+    from bayes_spill.inference import summary as reporting
+
+    config, panel, data_hash = resolve_model_and_data(model, data, counties)
+    config = config.with_sampler(seed=seed, chains=chains, draws=draws, tune=tune, backend=backend)
+    if model is None:
+        print(f"model: {config.name} ({panel.n_firms} firms; {default_model_reason(panel.n_firms)})", flush=True)
+    out = output_folder(out, out_root, config.name)
+    if out is not None:
+        posterior_io.require_writable(out)  # before sampling, not after an hour of it
+    data = model_data(panel, config)
+    pm_model = build_model(panel, config, data, static_shapes=config.sampler.backend == "numpyro")
+    start = time.perf_counter()
+    idata = sample(pm_model, config, progress)
+    tree = assemble(idata, data, config, data_hash, time.perf_counter() - start)
+    if out is not None:
+        posterior_io.save(tree, out)
+    if report:
+        print(reporting.fit_report(tree, panel.truth))
+    return tree
+
+
+def output_folder(out, out_root, model_name: str) -> Path | None:
+    """out, or out_root/<model name> when out is None and out_root is given."""
+    if out is not None:
+        return Path(out)
+    return Path(out_root) / model_name if out_root is not None else None

@@ -1,0 +1,514 @@
+r"""Location equilibria: the two-city model of Section 2.6 (Figure 1) and an L-county re-solve of
+the fitted model after a shock (Kerr 2009's migrating clusters).
+
+Two-city model (paper Sections 2.2-2.6, eq. 4, 5, 16; Appendix 7.1)
+--------------------------------------------------------------------
+A unit mass of firms, all with alpha_i = 1 and R_i = 1 (and phi_i = 1; a common phi only scales
+profits), two symmetric cities l, m in {1, 2}: equal expenditure E_1 = E_2 = E, equal unit costs
+c_1 = c_2 = c, iceberg cost tau_ll = 1 and tau_lm = tau >= 1 between the cities, CES demand with
+elasticity sigma > 1. With n = n_1 the share of firms in city 1 (n_2 = 1 - n):
+
+    R&D pools and spillovers (eq. 2), d the distance between the cities:
+        calR_l = n_l,      S_l = n_l + exp(-lambda d) n_m
+
+    Price index (eq. 5), constants collected in k = (sigma / (sigma - 1))^(sigma-1) c^(sigma-1):
+        P_m^(sigma-1) = k / D_m,   D_m = sum_l n_l S_l^(alpha (sigma-1)) tau_lm^(1-sigma)
+        i.e. D_1 = n_1 S_1^(sigma-1) + phi n_2 S_2^(sigma-1),
+             D_2 = phi n_1 S_1^(sigma-1) + n_2 S_2^(sigma-1),      phi = tau^(1-sigma)
+
+    Payoff (eq. 16, the location-specific part of eq. 4), a_l from the market-access term:
+        a_l = (1/b) log[ c^(1-sigma) sum_m E_m (P_m / tau_lm)^(sigma-1) ]
+            = (1/b) log[ 1/D_l + phi/D_m ] + const
+        v_l = a_l + gamma alpha log S_l,     gamma = (sigma - 1) / b
+
+    Best-response share (logit of eq. 6 with Gumbel scale b, rescaled to 1):
+        BR(n) = exp(v_1) / (exp(v_1) + exp(v_2))
+
+An equilibrium is a root of n = BR(n) on [0, 1]. ``two_city_equilibria`` brackets sign changes
+of the excess BR(n) - n on a fine grid (exact zeros, such as the symmetric n = 1/2, are kept),
+refines each root with scipy.optimize.brentq, and marks it stable when BR'(n) < 1 (the excess
+crosses from above) and unstable otherwise. High tau (phi -> 0): a_l -> -(1/b) log n_l, a
+dispersion force, and the symmetric equilibrium is the only one. Low tau (phi -> 1): market
+access is the same in both cities and only the spillover term remains; the symmetric point is
+unstable once gamma (1 - e^(-lambda d)) / (1 + e^(-lambda d)) > 1, and two asymmetric stable
+equilibria appear beside it.
+
+L-county re-solve of the fitted model (continuum, expected shares)
+-------------------------------------------------------------------
+With the county effects a_l, gamma, mu_alpha, sigma_alpha and lambda held at a posterior draw,
+and the spillover field endogenous:
+
+    n_l = ∫ softmax_l(a + gamma alpha Sbar(n)) Normal(alpha; mu_alpha, sigma_alpha) dalpha
+    Sbar_l(n) = T( sum_m exp(-lambda rho(l, m)) [ K n_m + X_m ] )
+
+K = the fit's total location-choice pool (sum of calR_m averaged over the sample years, or in
+Sbar's reference year), i.e. N firms times the mean R&D stock per firm, so that at the observed
+shares the endogenous pool is the observed one up to differences in R&D per firm across
+counties; X_m is the exogenous R&D (the shock, $ bil; a shock county outside the choice set is
+a source only); T is the fit's transform (levels, or log with a floor). The integral is
+Gauss-Hermite quadrature (40 nodes). The fixed point is found by damped iteration
+n <- (1 - theta) n + theta F(n). Each draw is solved without the shock (from the observed shares)
+and with it, from two starts: the observed shares and shares concentrated in the shocked county
+(90% there, the rest in proportion to the observed shares). Different end points mean several
+equilibria; their share is reported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from bayes_spill.spillover import kernel
+from bayes_spill.errors import BayesSpillError
+
+
+
+# ---------------------------------------------------------------------------------------------
+# Two symmetric cities (Section 2.6, Figure 1)
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TwoCity:
+    """Parameters of the two-city model. gamma = (sigma - 1) / b (paper Section 2.5)."""
+
+    sigma: float = 5.0
+    b: float = 1.0
+    lam: float = kernel.LN2 / 59.0  # per km: the paper's 59 km half-life
+    distance_km: float = 100.0
+
+    def __post_init__(self) -> None:
+        if not self.sigma > 1:
+            raise BayesSpillError(f"the CES elasticity sigma must exceed 1, got {self.sigma}")
+        if not self.b > 0:
+            raise BayesSpillError(f"the logit scale b must be positive, got {self.b}")
+        if self.lam < 0 or self.distance_km < 0:
+            raise BayesSpillError("lambda and the distance must be non-negative")
+
+    @property
+    def gamma(self) -> float:
+        return (self.sigma - 1.0) / self.b
+
+    @property
+    def decay(self) -> float:
+        return float(np.exp(-self.lam * self.distance_km))
+
+
+def two_city_spillovers(n1, decay: float):
+    n1 = np.asarray(n1, dtype=float)
+    n2 = 1.0 - n1
+    return n1 + decay * n2, n2 + decay * n1
+
+
+def best_response(n1, tau: float, p: TwoCity):
+    """Share of firms choosing city 1 given that a share n1 is there (vectorised in n1)."""
+    from scipy.special import expit
+
+    if tau < 1:
+        raise BayesSpillError(f"the iceberg cost tau must be at least 1, got {tau}")
+    n1 = np.asarray(n1, dtype=float)
+    n2 = 1.0 - n1
+    s1, s2 = two_city_spillovers(n1, p.decay)
+    phi = tau ** (1.0 - p.sigma)
+    e1, e2 = n1 * s1 ** (p.sigma - 1.0), n2 * s2 ** (p.sigma - 1.0)
+    d1, d2 = e1 + phi * e2, phi * e1 + e2
+    a1 = np.log(1.0 / d1 + phi / d2) / p.b
+    a2 = np.log(phi / d1 + 1.0 / d2) / p.b
+    v1 = a1 + p.gamma * np.log(s1)
+    v2 = a2 + p.gamma * np.log(s2)
+    return expit(v1 - v2)
+
+
+@dataclass(frozen=True)
+class Equilibrium:
+    share: float  # n_1
+    slope: float  # BR'(n_1)
+    stable: bool
+
+
+def two_city_equilibria(tau: float, p: TwoCity, grid_points: int = 4001) -> list[Equilibrium]:
+    """Every equilibrium share of city 1 at iceberg cost tau (roots of BR(n) - n on [0, 1])."""
+    from scipy.optimize import brentq
+
+    grid = np.linspace(0.0, 1.0, grid_points)
+    excess = best_response(grid, tau, p) - grid
+    roots = [float(g) for g, e in zip(grid, excess) if e == 0.0]
+    sign = np.sign(excess)
+    for k in np.flatnonzero(sign[:-1] * sign[1:] < 0):
+        roots.append(brentq(lambda x: float(best_response(x, tau, p) - x), grid[k], grid[k + 1], xtol=1e-14, rtol=1e-14))
+    out = []
+    h = 1e-6
+    for r in sorted(roots):
+        lo, hi = max(r - h, 0.0), min(r + h, 1.0)
+        slope = float((best_response(hi, tau, p) - best_response(lo, tau, p)) / (hi - lo))
+        out.append(Equilibrium(r, slope, slope < 1.0))
+    return out
+
+
+def two_city_table(taus, p: TwoCity) -> pd.DataFrame:
+    """One row per (tau, equilibrium): tau, share of city 1, slope of BR, stable."""
+    rows = []
+    for tau in taus:
+        eqs = two_city_equilibria(float(tau), p)
+        for e in eqs:
+            rows.append({"tau": float(tau), "share_city1": e.share, "br_slope": e.slope, "stable": e.stable, "n_equilibria": len(eqs)})
+    return pd.DataFrame.from_records(rows)
+
+
+def format_two_city(table: pd.DataFrame) -> str:
+    """Ranges of tau with the same number of equilibria, and the equilibria at each range's ends."""
+    lines = ["number of equilibria by iceberg cost tau (share of city 1: s = stable, u = unstable)"]
+    taus = table.groupby("tau")["n_equilibria"].first()
+    runs: list[list[float]] = []
+    for tau, count in taus.items():
+        if runs and taus[runs[-1][-1]] == count:
+            runs[-1].append(tau)
+        else:
+            runs.append([tau])
+    for run in runs:
+        count = int(taus[run[0]])
+        span = f"tau {run[0]:.3f}" if len(run) == 1 else f"tau {run[0]:.3f} - {run[-1]:.3f}"
+        for tau in dict.fromkeys([run[0], run[-1]]):
+            eqs = table[table["tau"] == tau]
+            shares = ", ".join(f"{s:.4f} {'s' if st else 'u'}" for s, st in zip(eqs["share_city1"], eqs["stable"]))
+            lines.append(f"  {span:<22s} {count} equilibri{'um' if count == 1 else 'a'}   at tau {tau:.3f}: {shares}")
+            span = ""
+    return "\n".join(lines)
+
+
+def plot_figure1(p: TwoCity, taus, panel_a_taus, out_png) -> None:
+    """Figure 1: (a) best-response share vs n1 with the 45-degree line for a few tau;
+    (b) equilibrium shares vs tau, stable solid, unstable dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_a, ax_b) = plt.subplots(1, 2, figsize=(11, 4.6))
+    n = np.linspace(0.0, 1.0, 501)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for k, tau in enumerate(panel_a_taus):
+        ax_a.plot(n, best_response(n, float(tau), p), color=colors[k % len(colors)], label=f"tau = {float(tau):g}")
+        for e in two_city_equilibria(float(tau), p):
+            ax_a.plot([e.share], [e.share], "o", mfc="k" if e.stable else "w", mec="k", ms=5)
+    ax_a.plot([0, 1], [0, 1], color="grey", lw=1, label="45-degree line")
+    ax_a.set_xlabel("share of firms in city 1, n1")
+    ax_a.set_ylabel("best-response share choosing city 1")
+    ax_a.set_title("(a) best response (filled: stable, open: unstable)")
+    ax_a.legend(fontsize=8)
+
+    table = two_city_table(taus, p)
+    _plot_branches(ax_b, table)
+    ax_b.set_xlabel("iceberg transport cost tau")
+    ax_b.set_ylabel("equilibrium share of city 1")
+    ax_b.set_ylim(-0.02, 1.02)
+    ax_b.set_title("(b) equilibria (solid: stable, dashed: unstable)")
+    fig.suptitle(f"Two-city model: sigma = {p.sigma:g}, b = {p.b:g} (gamma = {p.gamma:g}), exp(-lambda d) = {p.decay:.3f}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=120)
+    plt.close(fig)
+
+
+def equilibrium_branches(table: pd.DataFrame, max_jump: float = 0.15) -> list[list[tuple[float, float, bool]]]:
+    """Follow equilibria across neighbouring taus: each root joins the branch whose last point
+    (at the previous tau) is nearest, within max_jump; otherwise it starts a new branch."""
+    taus = np.sort(table["tau"].unique())
+    branches: list[list[tuple[float, float, bool]]] = []
+    active: list[int] = []
+    for tau in taus:
+        eqs = table[table["tau"] == tau]
+        claimed: set[int] = set()
+        now: list[int] = []
+        for share, stable in zip(eqs["share_city1"], eqs["stable"]):
+            best, best_gap = None, max_jump
+            for b in active:
+                gap = abs(branches[b][-1][1] - share)
+                if b not in claimed and gap <= best_gap:
+                    best, best_gap = b, gap
+            if best is None:
+                branches.append([])
+                best = len(branches) - 1
+            branches[best].append((float(tau), float(share), bool(stable)))
+            claimed.add(best)
+            now.append(best)
+        active = now
+    return branches
+
+
+def _plot_branches(ax, table: pd.DataFrame) -> None:
+    """Each branch as polylines of constant stability: solid stable, dashed unstable."""
+    for points in equilibrium_branches(table):
+        run = [points[0]]
+        for point in points[1:] + [None]:
+            if point is not None and point[2] == run[-1][2]:
+                run.append(point)
+                continue
+            if point is not None:
+                run.append(point)  # join the runs at the change of stability
+            t, s_, stable = zip(*run)
+            style = "-" if run[0][2] else "--"
+            if len(run) == 1:
+                ax.plot(t, s_, "o", mfc="k" if stable[0] else "w", mec="k", ms=3)
+            else:
+                ax.plot(t, s_, color="k", ls=style, lw=1.6)
+            run = [point] if point is not None else []
+
+
+# ---------------------------------------------------------------------------------------------
+# L counties: the fitted model re-solved with the spillover field endogenous
+# ---------------------------------------------------------------------------------------------
+QUADRATURE_NODES = 40
+
+
+def gauss_hermite(mu: float, sigma: float, nodes: int = QUADRATURE_NODES) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes and weights of ∫ g(alpha) Normal(alpha; mu, sigma) dalpha."""
+    z, w = np.polynomial.hermite_e.hermegauss(nodes)
+    return mu + sigma * z, w / w.sum()
+
+
+@dataclass(frozen=True, eq=False)
+class CountyProblem:
+    """One draw's location game: county effects a (L,), decay weights W (L, M) from the M
+    sources (the choice set, then extra exogenous sources), K, exogenous pool X (M,)."""
+
+    a: np.ndarray
+    gamma: float
+    mu: float
+    sigma: float
+    weights: np.ndarray
+    total_pool: float
+    exogenous: np.ndarray
+    transform: str = "level"
+    log_floor: float = 0.001
+
+    def sbar(self, n: np.ndarray) -> np.ndarray:
+        L = len(self.a)
+        pool = self.exogenous.copy()
+        pool[:L] += self.total_pool * n
+        return kernel.transform(self.weights @ pool, self.transform, self.log_floor)
+
+    def choice_probabilities(self, n: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(nodes, weights, P (K, L)): logit shares at each quadrature node given shares n."""
+        from scipy.special import softmax
+
+        nodes, w = gauss_hermite(self.mu, self.sigma)
+        logits = self.a[None, :] + self.gamma * nodes[:, None] * self.sbar(n)[None, :]
+        return nodes, w, softmax(logits, axis=1)
+
+    def shares(self, n: np.ndarray) -> np.ndarray:
+        _, w, prob = self.choice_probabilities(n)
+        return w @ prob
+
+    def mean_alpha(self, n: np.ndarray) -> np.ndarray:
+        """E[alpha | l] in the equilibrium with shares n (model-implied, Appendix 7.2)."""
+        nodes, w, prob = self.choice_probabilities(n)
+        return ((w * nodes) @ prob) / (w @ prob)
+
+
+@dataclass(frozen=True)
+class FixedPoint:
+    shares: np.ndarray
+    iterations: int
+    converged: bool
+    max_change: float
+
+
+def solve_fixed_point(problem: CountyProblem, start: np.ndarray, damping: float = 0.5, tol: float = 1e-12, max_iter: int = 20000) -> FixedPoint:
+    """Damped iteration n <- (1 - damping) n + damping F(n) from ``start``."""
+    n = np.asarray(start, dtype=float) / np.sum(start)
+    change = np.inf
+    for it in range(1, max_iter + 1):
+        new = (1.0 - damping) * n + damping * problem.shares(n)
+        change = float(np.max(np.abs(new - n)))
+        n = new
+        if change < tol:
+            return FixedPoint(n, it, True, change)
+    return FixedPoint(n, max_iter, False, change)
+
+
+def concentrated_start(observed: np.ndarray, position: int, mass: float = 0.9) -> np.ndarray:
+    out = (1.0 - mass) * observed / observed.sum()
+    out[position] += mass
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class CountyShockResult:
+    """Per-draw equilibria without and with the shock (arrays (D, L) over the choice set)."""
+
+    choice_fips: np.ndarray
+    labels: list[str]
+    shock_fips: str
+    shock_label: str
+    shock_rd_mil: float
+    shock_position: int | None  # in the choice set
+    observed: np.ndarray  # (L,)
+    base: np.ndarray
+    shocked: np.ndarray
+    alternative: np.ndarray | None  # from the concentrated start
+    sbar_base: np.ndarray
+    sbar_shocked: np.ndarray
+    mean_alpha_base: np.ndarray
+    mean_alpha_shocked: np.ndarray
+    several: np.ndarray  # (D,) bool: the concentrated start reached another fixed point
+    converged: np.ndarray  # (D,) bool: every solve converged
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def n_draws(self) -> int:
+        return self.base.shape[0]
+
+    def county_table(self) -> pd.DataFrame:
+        """Per county: observed share and posterior median [90%] of shares, Sbar and mean alpha."""
+        q = lambda x: np.quantile(x, [0.05, 0.5, 0.95], axis=0)  # noqa: E731
+        base, shocked = q(self.base), q(self.shocked)
+        change = q(self.shocked - self.base)
+        sb, ss = np.median(self.sbar_base, axis=0), np.median(self.sbar_shocked, axis=0)
+        ab, as_ = q(self.mean_alpha_base), q(self.mean_alpha_shocked)
+        dalpha = q(self.mean_alpha_shocked - self.mean_alpha_base)
+        frame = pd.DataFrame(
+            {
+                "fips": self.choice_fips,
+                "county": self.labels,
+                "observed_share": self.observed,
+                "base_share_median": base[1],
+                "shocked_share_median": shocked[1],
+                "shocked_share_q5": shocked[0],
+                "shocked_share_q95": shocked[2],
+                "share_change_median": change[1],
+                "share_change_q5": change[0],
+                "share_change_q95": change[2],
+                "sbar_base_median": sb,
+                "sbar_shocked_median": ss,
+                "mean_alpha_base_median": ab[1],
+                "mean_alpha_shocked_median": as_[1],
+                "mean_alpha_change_median": dalpha[1],
+                "mean_alpha_change_q5": dalpha[0],
+                "mean_alpha_change_q95": dalpha[2],
+            }
+        )
+        return frame.sort_values("share_change_median", key=np.abs, ascending=False, kind="stable").reset_index(drop=True)
+
+
+def shock_sources(world, extra_counties) -> tuple[np.ndarray, np.ndarray]:
+    """Source counties (the choice set, then extra exogenous sources) and their distances
+    from the choice set (km, (L, M))."""
+    from bayes_spill.data.geography import distance_matrix_km
+
+    choice = world.spill.choice_set
+    extra = [int(c) for c in extra_counties if int(c) not in set(choice.tolist())]
+    sources = np.concatenate([choice, np.asarray(extra, dtype=int)])
+    return sources, distance_matrix_km(world.panel.counties, choice, sources)
+
+
+def county_problem(world, d: int, sources: np.ndarray, distance: np.ndarray, exogenous_bil: dict[int, float]) -> CountyProblem:
+    """The draw-d game of a fitted world, with exogenous R&D ($ bil) by county index."""
+    draws, spill, spec = world.draws, world.spill, world.config.model
+    position = {int(c): k for k, c in enumerate(sources)}
+    exogenous = np.zeros(len(sources))
+    for c, value in exogenous_bil.items():
+        exogenous[position[int(c)]] += value
+    return CountyProblem(
+        a=np.asarray(draws.county_effect[d], dtype=float),
+        gamma=float(draws.gamma[d]),
+        mu=float(draws.mu_alpha[d]),
+        sigma=float(draws.sigma_alpha[d]),
+        weights=kernel.decay_weights(distance, draws.halflife_km[d]),
+        total_pool=float(np.sum(spill.choice_pool)),
+        exogenous=exogenous,
+        transform=spec.spillover,
+        log_floor=spec.log_floor_bil,
+    )
+
+
+def county_shock(world, shock_fips: str, shock_rd_mil: float, damping: float = 0.5, tol: float = 1e-12) -> CountyShockResult:
+    """Re-solve the location equilibrium of every draw of ``world`` after adding ``shock_rd_mil``
+    ($ million of R&D stock, exogenous) to the pool of ``shock_fips``."""
+    draws = world.draws
+    if not draws.has_location:
+        raise BayesSpillError("the equilibrium re-solve needs a fit with the location block (gamma and county effects)")
+    if not np.isfinite(shock_rd_mil) or shock_rd_mil < 0:
+        raise BayesSpillError(f"the shock must be a non-negative R&D stock in $ million, got {shock_rd_mil}")
+    counties = world.panel.counties
+    try:
+        shock_idx = int(counties.index_of([shock_fips])[0])
+    except KeyError as exc:
+        raise BayesSpillError(str(exc.args[0])) from None
+    choice = world.spill.choice_set
+    position = world.choice_position(shock_fips)
+    notes = []
+    if position is None:
+        notes.append(
+            f"{counties.label(shock_idx)} is not in the fit's choice set: its R&D spills over to the choice set, but firms cannot move there"
+        )
+    counts = np.bincount(world.spill.firm_choice, minlength=len(choice)).astype(float)
+    observed = counts / counts.sum()
+    shock_bil = float(shock_rd_mil) / 1000.0
+    D, L = draws.n_draws, len(choice)
+    base = np.zeros((D, L))
+    shocked = np.zeros((D, L))
+    alternative = np.zeros((D, L)) if position is not None else None
+    sbar_base, sbar_shocked = np.zeros((D, L)), np.zeros((D, L))
+    alpha_base, alpha_shocked = np.zeros((D, L)), np.zeros((D, L))
+    several = np.zeros(D, dtype=bool)
+    converged = np.ones(D, dtype=bool)
+    sources, distance = shock_sources(world, [shock_idx])
+    for d in range(D):
+        p0 = county_problem(world, d, sources, distance, {shock_idx: 0.0})
+        p1 = county_problem(world, d, sources, distance, {shock_idx: shock_bil})
+        fp0 = solve_fixed_point(p0, observed, damping, tol)
+        fp1 = solve_fixed_point(p1, observed, damping, tol)
+        base[d], shocked[d] = fp0.shares, fp1.shares
+        ok = fp0.converged and fp1.converged
+        if position is not None:
+            fp2 = solve_fixed_point(p1, concentrated_start(observed, position), damping, tol)
+            alternative[d] = fp2.shares
+            ok = ok and fp2.converged
+            several[d] = bool(np.max(np.abs(fp2.shares - fp1.shares)) > 1e-6)
+        converged[d] = ok
+        sbar_base[d], sbar_shocked[d] = p0.sbar(fp0.shares), p1.sbar(fp1.shares)
+        alpha_base[d], alpha_shocked[d] = p0.mean_alpha(fp0.shares), p1.mean_alpha(fp1.shares)
+    if not converged.all():
+        notes.append(f"{int((~converged).sum())} of {D} draws did not converge (damping {damping}): their values are the last iterate")
+    labels = [counties.label(int(c)) for c in choice]
+    return CountyShockResult(
+        counties.fips[choice].astype(str), labels, shock_fips, counties.label(shock_idx), float(shock_rd_mil), position,
+        observed, base, shocked, alternative, sbar_base, sbar_shocked, alpha_base, alpha_shocked, several, converged, tuple(notes),
+    )
+
+
+def format_county_shock(result: CountyShockResult, top: int = 8) -> str:
+    def cell(x, digits=4):
+        lo, med, hi = np.quantile(x, [0.05, 0.5, 0.95])
+        return f"{med:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+    lines = [
+        f"Location equilibrium after ${result.shock_rd_mil:g} million of R&D stock appears in {result.shock_label}",
+        "continuum equilibrium with the spillover field endogenous; county effects, gamma, mu_alpha, sigma_alpha, lambda at posterior draws",
+        f"posterior median [90% interval] over {result.n_draws} draws",
+        "",
+    ]
+    p = result.shock_position
+    if p is not None:
+        obs = result.observed[p]
+        lines += [
+            f"shocked county share: observed {obs:.4f}; equilibrium without shock {cell(result.base[:, p])}; with shock {cell(result.shocked[:, p])}",
+            f"  change in share: {cell(result.shocked[:, p] - result.base[:, p])}",
+            f"shocked county Sbar ($ bil): without {cell(result.sbar_base[:, p], 3)}; with {cell(result.sbar_shocked[:, p], 3)}",
+            f"shocked county mean alpha (sorting): without {cell(result.mean_alpha_base[:, p])}; with {cell(result.mean_alpha_shocked[:, p])}",
+            f"  change in mean alpha: {cell(result.mean_alpha_shocked[:, p] - result.mean_alpha_base[:, p])}",
+            f"several equilibria (start concentrated in the shocked county reaches another fixed point): {result.several.mean():.3f} of draws",
+        ]
+        if result.several.any():
+            lines.append(f"  shocked county share in that other equilibrium: {cell(result.alternative[result.several, p])}")
+    table = result.county_table().head(top)
+    lines += ["", f"largest share changes (of {len(result.choice_fips)} counties in the choice set):"]
+    for _, r in table.iterrows():
+        lines.append(
+            f"  {r['county']:<36s} share {r['base_share_median']:.4f} -> {r['shocked_share_median']:.4f} "
+            f"(change {r['share_change_median']:+.5f} [{r['share_change_q5']:+.5f}, {r['share_change_q95']:+.5f}]); "
+            f"Sbar {r['sbar_base_median']:.3g} -> {r['sbar_shocked_median']:.3g}; mean alpha change {r['mean_alpha_change_median']:+.4f}"
+        )
+    for note in result.notes:
+        lines.append(f"note: {note}")
+    return "\n".join(lines)

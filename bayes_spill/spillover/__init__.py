@@ -1,0 +1,1 @@
+"""Stage 2, spillover: the distance-decay kernel, the spillover fields S(lambda), and their certified approximations."""

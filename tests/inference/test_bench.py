@@ -1,0 +1,120 @@
+"""`bayes-spill bench` runs end to end on a tiny industry and reports ratios against the baseline."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from bayes_spill.inference.bench import format_tables, run_bench
+from bayes_spill.cli.main import main
+
+
+@pytest.fixture(scope="module")
+def tiny_bench():
+    # The Python backend compiles nothing, so this stays fast; real runs use C, Numba and JAX.
+    return run_bench(scales=(0.06,), backends=("Python",), repeats=2)
+
+
+def test_each_formulation_is_timed(tiny_bench):
+    rows = {(r["formulation"], r["backend"]): r for r in tiny_bench["gradients"]}
+    assert set(rows) == {(f, "Python") for f in ("occupied", "all_counties", "all_counties_exact")}
+    for row in rows.values():
+        assert row["grad_ms"] > 0 and row["compile_s"] > 0
+    # all counties carries a county effect for each of the 3,142 counties
+    assert rows[("all_counties", "Python")]["parameters"] > 3142 > rows[("occupied", "Python")]["parameters"]
+    assert rows[("all_counties_exact", "Python")]["ratio_to_baseline"] == pytest.approx(1.0)
+    assert rows[("all_counties", "Python")]["ratio_to_paper_scale"] is None  # no 688-firm run here
+
+
+def test_evaluation_point_is_near_the_papers_values():
+    from bayes_spill.inference.bench import _config, evaluation_point
+    from bayes_spill.model.likelihood import build_model
+    from bayes_spill.model.simulate import SimulationSettings, simulate_industry
+
+    model = build_model(simulate_industry(SimulationSettings(n_firms=30), seed=2), _config("occupied"))
+    point = evaluation_point(model)
+    assert float(point["gamma"]) == 0.3 and float(np.exp(point["halflife_km_log__"])) == pytest.approx(59.0)
+    assert np.std(point["alpha_raw"]) > 0.3  # the firms' c_i differ, so the denominator's bins are exercised
+
+
+def test_gradients_are_timed_in_interleaved_rounds():
+    """Slow phases of the machine fall on every function alike, not on one of them."""
+    from bayes_spill.inference.bench import time_gradients
+
+    calls = []
+
+    def fake(name):
+        def fn(x):
+            calls.append(name)
+            return np.float64(0.0), x
+
+        return fn
+
+    medians = time_gradients([(fake("a"), np.zeros(2)), (fake("b"), np.zeros(2))], repeats=4, rounds=2)
+    assert calls == ["a", "a", "b", "b", "a", "a", "b", "b"]
+    assert len(medians) == 2 and all(m >= 0 for m in medians)
+
+
+def test_ratios_in_one_run():
+    from bayes_spill.inference.bench import GradientTiming, SamplingRun, _add_ratios
+
+    grads = [
+        GradientTiming(1.0, 688, "all_counties_exact", "C", 10, 1.0, 40.0),
+        GradientTiming(1.0, 688, "all_counties", "C", 10, 1.0, 2.0),
+        GradientTiming(10.0, 6880, "all_counties", "C", 10, 1.0, 20.0),
+    ]
+    runs = [
+        SamplingRun(1.0, "all_counties_exact", "pymc", 50, 50, 2, 100.0, 15.0, 0.5, 0.4),
+        SamplingRun(1.0, "all_counties", "nutpie", 200, 200, 2, 20.0, 15.0, 20.0, 8.0),
+    ]
+    _add_ratios(grads, runs)
+    assert grads[1].ratio_to_baseline == pytest.approx(20.0) and grads[2].ratio_to_paper_scale == pytest.approx(10.0)
+    assert runs[1].ratio_ess_per_s_gamma == pytest.approx(40.0) and runs[1].ratio_ess_per_s_halflife == pytest.approx(20.0)
+
+
+def test_tables_and_json(tiny_bench, tmp_path, capsys):
+    text = format_tables(tiny_bench)
+    assert "grad_ms" in text and "ratio_to_baseline" in text
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--scales", "0.06", "--backends", "Python", "--formulations", "occupied", "--repeats", "1", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["gradients"][0]["formulation"] == "occupied"
+
+
+def test_unknown_backend_is_a_clear_error(capsys):
+    assert main(["bench", "--backends", "Fortran"]) == 2
+    assert "unknown backend" in capsys.readouterr().err
+
+
+def test_bad_pairs_are_a_clear_error(capsys):
+    assert main(["bench", "--pairs", "occupied:stan"]) == 2
+    assert "formulation:sampler" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # compiles and samples a model (about a minute)
+def test_a_sampling_pair_reports_steps_and_ess_per_second():
+    result = run_bench(scales=(0.06,), formulations=("occupied",), backends=(), pairs=(("occupied", "pymc"),), draws=30, tune=30, chains=1)
+    (row,) = result["sampling"]
+    assert (row["formulation"], row["sampler"], row["draws"]) == ("occupied", "pymc", 30)
+    assert row["wall_s"] > 0 and row["steps_per_draw"] >= 1
+    assert np.isfinite(row["ess_per_s_gamma"]) and row["ess_per_s_gamma"] > 0
+    assert row["ratio_ess_per_s_gamma"] is None  # the baseline pair was not run
+
+
+def test_scaled_industries_keep_the_spillovers_effect_at_the_papers_magnitude():
+    """Above the paper's scale the pools grow with the firms and alpha_i shrinks by 1/scale, so
+    c_i x range(Sbar), which sets the logit denominator's bins, measures firms and not a stronger
+    economy; the evaluation point's alpha spread follows."""
+    from bayes_spill.inference.bench import _config, _panel, alpha_scale, evaluation_point
+    from bayes_spill.model.simulate import SOFTWARE_SETTINGS
+    from bayes_spill.model.likelihood import build_model
+
+    assert alpha_scale(10.0) == pytest.approx(0.1) and alpha_scale(0.06) == 1.0 and alpha_scale(1.0) == 1.0
+    doubled = _panel(2.0, seed=1).truth["parameters"]
+    assert doubled["mu_alpha"] == pytest.approx(SOFTWARE_SETTINGS.mu_alpha / 2)
+    assert doubled["sigma_alpha2"] == pytest.approx(SOFTWARE_SETTINGS.sigma_alpha2 / 4)
+    small = _panel(0.06, seed=1)
+    assert small.truth["parameters"]["mu_alpha"] == SOFTWARE_SETTINGS.mu_alpha
+    point = evaluation_point(build_model(small, _config("occupied_integrated")), alpha_spread=0.25)
+    assert float(np.exp(point["sigma_alpha_log__"])) == pytest.approx(0.16)

@@ -1,0 +1,185 @@
+"""`bayes-spill fit` end to end on a tiny simulated industry: the files it writes, what they hold,
+loading them back, same seed -> same draws, and no half-written posterior after a crash."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import bayes_spill
+from bayes_spill.inference import posterior_io
+from bayes_spill.cli.main import main
+from bayes_spill.config import DEFAULT_MODEL, load_config
+from bayes_spill.errors import PosteriorError
+from bayes_spill.model.simulate import SimulationSettings, simulate_industry, write_simulation
+
+TINY = ["--draws", "40", "--tune", "40", "--chains", "2", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def tiny_csv(tmp_path_factory):
+    panel = simulate_industry(SimulationSettings(n_firms=40, first_year=1995, last_year=2004), seed=5)
+    csv_path, _ = write_simulation(panel, tmp_path_factory.mktemp("tiny"))
+    return csv_path
+
+
+@pytest.fixture(scope="module")
+def cli_fit(tiny_csv, tmp_path_factory):
+    out = tmp_path_factory.mktemp("fit") / "run"
+    code = main(["fit", "--data", str(tiny_csv), "--out", str(out), "--seed", "3", *TINY])
+    assert code == 0
+    return out
+
+
+def test_cli_fit_writes_posterior_and_summary(cli_fit, capsys):
+    assert (cli_fit / "posterior.nc").is_file()
+    assert (cli_fit / "summary.csv").is_file()
+    assert not list(cli_fit.glob(".*.tmp")), "a temporary file was left behind"
+
+
+def test_posterior_groups_dims_and_names(cli_fit):
+    tree = bayes_spill.load(cli_fit)
+    for group in ("posterior", "sample_stats", "log_likelihood", "observed_data", "constant_data"):
+        assert group in tree.children
+    post = tree["posterior"]
+    for name in ("gamma", "halflife_km", "mu_alpha", "sigma_alpha", "beta_k", "beta_l", "beta_r", "sigma_w", "alpha", "county_effect"):
+        assert name in post.data_vars, name
+    assert post["alpha"].dims == ("chain", "draw", "firm")
+    assert post["county_effect"].dims == ("chain", "draw", "county")
+    assert post.sizes["chain"] == 2 and post.sizes["draw"] == 40
+    loglik = tree["log_likelihood"]["firm_loglik"]
+    assert loglik.dims == ("chain", "draw", "firm")
+    assert np.all(np.isfinite(loglik.values)) and np.all(loglik.values < 0)
+
+
+def test_attrs_carry_provenance(cli_fit, tiny_csv):
+    import hashlib
+
+    attrs = bayes_spill.load(cli_fit).attrs
+    config = load_config(f"models/{DEFAULT_MODEL}.toml")  # the CLI's default
+    assert attrs["model_config_hash"] == config.with_sampler(seed=3, draws=40, tune=40, chains=2).hash()
+    assert attrs["data_sha256"] == hashlib.sha256(tiny_csv.read_bytes()).hexdigest()
+    assert attrs["seed"] == 3
+    assert attrs["bayes_spill_version"] == bayes_spill.__version__
+    assert "halflife_km" in attrs["model_config"]
+
+
+def test_arviz_summary_works_on_the_loaded_tree(cli_fit):
+    import arviz_stats as azs
+
+    table = azs.summary(bayes_spill.load(cli_fit), var_names=["gamma", "halflife_km"])
+    assert len(table) == 2
+
+
+def test_loaded_equals_written(cli_fit, tmp_path):
+    tree = bayes_spill.load(cli_fit)
+    again = tmp_path / "again"
+    posterior_io.save(tree, again)
+    reloaded = bayes_spill.load(again)
+    xr.testing.assert_identical(tree["posterior"].to_dataset(), reloaded["posterior"].to_dataset())
+    assert tree.attrs == reloaded.attrs
+
+
+def test_load_checks_the_configuration(cli_fit):
+    with pytest.raises(PosteriorError, match="model configuration hash"):
+        posterior_io.load(cli_fit, config=load_config("models/no_sorting.toml"))
+
+
+def test_load_rejects_missing_and_corrupt_files(tmp_path):
+    with pytest.raises(PosteriorError, match="no posterior"):
+        posterior_io.load(tmp_path)
+    (tmp_path / "posterior.nc").write_bytes(b"not a netcdf file")
+    with pytest.raises(PosteriorError, match="not a readable posterior"):
+        posterior_io.load(tmp_path)
+
+
+def test_summary_csv_has_interval_and_diagnostics(cli_fit):
+    import pandas as pd
+
+    table = pd.read_csv(cli_fit / "summary.csv", index_col=0)
+    assert {"median", "q5", "q95", "r_hat", "ess_bulk", "ess_tail"} <= set(table.columns)
+    assert "gamma" in table.index and "halflife_km" in table.index
+    assert (table["q5"] <= table["median"]).all() and (table["median"] <= table["q95"]).all()
+
+
+def test_same_seed_same_draws(tiny_csv):
+    kwargs = dict(data=str(tiny_csv), draws=20, tune=20, chains=2, progress=False, report=False)
+    first = bayes_spill.fit(seed=11, **kwargs)
+    second = bayes_spill.fit(seed=11, **kwargs)
+    other = bayes_spill.fit(seed=12, **kwargs)
+    for name in ("gamma", "halflife_km", "alpha"):
+        np.testing.assert_array_equal(first["posterior"][name].values, second["posterior"][name].values)
+    assert not np.array_equal(first["posterior"]["halflife_km"].values, other["posterior"]["halflife_km"].values)
+
+
+def test_crash_while_writing_keeps_the_previous_posterior(cli_fit, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    tree = bayes_spill.load(cli_fit)
+    posterior_io.save(tree, out)
+    before = (out / "posterior.nc").read_bytes()
+
+    def exploding_write(self, path, **kwargs):
+        with open(path, "wb") as handle:
+            handle.write(b"half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(xr.DataTree, "to_netcdf", exploding_write)
+    with pytest.raises(KeyboardInterrupt):
+        posterior_io.save(tree, out)
+    assert (out / "posterior.nc").read_bytes() == before
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_fit_without_a_model_chooses_by_the_number_of_firms(tiny_csv, tmp_path, monkeypatch, capsys):
+    """No --model: the integrated default up to config.LARGE_PANEL_FIRMS firms (as cli_fit's 40
+    firms get), latent alpha_i above, written to posterior/<that model> and said so."""
+    from bayes_spill import config
+    from bayes_spill.inference.fitting import resolve_model_and_data
+
+    monkeypatch.setattr(config, "LARGE_PANEL_FIRMS", 39)
+    chosen, panel, _ = resolve_model_and_data(None, tiny_csv)
+    assert (chosen.name, panel.n_firms) == (config.LARGE_PANEL_MODEL, 40)
+    assert resolve_model_and_data(DEFAULT_MODEL, tiny_csv)[0].name == DEFAULT_MODEL  # a named model is kept
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", "--data", str(tiny_csv), "--seed", "3", *TINY]) == 0
+    out = capsys.readouterr().out
+    assert f"model: {config.LARGE_PANEL_MODEL} (40 firms; the default above 39 firms" in out
+    tree = bayes_spill.load(tmp_path / "posterior" / config.LARGE_PANEL_MODEL)
+    assert tree.attrs["model_name"] == config.LARGE_PANEL_MODEL
+    assert "alpha_raw" in tree["posterior"]  # latent alpha_i were sampled
+
+
+def test_fit_report_prints_truth_and_diagnostics(tiny_csv, tmp_path, capsys):
+    sim_dir = tiny_csv.parent
+    truth = json.loads((sim_dir / "truth.json").read_text())
+    from bayes_spill.inference.summary import fit_report
+
+    tree = bayes_spill.load_dataset  # noqa: F841  (lazy attribute resolves)
+    fitted = bayes_spill.fit(data=str(tiny_csv), draws=20, tune=20, chains=2, progress=False, report=False)
+    text = fit_report(fitted, truth)
+    assert "truth" in text and "halflife_km" in text
+    assert "divergences" in text and "e_bfmi" in text
+
+
+def test_bad_data_is_a_clear_error_not_a_traceback(tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("gvkey,fyear,sale,emp,ppent,xrd,fips\n001,2000,1,1,1,-1,06085\n")
+    code = main(["fit", "--data", str(bad), "--out", str(tmp_path / "out"), *TINY])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "bad.csv" in err and "xrd" in err and "Traceback" not in err
+    assert not (tmp_path / "out" / "posterior.nc").exists()
+
+
+def test_panel_and_config_rebuilt_from_the_posterior(cli_fit, tiny_csv):
+    from bayes_spill.data.inputs import load_panel
+
+    tree = bayes_spill.load(cli_fit)
+    rebuilt = posterior_io.panel_from_tree(tree)
+    original = load_panel(tiny_csv)
+    for name in ("firms", "years", "obs_firm", "obs_year", "sale", "emp", "ppent", "xrd", "rd_stock", "firm_county"):
+        np.testing.assert_array_equal(getattr(rebuilt, name), getattr(original, name), err_msg=name)
+    assert posterior_io.config_from_tree(tree).hash() == tree.attrs["model_config_hash"]
