@@ -9,11 +9,71 @@ import hashlib
 import json
 import tomllib
 from dataclasses import asdict, dataclass, fields
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from bayes_spill.errors import ConfigError
 from bayes_spill.data.panel import PanelSettings
+
+# The model files that come with the package: models/ at the top of a checkout, and in an installed
+# wheel the data-only package bayes_spill.model_files, which pyproject.toml maps onto models/.
+INSTALLED_MODELS = "model_files"
+_CHECKOUT = Path(__file__).resolve().parents[1]
+
+
+def shipped_models(folder: str = "") -> Path:
+    """The folder of the model files that ship with the package.
+
+    Parameters
+    ----------
+    folder : str
+        A subfolder of ``models/``: ``""`` for the model configurations, ``"studies"`` for the
+        calibration studies.
+
+    Returns
+    -------
+    Path
+        ``models/<folder>`` of the checkout this module runs from (editable installs and
+        ``PYTHONPATH`` runs read the files a contributor edits), else the copy installed with the
+        package (``bayes_spill.model_files``, found through importlib.resources).
+    """
+    checkout = _CHECKOUT / "models"
+    if checkout.is_dir() and (_CHECKOUT / "pyproject.toml").is_file():
+        return checkout / folder if folder else checkout
+    # Through the regular package bayes_spill: model_files holds no __init__.py (a namespace
+    # package), and files() of a namespace package is no pathlib.Path.
+    installed = Path(str(resources.files("bayes_spill"))) / INSTALLED_MODELS
+    return installed / folder if folder else installed
+
+
+def find_model_file(model: str | Path, folder: str = "") -> Path:
+    """The file a model (or calibration study) argument names.
+
+    Parameters
+    ----------
+    model : str or Path
+        A path to a TOML file, or the name of one (no ``.toml``): ``NAME`` is looked up as
+        ``./models/<folder>/NAME.toml`` in the working directory first, then among the files
+        that ship with the package (`shipped_models`).
+    folder : str
+        ``""`` for model configurations, ``"studies"`` for calibration studies.
+
+    Returns
+    -------
+    Path
+        The file found, or ``model`` unchanged when nothing matches (reading it then reports
+        the missing file).
+    """
+    path = Path(model)
+    if path.exists() or path.suffix == ".toml":
+        return path
+    for base in (Path.cwd() / "models", shipped_models()):
+        candidate = (base / folder if folder else base) / f"{model}.toml"
+        if candidate.is_file():
+            return candidate
+    return path
+
 
 # Distributions a prior may name, with their parameters (PyMC names) and positivity rules.
 PRIOR_FAMILIES: dict[str, tuple[str, ...]] = {

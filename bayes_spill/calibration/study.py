@@ -45,12 +45,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bayes_spill.config import Prior, _parse_prior
+from bayes_spill.config import Prior, _parse_prior, find_model_file, shipped_models
 from bayes_spill.errors import BayesSpillError, ConfigError
 from bayes_spill.inference.posterior_io import atomic_path
 
 # Study configurations live in models/studies/: models/*.toml are model configurations only.
-STUDIES = Path(__file__).resolve().parents[2] / "models" / "studies"
+STUDIES = shipped_models("studies")
 DEFAULT_CALIBRATION = "calibration"
 # The parameters the simulator takes from SimulationSettings: the calibration prior must give all.
 SIMULATOR_PARAMETERS = ("beta_k", "beta_l", "beta_r", "beta_zero_rd", "sigma_w", "halflife_km", "gamma", "mu_alpha", "sigma_alpha")
@@ -110,12 +110,7 @@ class CalibrationConfig:
 
 
 def resolve_calibration(path: str | Path | None = None) -> Path:
-    if path is None:
-        return STUDIES / f"{DEFAULT_CALIBRATION}.toml"
-    p = Path(path)
-    if not p.exists() and p.suffix != ".toml" and (STUDIES / f"{p}.toml").exists():
-        return STUDIES / f"{p}.toml"
-    return p
+    return find_model_file(DEFAULT_CALIBRATION if path is None else path, folder="studies")
 
 
 def load_calibration(path: str | Path | None = None) -> CalibrationConfig:

@@ -21,25 +21,22 @@ import xarray as xr
 
 from bayes_spill import __version__
 from bayes_spill.inference import alpha_draws
-from bayes_spill.config import DEFAULT_MODEL, ModelConfig, default_model, default_model_reason, load_config
+from bayes_spill.config import DEFAULT_MODEL, ModelConfig, default_model, default_model_reason, find_model_file, load_config, shipped_models
 from bayes_spill.errors import BayesSpillError
 from bayes_spill.data.datasets import DEFAULT_DATASET, dataset_path, load_dataset
 from bayes_spill.data.inputs import load_panel
 from bayes_spill.model.likelihood import FIRM, FIRM_LOGLIK, YEAR, ModelData, build_model, model_data
 from bayes_spill.data.panel import PreparedPanel
 
-REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
+REPO_MODELS = shipped_models()
 OBS = "obs"
 
 
 def resolve_config(model: str | Path | ModelConfig = DEFAULT_MODEL) -> ModelConfig:
-    """A ModelConfig from an object, a TOML path, or the name of a file in ``models/``."""
+    """A ModelConfig from an object, a TOML path, or a model's name (``config.find_model_file``)."""
     if isinstance(model, ModelConfig):
         return model
-    path = Path(model)
-    if not path.exists() and path.suffix != ".toml" and (REPO_MODELS / f"{model}.toml").exists():
-        path = REPO_MODELS / f"{model}.toml"
-    return load_config(path)
+    return load_config(find_model_file(model))
 
 
 def resolve_data(data, config: ModelConfig, counties=None) -> tuple[PreparedPanel, str]:
