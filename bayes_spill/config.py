@@ -42,7 +42,8 @@ def shipped_models(folder: str = "") -> Path:
     if checkout.is_dir() and (_CHECKOUT / "pyproject.toml").is_file():
         return checkout / folder if folder else checkout
     # Through the regular package bayes_spill: model_files holds no __init__.py (a namespace
-    # package), and files() of a namespace package is no pathlib.Path.
+    # package), files() of a namespace package is no pathlib.Path, and an editable install does
+    # not map it at all (hence the checkout first, above).
     installed = Path(str(resources.files("bayes_spill"))) / INSTALLED_MODELS
     return installed / folder if folder else installed
 
