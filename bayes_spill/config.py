@@ -85,17 +85,14 @@ PRIOR_FAMILIES: dict[str, tuple[str, ...]] = {
     "Gamma": ("alpha", "beta"),
     "StudentT": ("nu", "mu", "sigma"),
 }
-# The model `bayes-spill fit` uses unless told otherwise, chosen by `bayes-spill bench`: at the
-# paper's scale the joint model with alpha_i integrated out (models/integrated_alpha.toml) gave
-# 119x / 139x the baseline's ESS/s for gamma / the half-life (before the table in c, which halved
-# its run time since), against 21x / 16x for latent alpha_i (models/lychagin2010.toml, the same
-# model and posterior).
+# The model `bayes-spill fit` uses unless told otherwise: alpha_i integrated out, the formulation
+# with the most effective samples per second by `bayes-spill bench` at the paper's scale
+# (docs/performance.md; models/lychagin2010.toml is the same model and posterior, alpha_i latent).
 DEFAULT_MODEL = "integrated_alpha"
-# Its cost per gradient grows with firms x 16 quadrature nodes, the latent model's with firms, and
-# by `bench` (nutpie, 2 chains x (500 + 500)) the worst of gamma's and the half-life's ESS/s is 5.4
-# against 1.1 for latent alpha_i at 6x the paper's firms and 2.9 against 3.1 at 10x: the crossover
-# interpolates to about 6,800 firms (README, "Cost in firms"). `bayes-spill fit` without --model
-# uses latent alpha_i above LARGE_PANEL_FIRMS.
+# Its cost per gradient grows with firms x 16 quadrature nodes, the latent model's with firms: by
+# `bench` the two formulations' ESS/s cross near 6,800 firms (docs/performance.md, "Which
+# formulation at which size"). `bayes-spill fit` without --model uses latent alpha_i above
+# LARGE_PANEL_FIRMS.
 LARGE_PANEL_MODEL = "lychagin2010"
 LARGE_PANEL_FIRMS = 6000
 

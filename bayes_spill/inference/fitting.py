@@ -73,8 +73,7 @@ def sample(model: pm.Model, config: ModelConfig, progress: bool = True):
 
         compiled = nutpie.compile_pymc_model(model, backend="numba")
         # One BLAS thread per chain: the chains are the parallelism, and BLAS threads inside
-        # each of them only contend for the same cores (measured: the gradient's median time
-        # rises by up to 50% and varies twice as much with 2 BLAS threads on 2 cores).
+        # each of them only contend for the same cores (docs/performance.md, "BLAS threads").
         blas = threadpool_limits(1, user_api="blas")
         sampler = nutpie.sample(
             compiled,
