@@ -9,8 +9,8 @@ in seconds (argparse keeps the last value of a repeated option). Python blocks r
 sharing one namespace, as a user would paste them.
 
 README.md: every `bayes-spill` line of its quick-start blocks is a valid command line (parsed by
-the real parser, nothing run), and the `--help` of each command it names works. Its links into
-docs/ point at files that exist.
+the real parser, nothing run), the `--help` of each command it names works, and its Python
+quick start compiles. Its links, and those between the pages of docs/, point at files that exist.
 """
 
 from __future__ import annotations
@@ -44,12 +44,15 @@ def command_lines(body: str) -> list[list[str]]:
     return [words for line in body.replace("\\\n", " ").splitlines() if (words := shlex.split(line, comments=True))]
 
 
-def quick_start_commands() -> list[list[str]]:
-    text = README.read_text(encoding="utf-8")
-    sections = re.split(r"^(?=## )", text, flags=re.M)
+def quick_start_blocks() -> list[tuple[str, str]]:
+    sections = re.split(r"^(?=## )", README.read_text(encoding="utf-8"), flags=re.M)
     quick = [s for s in sections if s.startswith(QUICK_START)]
     assert quick, f"README.md has no '{QUICK_START}' section"
-    return [words for section in quick for kind, body in code_blocks(section) if kind == "bash" for words in command_lines(body)]
+    return [block for section in quick for block in code_blocks(section)]
+
+
+def quick_start_commands() -> list[list[str]]:
+    return [words for kind, body in quick_start_blocks() if kind == "bash" for words in command_lines(body)]
 
 
 def speed_options() -> dict[str, list[str]]:
@@ -102,6 +105,14 @@ def test_readme_quick_start_commands_parse():
     for words in lines:
         assert words[0] == "bayes-spill", f"a quick-start line that is not a bayes-spill command: {' '.join(words)!r}"
         parser.parse_args(words[1:])  # argparse exits (SystemExit 2) on an unknown command or option
+
+
+def test_readme_quick_start_python_compiles():
+    # It names files a reader has (firms.csv), so it is compiled, not run; the walkthrough runs.
+    blocks = [body for kind, body in quick_start_blocks() if kind == "python"]
+    assert blocks
+    for body in blocks:
+        compile(body, str(README), "exec")
 
 
 @pytest.mark.parametrize("command", sorted({words[1] for words in quick_start_commands()}))
