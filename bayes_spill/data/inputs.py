@@ -1,4 +1,4 @@
-"""Reading and checking a user's firm panel (DATA.md): every bad input becomes an InputError
+"""Reading and checking a user's firm panel (docs/data.md): every bad input becomes an InputError
 naming the file, the column and the offending rows; the only drop is the paper's
 minimum-years sample rule, and it is counted and printed."""
 
@@ -30,7 +30,7 @@ FYEAR_RANGE = (1000, 9999)  # a fiscal year is a 4-digit calendar year
 def validate_panel(
     frame: pd.DataFrame, counties: Counties, file: str | os.PathLike, settings: PanelSettings | None = None
 ) -> tuple[pd.DataFrame, dict[str, int], list[str]]:
-    """Check every rule of DATA.md; return (clean frame, dropped counts, messages to print).
+    """Check every rule of docs/data.md; return (clean frame, dropped counts, messages to print).
 
     Row numbers in errors are file line numbers taken from the index when ``read_table`` made
     it, else the row position counted as if the frame were a CSV file. Checks run in an order

@@ -1,4 +1,4 @@
-"""The joint hierarchical model in PyMC (MODEL.md; paper eq. 6, 7, 13 and Assumptions 1-5).
+"""The joint hierarchical model in PyMC (docs/model.md; paper eq. 6, 7, 13 and Assumptions 1-5).
 
 Production, firm fixed effects u_i integrated out under a flat prior (the within-firm demeaned
 equation, T_i - 1 degrees of freedom per firm):
