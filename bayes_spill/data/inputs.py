@@ -10,8 +10,6 @@ import numpy as np
 import pandas as pd
 
 from bayes_spill.data import geography
-from bayes_spill.errors import InputError
-from bayes_spill.data.geography import Counties
 from bayes_spill.data.files import (
     FIRST_DATA_LINE,
     FRAME_NAME,
@@ -21,7 +19,14 @@ from bayes_spill.data.files import (
     table_name,
     text_columns_as_strings,
 )
-from bayes_spill.data.panel import PANEL_COLUMNS, PanelSettings, PreparedPanel, build_panel
+from bayes_spill.data.geography import Counties
+from bayes_spill.data.panel import (
+    PANEL_COLUMNS,
+    PanelSettings,
+    PreparedPanel,
+    build_panel,
+)
+from bayes_spill.errors import InputError
 
 NUMERIC_COLUMNS = ("fyear", "sale", "emp", "ppent", "xrd")
 POSITIVE_COLUMNS = ("sale", "emp", "ppent")
