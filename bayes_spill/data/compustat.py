@@ -36,7 +36,6 @@ STANDARD_FORMAT = {"indfmt": "INDL", "datafmt": "STD", "popsrc": "D", "consol": 
 MONEY = ("sale", "ppent", "xrd")
 POSITIVE = ("sale", "emp", "ppent")
 MISSING_XRD = ("zero", "error")
-US = "USA"
 GVKEY_DIGITS = 6
 # industry scheme -> (historical column in FUNDA, header column in COMPANY, digits of a full code)
 SCHEMES = {"sic": ("sich", "sic", 4), "naics": ("naicsh", "naics", 6)}
@@ -109,7 +108,7 @@ def prepare(
         rec.count("FUNDA rows not in US dollars (curcd)", foreign_money.sum())
         f = rec.drop(f, foreign_money, "currency", lambda gvkey, g: f"curcd {'/'.join(sorted(set(g['curcd'])))}")
     f = _industry(f, c, codes, rec)
-    f = _headquarters(f, c, rec, company_name, table)
+    f = zip_county.place_headquarters(f, c, rec, company_name, table)
     f = _values(f, rec, funda_name, missing_xrd)
 
     for column in MONEY:
@@ -355,7 +354,7 @@ def _industry(f: pd.DataFrame, c: pd.DataFrame, codes: dict, rec: Recorder) -> p
 
     rec.count(f"FUNDA firm-years outside the industry ({' or '.join(described)})", (~inside).sum())
     f = rec.drop(f, ~inside, "industry", describe)
-    rec.count("firms outside the industry", _excluded_by(rec, "industry"))
+    rec.count("firms outside the industry", rec.excluded_by("industry"))
     return f
 
 
@@ -365,73 +364,6 @@ def _code_text(values: pd.Series, digits: int) -> pd.Series:
     text = values.astype("str").str.strip().where(numbers.isna(), numbers.astype("Int64").astype("str"))
     text = text.where(text.str.fullmatch(r"\d+").fillna(False).astype(bool))
     return text.str.zfill(digits) if digits else text
-
-
-def _excluded_by(rec: Recorder, rule: str) -> int:
-    return sum(1 for r in rec.excluded.values() if r == rule)
-
-
-def _headquarters(f: pd.DataFrame, c: pd.DataFrame, rec: Recorder, company_name: str, table: Counties) -> pd.DataFrame:
-    firms = c.loc[sorted(set(f["gvkey"]))]
-    country = firms["loc"] if "loc" in firms else pd.Series(None, index=firms.index, dtype="str")
-    if "fic" in firms:
-        country = country.where(country.notna(), firms["fic"])
-    foreign = country.isna() | (country.str.upper() != US)
-    where = {g: (f"loc {firms.at[g, 'loc']}" if "loc" in firms and pd.notna(firms.at[g, "loc"]) else f"fic {country[g]}") for g in firms.index[foreign]}
-    f = rec.drop(f, f["gvkey"].isin(where), "foreign", lambda gvkey, g: where[gvkey] if pd.notna(country[gvkey]) else "loc and fic empty")
-    rec.count("firms with headquarters outside the US", _excluded_by(rec, "foreign"))
-
-    firms = firms[~foreign]
-    zips, malformed = zip_county.normalize_zip(firms["addzip"])
-    if malformed.any():
-        bad = firms[malformed]
-        raise InputError(
-            company_name,
-            "addzip",
-            f"US headquarters whose ZIP cannot be read ({', '.join(repr(z) for z in bad['addzip'][:3])})",
-            rows=sorted(int(line) for line in bad["_line"]),
-            hint="A ZIP is 5 digits, or ZIP+4 such as 95054-1234; correct it, or empty it to leave the firm out (recorded)",
-        )
-    walk = zip_county.crosswalk()
-    found = zips.isin(walk.index)
-    fips = pd.Series(walk["fips"].reindex(zips.where(found)).to_numpy(), index=firms.index, dtype="str")
-    zip_state = pd.Series(walk["state"].reindex(zips.where(found)).to_numpy(), index=firms.index, dtype="str")
-    state = firms["state"].str.upper() if "state" in firms else pd.Series(None, index=firms.index, dtype="str")
-    known = set(np.asarray(table.fips).tolist())
-    reasons = {}
-    for gvkey in firms.index:
-        z = zips[gvkey]
-        if pd.isna(z):
-            reasons[gvkey] = ("no_zip", "addzip empty")
-        elif not found[gvkey]:
-            reasons[gvkey] = ("zip_not_found", f"ZIP {z} (addzip {firms.at[gvkey, 'addzip']})")
-        elif pd.notna(state[gvkey]) and state[gvkey] != zip_state[gvkey]:
-            reasons[gvkey] = ("zip_state", f"ZIP {z} is in {zip_state[gvkey]}, state says {state[gvkey]}")
-        elif fips[gvkey] not in known:
-            reasons[gvkey] = ("county_not_in_table", f"ZIP {z} -> county {fips[gvkey]}, not in {table.source}")
-    labels = {
-        "no_zip": "firms with no ZIP (addzip empty)",
-        "zip_not_found": "firms whose ZIP is not in the crosswalk",
-        "zip_state": "firms whose ZIP lies in another state than COMPANY's state",
-        "county_not_in_table": "firms whose ZIP's county is not in the county table",
-    }
-    for rule, label in labels.items():
-        firms_out = {g: d for g, (r, d) in reasons.items() if r == rule}
-        f = rec.drop(f, f["gvkey"].isin(firms_out), rule, lambda gvkey, g, d=firms_out: d[gvkey])
-        rec.count(label, len(firms_out))
-    placed = fips.drop(list(reasons))
-    if "city" in firms:
-        city = firms.loc[placed.index, "city"].str.upper().str.strip()
-        zip_city = walk["city"].reindex(zips[placed.index]).str.upper().to_numpy()
-        other = city.notna() & (city != zip_city)
-        for gvkey in placed.index[other.to_numpy()]:
-            rec.add(gvkey, NOTE, "city", detail=f"city {firms.at[gvkey, 'city']}, ZIP {zips[gvkey]} is {walk.at[zips[gvkey], 'city']}")
-        rec.count("firms whose city differs from the ZIP's primary city (kept; noted)", other.sum())
-    source = walk["source"].reindex(zips[placed.index]).to_numpy()
-    rec.count("firms placed by a PO Box ZIP's county name (GeoNames; noted)", (source == "geonames-county-name").sum())
-    for gvkey in placed.index[source == "geonames-county-name"]:
-        rec.add(gvkey, NOTE, "county_by_name", detail=f"ZIP {zips[gvkey]} has no ZCTA; county {placed[gvkey]} by its GeoNames county name")
-    return f.assign(fips=placed.reindex(f["gvkey"]).to_numpy())
 
 
 def _values(f: pd.DataFrame, rec: Recorder, name: str, missing_xrd: str) -> pd.DataFrame:
@@ -455,7 +387,7 @@ def _values(f: pd.DataFrame, rec: Recorder, name: str, missing_xrd: str) -> pd.D
         return f"{', '.join(bad)} missing or <= 0"
 
     f = rec.drop(f, unusable, "missing_values", describe)
-    rec.count("firms left with no usable firm-year", _excluded_by(rec, "missing_values"))
+    rec.count("firms left with no usable firm-year", rec.excluded_by("missing_values"))
     negative = f["xrd"] < 0
     if negative.any():
         raise InputError(name, "xrd", "negative R&D expense", rows=f.loc[negative, "_line"].tolist(), hint="xrd must be >= 0")

@@ -122,6 +122,10 @@ class Recorder:
     def count(self, label: str, n: int) -> None:
         self.counts[label] = self.counts.get(label, 0) + int(n)
 
+    def excluded_by(self, rule: str) -> int:
+        """How many firms ``rule`` has excluded so far."""
+        return sum(1 for r in self.excluded.values() if r == rule)
+
     def add(self, gvkey: str, action: str, rule: str, years: Iterable[int] = (), detail: str = "") -> None:
         years = list(years)
         if action == EXCLUDED:
