@@ -50,7 +50,7 @@ from bayes_spill.errors import BayesSpillError, ConfigError
 from bayes_spill.inference.posterior_io import atomic_path
 
 # Study configurations live in models/studies/: models/*.toml are model configurations only.
-STUDIES = Path(__file__).resolve().parents[1] / "models" / "studies"
+STUDIES = Path(__file__).resolve().parents[2] / "models" / "studies"
 DEFAULT_CALIBRATION = "calibration"
 # The parameters the simulator takes from SimulationSettings: the calibration prior must give all.
 SIMULATOR_PARAMETERS = ("beta_k", "beta_l", "beta_r", "beta_zero_rd", "sigma_w", "halflife_km", "gamma", "mu_alpha", "sigma_alpha")

@@ -28,7 +28,7 @@ from bayes_spill.data.inputs import load_panel
 from bayes_spill.model.likelihood import FIRM, FIRM_LOGLIK, YEAR, ModelData, build_model, model_data
 from bayes_spill.data.panel import PreparedPanel
 
-REPO_MODELS = Path(__file__).resolve().parents[1] / "models"
+REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
 OBS = "obs"
 
 
