@@ -121,3 +121,17 @@ def _add_extra_firms(funda, company, first: int, last: int):
     firm("900007", years, addzip="00000")
     firm("900008", years, emp=np.nan)
     return pd.concat([funda, pd.DataFrame(rows)], ignore_index=True), pd.concat([company, pd.DataFrame(firms)], ignore_index=True)
+
+
+def drift_extract():
+    """Three software firms: one leaves software (sich 7373 from its 4th year), one entered it
+    (header sic 7373 today, sich 7372 in the panel's years), one has no sich at all."""
+    rows = []
+    for gvkey, sich in (("000001", [7372, 7372, 7372, 7373, 7373]), ("000002", [7372] * 5), ("000003", [None] * 5)):
+        for i, year in enumerate(range(2000, 2005)):
+            rows.append(dict(gvkey=gvkey, fyear=year, sale=100.0 + i, emp=1.0, ppent=10.0, xrd=2.0, sich=sich[i]))
+    funda = pd.DataFrame(rows)
+    company = pd.DataFrame(
+        dict(gvkey=["000001", "000002", "000003"], sic=["7373", "7373", "7372"], addzip=["95054", "02139", "98052"], loc="USA")
+    )
+    return funda, company

@@ -1,5 +1,5 @@
 """Panels and county tables from every format (CSV, CSV.gz, Parquet, Stata .dta) and from pandas
-DataFrames; fit(data=df) and a .dta panel fit end to end (tiny data, few draws)."""
+DataFrames, and the data hash of a DataFrame (the fits are in test_fit_inputs.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import pandas as pd
 import pytest
 from tiny_fits import tiny_config, tiny_csv
 
-import bayes_spill
 from bayes_spill.data import geography
 from bayes_spill.data.files import read_table, write_table
 from bayes_spill.data.inputs import load_panel, resolve_counties
@@ -72,18 +71,3 @@ def test_a_dataframe_hashes_like_the_panel_built_from_it():
     changed = frame.copy()
     changed.loc[0, "sale"] *= 1.5
     assert resolve_data(changed, config)[1] != digest
-
-
-def test_fit_from_a_dataframe_and_from_a_stata_panel(tmp_path):
-    frame = pd.read_csv(tiny_csv(), dtype={"gvkey": str, "fips": str})
-    config = tiny_config().with_sampler(draws=20, tune=30)
-    bayes_spill.fit(data=frame, model=config, out=tmp_path / "frame", progress=False, report=False)
-    dta = write_table(frame, tmp_path / "panel.dta")
-    bayes_spill.fit(data=dta, model=config, out=tmp_path / "dta", progress=False, report=False)
-    from_frame, from_dta = bayes_spill.load(tmp_path / "frame"), bayes_spill.load(tmp_path / "dta")
-    assert from_frame.attrs["data_source"] == "DataFrame" and from_dta.attrs["data_source"] == str(dta)
-    assert from_frame.attrs["data_sha256"] == resolve_data(frame, config)[1]
-    # same data, same configuration and seed: the same draws
-    np.testing.assert_array_equal(
-        from_frame.posterior["halflife_km"].to_numpy(), from_dta.posterior["halflife_km"].to_numpy()
-    )

