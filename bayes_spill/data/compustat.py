@@ -264,7 +264,7 @@ def _company_by_gvkey(c: pd.DataFrame, name: str) -> pd.DataFrame:
             rows=[int(i) for i in c.index[repeated]],
             hint="Keep one row per gvkey",
         )
-    return c.assign(_line=c.index).set_index("gvkey")
+    return c.assign(_line=c.index, gvkey=c["gvkey"].astype(object)).set_index("gvkey")
 
 
 def _funda_rows(f: pd.DataFrame, c: pd.DataFrame, name: str) -> pd.DataFrame:
@@ -287,8 +287,11 @@ def _funda_rows(f: pd.DataFrame, c: pd.DataFrame, name: str) -> pd.DataFrame:
     bad = f["fyear"].notna() & (fyear.isna() | (fyear % 1 != 0))
     if bad.any():
         raise InputError(name, "fyear", "fiscal years that are not whole numbers", rows=lines[bad.to_numpy()].tolist())
-    f = f.assign(fyear=fyear, _line=lines)
-    return f.assign(_key=f["gvkey"] + "|" + fyear.astype("Int64").astype(str))
+    # gvkey and the firm-year key as Python strings: pandas' isin and groupby on them are many
+    # times faster than on its Arrow-backed text, and the rules call them once per rule
+    gvkey = f["gvkey"].astype(object)
+    key = (gvkey + "|" + fyear.astype("Int64").astype(str)).astype(object)
+    return f.assign(gvkey=gvkey, fyear=fyear, _line=lines, _key=key)
 
 
 # -- the rules -------------------------------------------------------------------------------------

@@ -83,6 +83,12 @@ def crosswalk() -> pd.DataFrame:
     return table.set_index("zip")
 
 
+@functools.lru_cache(maxsize=1)
+def _lookup() -> dict[str, dict[str, str]]:
+    """The crosswalk as ZIP -> row of plain strings: looked up once per firm."""
+    return crosswalk().to_dict("index")
+
+
 def place_headquarters(f: pd.DataFrame, c: pd.DataFrame, rec: Recorder, company_name: str, table: Counties) -> pd.DataFrame:
     """Keep the firms headquartered in the US (``loc``, else ``fic``) whose ZIP gives a county of
     the county table, and give their rows that county; record each firm left out and why.
@@ -105,19 +111,31 @@ def place_headquarters(f: pd.DataFrame, c: pd.DataFrame, rec: Recorder, company_
     pandas.DataFrame
         The rows of the firms kept, with a ``fips`` column.
     """
-    firms = c.loc[sorted(set(f["gvkey"]))]
-    country = firms["loc"] if "loc" in firms else pd.Series(None, index=firms.index, dtype="str")
-    if "fic" in firms:
-        country = country.where(country.notna(), firms["fic"])
-    foreign = country.isna() | (country.str.upper() != US)
-    where = {g: (f"loc {firms.at[g, 'loc']}" if "loc" in firms and pd.notna(firms.at[g, "loc"]) else f"fic {country[g]}") for g in firms.index[foreign]}
-    f = rec.drop(f, f["gvkey"].isin(where), "foreign", lambda gvkey, g: where[gvkey] if pd.notna(country[gvkey]) else "loc and fic empty")
+    gvkeys = sorted(set(f["gvkey"]))
+    firms = c.loc[gvkeys]
+
+    def column(name: str) -> dict:
+        """A COMPANY column as {gvkey: stripped text or None} (None also where the column is absent)."""
+        if name not in firms:
+            return dict.fromkeys(gvkeys)
+        values = firms[name].astype(object).where(firms[name].notna(), None)
+        return {g: (None if v is None or not str(v).strip() else str(v).strip()) for g, v in zip(firms.index, values)}
+
+    loc, fic, state, city = column("loc"), column("fic"), column("state"), column("city")
+    foreign = {}
+    for g in gvkeys:
+        country, source = (loc[g], "loc") if loc[g] is not None else (fic[g], "fic")
+        if country is None:
+            foreign[g] = "loc and fic empty"
+        elif country.upper() != US:
+            foreign[g] = f"{source} {country}"
+    f = rec.drop(f, f["gvkey"].isin(foreign), "foreign", lambda gvkey, g: foreign[gvkey])
     rec.count("firms with headquarters outside the US", rec.excluded_by("foreign"))
 
-    firms = firms[~foreign]
+    firms = firms.loc[[g for g in gvkeys if g not in foreign]]
     zips, malformed = normalize_zip(firms["addzip"])
     if malformed.any():
-        bad = firms[malformed]
+        bad = firms[malformed.to_numpy()]
         raise InputError(
             company_name,
             "addzip",
@@ -125,23 +143,27 @@ def place_headquarters(f: pd.DataFrame, c: pd.DataFrame, rec: Recorder, company_
             rows=sorted(int(line) for line in bad["_line"]),
             hint="A ZIP is 5 digits, or ZIP+4 such as 95054-1234; correct it, or empty it to leave the firm out (recorded)",
         )
-    walk = crosswalk()
-    found = zips.isin(walk.index)
-    fips = pd.Series(walk["fips"].reindex(zips.where(found)).to_numpy(), index=firms.index, dtype="str")
-    zip_state = pd.Series(walk["state"].reindex(zips.where(found)).to_numpy(), index=firms.index, dtype="str")
-    state = firms["state"].str.upper() if "state" in firms else pd.Series(None, index=firms.index, dtype="str")
+    walk = _lookup()
+    zips = dict(zip(firms.index, zips.astype(object).where(zips.notna(), None)))
+    addzip = column("addzip")
     known = set(np.asarray(table.fips).tolist())
-    reasons = {}
-    for gvkey in firms.index:
-        z = zips[gvkey]
-        if pd.isna(z):
-            reasons[gvkey] = ("no_zip", "addzip empty")
-        elif not found[gvkey]:
-            reasons[gvkey] = ("zip_not_found", f"ZIP {z} (addzip {firms.at[gvkey, 'addzip']})")
-        elif pd.notna(state[gvkey]) and state[gvkey] != zip_state[gvkey]:
-            reasons[gvkey] = ("zip_state", f"ZIP {z} is in {zip_state[gvkey]}, state says {state[gvkey]}")
-        elif fips[gvkey] not in known:
-            reasons[gvkey] = ("county_not_in_table", f"ZIP {z} -> county {fips[gvkey]}, not in {table.source}")
+    reasons, placed, notes = {}, {}, []
+    for g, z in zips.items():
+        entry = walk.get(z) if z is not None else None
+        if z is None:
+            reasons[g] = ("no_zip", "addzip empty")
+        elif entry is None:
+            reasons[g] = ("zip_not_found", f"ZIP {z} (addzip {addzip[g]})")
+        elif state[g] is not None and state[g].upper() != entry["state"]:
+            reasons[g] = ("zip_state", f"ZIP {z} is in {entry['state']}, state says {state[g]}")
+        elif entry["fips"] not in known:
+            reasons[g] = ("county_not_in_table", f"ZIP {z} -> county {entry['fips']}, not in {table.source}")
+        else:
+            placed[g] = entry["fips"]
+            if city[g] is not None and city[g].upper() != entry["city"].upper():
+                notes.append((g, "city", f"city {city[g]}, ZIP {z} is {entry['city']}"))
+            if entry["source"] == "geonames-county-name":
+                notes.append((g, "county_by_name", f"ZIP {z} has no ZCTA; county {entry['fips']} by its GeoNames county name"))
     labels = {
         "no_zip": "firms with no ZIP (addzip empty)",
         "zip_not_found": "firms whose ZIP is not in the crosswalk",
@@ -152,16 +174,8 @@ def place_headquarters(f: pd.DataFrame, c: pd.DataFrame, rec: Recorder, company_
         firms_out = {g: d for g, (r, d) in reasons.items() if r == rule}
         f = rec.drop(f, f["gvkey"].isin(firms_out), rule, lambda gvkey, g, d=firms_out: d[gvkey])
         rec.count(label, len(firms_out))
-    placed = fips.drop(list(reasons))
-    if "city" in firms:
-        city = firms.loc[placed.index, "city"].str.upper().str.strip()
-        zip_city = walk["city"].reindex(zips[placed.index]).str.upper().to_numpy()
-        other = city.notna() & (city != zip_city)
-        for gvkey in placed.index[other.to_numpy()]:
-            rec.add(gvkey, NOTE, "city", detail=f"city {firms.at[gvkey, 'city']}, ZIP {zips[gvkey]} is {walk.at[zips[gvkey], 'city']}")
-        rec.count("firms whose city differs from the ZIP's primary city (kept; noted)", other.sum())
-    source = walk["source"].reindex(zips[placed.index]).to_numpy()
-    rec.count("firms placed by a PO Box ZIP's county name (GeoNames; noted)", (source == "geonames-county-name").sum())
-    for gvkey in placed.index[source == "geonames-county-name"]:
-        rec.add(gvkey, NOTE, "county_by_name", detail=f"ZIP {zips[gvkey]} has no ZCTA; county {placed[gvkey]} by its GeoNames county name")
-    return f.assign(fips=placed.reindex(f["gvkey"]).to_numpy())
+    for g, rule, detail in notes:
+        rec.add(g, NOTE, rule, detail=detail)
+    rec.count("firms whose city differs from the ZIP's primary city (kept; noted)", sum(r == "city" for _, r, _ in notes))
+    rec.count("firms placed by a PO Box ZIP's county name (GeoNames; noted)", sum(r == "county_by_name" for _, r, _ in notes))
+    return f.assign(fips=f["gvkey"].map(placed))
