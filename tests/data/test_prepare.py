@@ -229,3 +229,12 @@ def test_usage_errors():
         parse_years("78-06")
     assert parse_years("1978-2006") == (1978, 2006) and parse_years("2002") == (2002, 2002)
     assert record_path("out/panel.csv.gz").name == "panel_record.csv"
+
+
+def test_counties_outside_the_county_table_are_recorded():
+    funda, company = drift_extract()
+    counties = pd.DataFrame({"fips": ["06085", "53033"], "lat": [37.2, 47.5], "lon": [-121.7, -121.8]})
+    got, record = prepare(funda, company, sic=[7372], counties=counties, price_index=pd.DataFrame({"fyear": range(2000, 2005), "price_index": 1.0}))
+    assert sorted(got["fips"].unique()) == ["06085", "53033"]
+    excluded = record.excluded().iloc[0]
+    assert (excluded["gvkey"], excluded["rule"]) == ("000002", "county_not_in_table") and "25017" in excluded["detail"]
