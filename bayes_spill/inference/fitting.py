@@ -40,13 +40,24 @@ def resolve_config(model: str | Path | ModelConfig = DEFAULT_MODEL) -> ModelConf
 
 
 def resolve_data(data, config: ModelConfig, counties=None) -> tuple[PreparedPanel, str]:
-    """(panel, sha256 of the data) from None (the embedded default), a path, or a PreparedPanel."""
-    if data is None or data == DEFAULT_DATASET:
+    """(panel, sha256 of the data) from None or the name of the embedded default, a panel file
+    (CSV, CSV.gz, Parquet, Stata .dta), a pandas DataFrame, or a PreparedPanel.
+
+    The hash is of the file's bytes for a file; for a DataFrame or a PreparedPanel, of the
+    prepared panel written as CSV, so that a frame and the panel built from it hash alike.
+    """
+
+    def panel_sha256(panel: PreparedPanel) -> str:
+        return hashlib.sha256(panel.to_frame().to_csv(index=False).encode()).hexdigest()
+
+    if data is None or (isinstance(data, str) and data == DEFAULT_DATASET):
         return load_dataset(), _sha256(dataset_path())
     if isinstance(data, PreparedPanel):
-        return data, hashlib.sha256(data.to_frame().to_csv(index=False).encode()).hexdigest()
+        return data, panel_sha256(data)
     panel = load_panel(data, counties=counties, settings=config.panel)
-    return panel, _sha256(Path(data))
+    if isinstance(data, (str, os.PathLike)):
+        return panel, _sha256(Path(data))
+    return panel, panel_sha256(panel)  # a DataFrame
 
 
 def resolve_model_and_data(model, data, counties=None) -> tuple[ModelConfig, PreparedPanel, str]:
