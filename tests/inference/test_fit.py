@@ -8,30 +8,26 @@ import json
 import numpy as np
 import pytest
 import xarray as xr
+from tiny_fits import NUTPIE_SEED, nutpie_cli_args, nutpie_cli_fit, nutpie_csv, nutpie_fit
 
 import bayes_spill
 from bayes_spill.inference import posterior_io
 from bayes_spill.cli.main import main
 from bayes_spill.config import DEFAULT_MODEL, load_config
 from bayes_spill.errors import PosteriorError
-from bayes_spill.model.simulate import SimulationSettings, simulate_industry, write_simulation
 
-TINY = ["--draws", "40", "--tune", "40", "--chains", "2", "--no-progress"]
-
-
-@pytest.fixture(scope="module")
-def tiny_csv(tmp_path_factory):
-    panel = simulate_industry(SimulationSettings(n_firms=40, first_year=1995, last_year=2004), seed=5)
-    csv_path, _ = write_simulation(panel, tmp_path_factory.mktemp("tiny"))
-    return csv_path
+TINY = nutpie_cli_args()  # --draws 40 --tune 40 --chains 2 --no-progress
 
 
 @pytest.fixture(scope="module")
-def cli_fit(tiny_csv, tmp_path_factory):
-    out = tmp_path_factory.mktemp("fit") / "run"
-    code = main(["fit", "--data", str(tiny_csv), "--out", str(out), "--seed", "3", *TINY])
-    assert code == 0
-    return out
+def tiny_csv():
+    return nutpie_csv()
+
+
+@pytest.fixture(scope="module")
+def cli_fit():
+    """`bayes-spill fit --seed 3` of tiny_csv (40 draws, 2 chains), shared with the reproducibility tests."""
+    return nutpie_cli_fit()
 
 
 def test_cli_fit_writes_posterior_and_summary(cli_fit, capsys):
@@ -105,11 +101,12 @@ def test_summary_csv_has_interval_and_diagnostics(cli_fit):
     assert (table["q5"] <= table["median"]).all() and (table["median"] <= table["q95"]).all()
 
 
-def test_same_seed_same_draws(tiny_csv):
-    kwargs = dict(data=str(tiny_csv), draws=20, tune=20, chains=2, progress=False, report=False)
-    first = bayes_spill.fit(seed=11, **kwargs)
-    second = bayes_spill.fit(seed=11, **kwargs)
-    other = bayes_spill.fit(seed=12, **kwargs)
+def test_same_seed_same_draws(cli_fit):
+    # the command line's fit and the same fit from Python (each compile of a nutpie fit costs
+    # seconds, so the pair is shared with test_reproducibility.py)
+    first = bayes_spill.load(cli_fit)
+    second = nutpie_fit(NUTPIE_SEED)
+    other = nutpie_fit(NUTPIE_SEED + 1)
     for name in ("gamma", "halflife_km", "alpha"):
         np.testing.assert_array_equal(first["posterior"][name].values, second["posterior"][name].values)
     assert not np.array_equal(first["posterior"]["halflife_km"].values, other["posterior"]["halflife_km"].values)
@@ -158,7 +155,7 @@ def test_fit_report_prints_truth_and_diagnostics(tiny_csv, tmp_path, capsys):
     from bayes_spill.inference.summary import fit_report
 
     tree = bayes_spill.load_dataset  # noqa: F841  (lazy attribute resolves)
-    fitted = bayes_spill.fit(data=str(tiny_csv), draws=20, tune=20, chains=2, progress=False, report=False)
+    fitted = nutpie_fit(NUTPIE_SEED + 1)  # a fit of tiny_csv made in Python, shared with test_same_seed_same_draws
     text = fit_report(fitted, truth)
     assert "truth" in text and "halflife_km" in text
     assert "divergences" in text and "e_bfmi" in text

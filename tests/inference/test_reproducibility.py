@@ -13,6 +13,7 @@ import json
 
 import numpy as np
 import pytest
+from tiny_fits import NUTPIE_SEED, nutpie_cli_fit, nutpie_fit
 
 import bayes_spill
 from bayes_spill.inference import posterior_io
@@ -44,14 +45,17 @@ def fit_twice(panel, backend: str, seed: int = 5):
 
 
 @pytest.fixture(scope="module")
-def nutpie_fits(panel):
-    return fit_twice(panel, "nutpie")
+def nutpie_fits():
+    """Two nutpie fits of one tiny industry with the same seed: `bayes_spill.fit` in Python and
+    `bayes-spill fit` read back from its folder (each nutpie fit compiles its model anew, so the
+    pair is shared with test_fit.py)."""
+    return nutpie_fit(NUTPIE_SEED), bayes_spill.load(nutpie_cli_fit())
 
 
 def test_nutpie_same_seed_bit_identical(nutpie_fits):
     first, second = nutpie_fits
     assert_bit_identical(first, second)
-    assert first.attrs["seed"] == second.attrs["seed"] == 5
+    assert first.attrs["seed"] == second.attrs["seed"] == NUTPIE_SEED
     assert first.attrs["model_config_hash"] == second.attrs["model_config_hash"]
     assert first.attrs["data_sha256"] == second.attrs["data_sha256"]
 

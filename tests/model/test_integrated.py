@@ -13,7 +13,8 @@ import pytensor
 import pytensor.tensor as pt
 import pytest
 from scipy import integrate, stats
-from tiny_fits import tiny_config, tiny_csv, tiny_fit
+import tiny_fits
+from tiny_fits import tiny_fit
 
 import bayes_spill
 from bayes_spill.model import integrated
@@ -248,27 +249,12 @@ def test_within_firm_numpy_equals_pytensor_and_removes_firm_means():
     np.testing.assert_allclose(symbolic(values[:, 2]), demeaned[:, 2], atol=1e-12)
 
 
-def test_fit_prepares_the_data_and_the_halflife_table_once(monkeypatch, tmp_path):
-    """assemble and the alpha draws reuse the ModelData and half-life table the model was built on."""
-    from bayes_spill.inference import fitting
-    from bayes_spill.spillover import interpolation
-
-    calls = {"model_data": 0, "table": 0}
-    real_data, real_table = fitting.model_data, interpolation.build_halflife_table
-
-    def counting_data(*args, **kwargs):
-        calls["model_data"] += 1
-        return real_data(*args, **kwargs)
-
-    def counting_table(*args, **kwargs):
-        calls["table"] += 1
-        return real_table(*args, **kwargs)
-
-    monkeypatch.setattr(fitting, "model_data", counting_data)
-    monkeypatch.setattr(interpolation, "build_halflife_table", counting_table)
-    config = tiny_config("integrated_alpha").with_sampler(draws=4, tune=4, chains=1)
-    tree = bayes_spill.fit(data=tiny_csv(), model=config, out=tmp_path / "fit", progress=False, report=False)
-    assert tree["posterior"]["alpha"].sizes["draw"] == 4
+def test_fit_prepares_the_data_and_the_halflife_table_once():
+    """assemble and the alpha draws reuse the ModelData and half-life table the model was built on
+    (counted while the shared tiny fit ran: tiny_fits.PREPARATIONS)."""
+    tree = bayes_spill.load(tiny_fit("integrated_alpha"))
+    assert tree["posterior"]["alpha"].sizes["draw"] == tiny_fits.DRAWS
+    calls = tiny_fits.PREPARATIONS["integrated_alpha"]
     assert calls == {"model_data": 1, "table": 1}, calls
 
 
