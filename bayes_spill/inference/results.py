@@ -235,35 +235,55 @@ class Fit:
         boot = DEFAULT_BOOTSTRAP if n_bootstrap is None else n_bootstrap
         return check(self, n_draws=n_draws, n_bootstrap=boot, seed=seed, make_figures=make_figures, out_dir=out_dir)
 
-    def counterfactual(self, county: str, rd_stock_mil: float, year: int, n_draws: int | None = 1000, truth: bool = True, **options):
+    def counterfactual(
+        self,
+        county: str,
+        rd_stock_mil: float,
+        year: int,
+        neighbors: list[str] | None = None,
+        alpha: str = "firm",
+        county_sales: dict[str, float] | None = None,
+        radius_km: float = 100.0,
+        n_draws: int | None = 1000,
+        truth: bool = True,
+    ):
         """Table 6: the percent gain in the aggregate sales of a county's and its neighbours'
-        firms when an entrant with an R&D stock enters the county, under the three mechanisms.
+        firms when an entrant with an R&D stock enters the county, under the paper's three
+        mechanisms (distance decay only, sorting only, both).
 
         Parameters
         ----------
         county : str
             5-digit FIPS code of the county the entrant enters.
         rd_stock_mil : float
-            The entrant's R&D stock, $ million.
+            The entrant's R&D stock, $ million (the paper: 220).
         year : int
-            The year of entry.
+            The year of entry (the paper: 2002).
+        neighbors : list of str, optional
+            Counties to report besides the entrant's; default those with sample firms within
+            ``radius_km``.
+        alpha : {"firm", "implied"}, default "firm"
+            "firm": the posterior alpha_i of each county's sample firms; "implied": the
+            model-implied f(alpha | county).
+        county_sales : dict, optional
+            {fips: sales in $ million}, for the gains in dollars.
+        radius_km : float, default 100
+            Radius of the default neighbours.
         n_draws : int or None, default 1000
             Posterior draws to use, evenly thinned (None: all).
         truth : bool, default True
             Attach the cells at the true parameters when the fit's data is an embedded simulation.
-        **options
-            ``neighbors``, ``alpha`` ("firm" or "implied"), ``county_sales``, ``radius_km``: see
-            ``bayes_spill.policy.table6.table6``.
 
         Returns
         -------
         Table6Result
-            Per-draw cells; ``.summary()`` gives the table, ``format_table6`` the text.
+            Per-draw cells; ``.summary()`` gives the table, ``table6.format_table6`` the text.
         """
         from bayes_spill.policy.table6 import table6, table6_truth
         from bayes_spill.policy.world import load_world
 
         world = load_world(self, max_draws=n_draws)
+        options = dict(neighbors=neighbors, alpha=alpha, county_sales=county_sales, radius_km=radius_km)
         result = table6(world, county, rd_stock_mil, year, **options)
         if truth and world.panel.truth is not None and "alpha" in world.panel.truth:
             result = result.with_truth(table6_truth(world, county, rd_stock_mil, year, **options))
