@@ -41,7 +41,7 @@ def test_cli_fit_writes_posterior_and_summary(cli_fit, capsys):
 
 
 def test_posterior_groups_dims_and_names(cli_fit):
-    tree = bayes_spill.load(cli_fit)
+    tree = bayes_spill.load(cli_fit).tree
     for group in ("posterior", "sample_stats", "log_likelihood", "observed_data", "constant_data"):
         assert group in tree.children
     post = tree["posterior"]
@@ -58,7 +58,7 @@ def test_posterior_groups_dims_and_names(cli_fit):
 def test_attrs_carry_provenance(cli_fit, tiny_csv):
     import hashlib
 
-    attrs = bayes_spill.load(cli_fit).attrs
+    attrs = bayes_spill.load(cli_fit).tree.attrs
     config = load_config(f"models/{DEFAULT_MODEL}.toml")  # the CLI's default
     assert attrs["model_config_hash"] == config.with_sampler(seed=3, draws=40, tune=40, chains=2).hash()
     assert attrs["data_sha256"] == hashlib.sha256(tiny_csv.read_bytes()).hexdigest()
@@ -70,15 +70,15 @@ def test_attrs_carry_provenance(cli_fit, tiny_csv):
 def test_arviz_summary_works_on_the_loaded_tree(cli_fit):
     import arviz_stats as azs
 
-    table = azs.summary(bayes_spill.load(cli_fit), var_names=["gamma", "halflife_km"])
+    table = azs.summary(bayes_spill.load(cli_fit).tree, var_names=["gamma", "halflife_km"])
     assert len(table) == 2
 
 
 def test_loaded_equals_written(cli_fit, tmp_path):
-    tree = bayes_spill.load(cli_fit)
+    tree = bayes_spill.load(cli_fit).tree
     again = tmp_path / "again"
     posterior_io.save(tree, again)
-    reloaded = bayes_spill.load(again)
+    reloaded = bayes_spill.load(again).tree
     xr.testing.assert_identical(tree["posterior"].to_dataset(), reloaded["posterior"].to_dataset())
     assert tree.attrs == reloaded.attrs
 
@@ -107,9 +107,9 @@ def test_summary_csv_has_interval_and_diagnostics(cli_fit):
 
 def test_same_seed_same_draws(tiny_csv):
     kwargs = dict(data=str(tiny_csv), draws=20, tune=20, chains=2, progress=False, report=False)
-    first = bayes_spill.fit(seed=11, **kwargs)
-    second = bayes_spill.fit(seed=11, **kwargs)
-    other = bayes_spill.fit(seed=12, **kwargs)
+    first = bayes_spill.fit(seed=11, **kwargs).tree
+    second = bayes_spill.fit(seed=11, **kwargs).tree
+    other = bayes_spill.fit(seed=12, **kwargs).tree
     for name in ("gamma", "halflife_km", "alpha"):
         np.testing.assert_array_equal(first["posterior"][name].values, second["posterior"][name].values)
     assert not np.array_equal(first["posterior"]["halflife_km"].values, other["posterior"]["halflife_km"].values)
@@ -117,7 +117,7 @@ def test_same_seed_same_draws(tiny_csv):
 
 def test_crash_while_writing_keeps_the_previous_posterior(cli_fit, tmp_path, monkeypatch):
     out = tmp_path / "run"
-    tree = bayes_spill.load(cli_fit)
+    tree = bayes_spill.load(cli_fit).tree
     posterior_io.save(tree, out)
     before = (out / "posterior.nc").read_bytes()
 
@@ -147,7 +147,7 @@ def test_fit_without_a_model_chooses_by_the_number_of_firms(tiny_csv, tmp_path, 
     assert main(["fit", "--data", str(tiny_csv), "--seed", "3", *TINY]) == 0
     out = capsys.readouterr().out
     assert f"model: {config.LARGE_PANEL_MODEL} (40 firms; the default above 39 firms" in out
-    tree = bayes_spill.load(tmp_path / "posterior" / config.LARGE_PANEL_MODEL)
+    tree = bayes_spill.load(tmp_path / "posterior" / config.LARGE_PANEL_MODEL).tree
     assert tree.attrs["model_name"] == config.LARGE_PANEL_MODEL
     assert "alpha_raw" in tree["posterior"]  # latent alpha_i were sampled
 
@@ -158,7 +158,7 @@ def test_fit_report_prints_truth_and_diagnostics(tiny_csv, tmp_path, capsys):
     from bayes_spill.inference.summary import fit_report
 
     tree = bayes_spill.load_dataset  # noqa: F841  (lazy attribute resolves)
-    fitted = bayes_spill.fit(data=str(tiny_csv), draws=20, tune=20, chains=2, progress=False, report=False)
+    fitted = bayes_spill.fit(data=str(tiny_csv), draws=20, tune=20, chains=2, progress=False, report=False).tree
     text = fit_report(fitted, truth)
     assert "truth" in text and "halflife_km" in text
     assert "divergences" in text and "e_bfmi" in text
@@ -177,7 +177,7 @@ def test_bad_data_is_a_clear_error_not_a_traceback(tmp_path, capsys):
 def test_panel_and_config_rebuilt_from_the_posterior(cli_fit, tiny_csv):
     from bayes_spill.data.inputs import load_panel
 
-    tree = bayes_spill.load(cli_fit)
+    tree = bayes_spill.load(cli_fit).tree
     rebuilt = posterior_io.panel_from_tree(tree)
     original = load_panel(tiny_csv)
     for name in ("firms", "years", "obs_firm", "obs_year", "sale", "emp", "ppent", "xrd", "rd_stock", "firm_county"):

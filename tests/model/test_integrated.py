@@ -221,7 +221,7 @@ def test_integrate_alpha_settings_are_checked():
 
 
 def test_fit_with_alpha_integrated_out_has_alpha_draws_for_the_checks():
-    tree = bayes_spill.load(tiny_fit("integrated_alpha"))
+    tree = bayes_spill.load(tiny_fit("integrated_alpha")).tree
     post = tree["posterior"]
     assert "alpha_raw" not in post and set(post["alpha"].dims) == {"chain", "draw", "firm"}
     assert np.all(np.isfinite(post["alpha"].values))
@@ -267,7 +267,7 @@ def test_fit_prepares_the_data_and_the_halflife_table_once(monkeypatch, tmp_path
     monkeypatch.setattr(fitting, "model_data", counting_data)
     monkeypatch.setattr(interpolation, "build_halflife_table", counting_table)
     config = tiny_config("integrated_alpha").with_sampler(draws=4, tune=4, chains=1)
-    tree = bayes_spill.fit(data=tiny_csv(), model=config, out=tmp_path / "fit", progress=False, report=False)
+    tree = bayes_spill.fit(data=tiny_csv(), model=config, out=tmp_path / "fit", progress=False, report=False).tree
     assert tree["posterior"]["alpha"].sizes["draw"] == 4
     assert calls == {"model_data": 1, "table": 1}, calls
 
