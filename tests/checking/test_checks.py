@@ -216,3 +216,10 @@ def test_check_leaves_the_posterior_whole_when_writing_fails(tmp_path, monkeypat
 def test_check_of_a_missing_fit_is_a_clean_error(tmp_path, capsys):
     assert main(["check", str(tmp_path / "nothing")]) == 2
     assert "no posterior" in capsys.readouterr().err
+
+
+def test_check_of_a_fit_held_in_memory_needs_a_folder(tree):
+    from bayes_spill.errors import BayesSpillError
+
+    with pytest.raises(BayesSpillError, match="save the fit first"):
+        bayes_spill.Fit(tree).check(n_draws=10, n_bootstrap=0, make_figures=False)

@@ -183,3 +183,55 @@ def test_panel_and_config_rebuilt_from_the_posterior(cli_fit, tiny_csv):
     for name in ("firms", "years", "obs_firm", "obs_year", "sale", "emp", "ppent", "xrd", "rd_stock", "firm_county"):
         np.testing.assert_array_equal(getattr(rebuilt, name), getattr(original, name), err_msg=name)
     assert posterior_io.config_from_tree(tree).hash() == tree.attrs["model_config_hash"]
+
+
+def test_load_returns_a_fit_that_parses_lazily_and_once(cli_fit, monkeypatch):
+    """bayes_spill.load gives a Fit holding the tree and its folder; the configuration (parsed
+    once while loading, to check the file's claims), the panel, the model data and the draws are
+    each built on first use and then kept."""
+    from bayes_spill.inference import results
+    from bayes_spill.model import likelihood
+
+    calls = {"config_from_tree": 0, "panel_from_tree": 0, "model_data": 0}
+
+    def counted(module, name):
+        real = getattr(module, name)
+
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, wrapper)
+
+    counted(posterior_io, "config_from_tree")
+    counted(posterior_io, "panel_from_tree")
+    counted(likelihood, "model_data")
+    fit = bayes_spill.load(cli_fit)
+    assert isinstance(fit, bayes_spill.Fit) and isinstance(fit, results.Fit)
+    assert isinstance(fit.tree, xr.DataTree) and fit.path == cli_fit
+    assert calls == {"config_from_tree": 1, "panel_from_tree": 0, "model_data": 0}  # nothing built yet
+    assert not {"panel", "model_data", "draws"} & set(vars(fit))
+    assert fit.config.hash() == fit.tree.attrs["model_config_hash"]
+    assert fit.panel.n_firms == 40 and fit.model_data.panel is fit.panel
+    draws = fit.draws
+    post = fit.tree["posterior"]
+    assert draws.n_draws == post.sizes["chain"] * post.sizes["draw"]
+    np.testing.assert_array_equal(draws.alpha[1], post["alpha"].values[0, 1])  # chain-major, firms in panel order
+    for _ in range(2):
+        assert fit.config is fit.config and fit.panel is fit.panel and fit.draws is draws and fit.model_data is fit.model_data
+    assert calls == {"config_from_tree": 1, "panel_from_tree": 1, "model_data": 1}
+    thinned = draws.thin(7)
+    assert thinned.n_draws == 7 and thinned.halflife_km[0] == draws.halflife_km[0] and thinned.halflife_km[-1] == draws.halflife_km[-1]
+    assert fit.truth is None  # not the embedded dataset
+    assert "Fit" in repr(fit) and str(cli_fit) in repr(fit)
+    # a tree in memory parses on first use too
+    lazy = results.Fit(fit.tree)
+    assert lazy.path is None and lazy.config.hash() == fit.config.hash()
+    assert calls["config_from_tree"] == 2
+
+
+def test_fit_methods_delegate_to_the_after_fit_steps(cli_fit):
+    fit = bayes_spill.load(cli_fit)
+    table = fit.summary()
+    assert "gamma" in table.index and {"median", "q5", "q95", "r_hat"} <= set(table.columns)
+    assert fit.loo().elpd < 0

@@ -139,6 +139,17 @@ def test_county_shock_zero_is_no_change_and_positive_moves_the_field(fit_dir):
     assert "several equilibria" in text and "change in mean alpha" in text
 
 
+def test_fit_county_shock_is_that_of_its_world(fit_dir):
+    import bayes_spill
+
+    fit = bayes_spill.load(fit_dir)
+    fips = str(fit.panel.counties.fips[fit.model_data.spill.choice_set[0]])
+    ours = fit.county_shock(fips, 500.0, n_draws=3)
+    direct = eq.county_shock(load_world(fit_dir, max_draws=3), fips, 500.0)
+    assert ours.n_draws == 3
+    np.testing.assert_array_equal(ours.shocked, direct.shocked)
+
+
 def test_cli_counties(fit_dir, tmp_path, capsys):
     import pandas as pd
 

@@ -89,3 +89,15 @@ def test_cli_sorting(fit_dir, world, tmp_path, capsys):
     assert {table.loc[0, "high"], table.loc[0, "low"]} == {a, b}
     assert table.loc[0, "p_dominance"] == pytest.approx(table.loc[0, "p_gamma_dS"])
     assert main(["sorting", str(fit_dir), "--pairs", "06085"]) == 2
+
+
+def test_fit_sorting_dominance_is_that_of_its_world(fit_dir):
+    import bayes_spill
+
+    fit = bayes_spill.load(fit_dir)
+    world = load_world(fit_dir, max_draws=20)
+    pairs = p1.default_pairs(world, n=1)
+    (ours,) = fit.sorting_dominance(pairs, n_draws=20)
+    (direct,) = p1.sorting_dominance(world, pairs)
+    np.testing.assert_array_equal(ours.dominates, direct.dominates)
+    np.testing.assert_array_equal(ours.implied_gap, direct.implied_gap)

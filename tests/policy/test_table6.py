@@ -209,6 +209,20 @@ def test_bad_inputs_are_clear_errors(world, tmp_path):
         read_county_sales(bad)
 
 
+def test_fit_counterfactual_is_table6_of_its_world(fit_dir):
+    """Fit.counterfactual thins the draws as the command line does and gives table6's cells; a Fit
+    (all its draws) is accepted where a world is."""
+    import bayes_spill
+
+    fit = bayes_spill.load(fit_dir)
+    ours = fit.counterfactual("06085", 220.0, 2002, neighbors=PAPER_NEIGHBORS, n_draws=10)
+    direct = table6(load_world(fit_dir, max_draws=10), "06085", 220.0, 2002, neighbors=PAPER_NEIGHBORS)
+    np.testing.assert_array_equal(ours.percent, direct.percent)
+    assert ours.percent.shape[0] == 10 and ours.truth is None  # a stand-in fit: no embedded truth
+    every = table6(fit, "06085", 220.0, 2002, neighbors=PAPER_NEIGHBORS)
+    assert every.percent.shape[0] == fit.draws.n_draws
+
+
 def test_cli_paper_example_in_one_command(fit_dir, panel, tmp_path, capsys):
     import json
     import pandas as pd
