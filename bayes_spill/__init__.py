@@ -7,11 +7,15 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["fit", "load", "load_dataset", "load_panel", "simulate_industry", "__version__"]
+__all__ = ["Fit", "fit", "load", "load_dataset", "load_panel", "simulate_industry", "__version__"]
 
 
 def __getattr__(name: str):
     # Lazy, so that `import bayes_spill` (and `bayes-spill --help`) does not import PyMC.
+    if name == "Fit":
+        from bayes_spill.inference.results import Fit
+
+        return Fit
     if name == "fit":
         from bayes_spill.inference.fitting import fit
 

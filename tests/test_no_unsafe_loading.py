@@ -252,7 +252,7 @@ def test_netcdf_with_payloads_and_pickles(tmp_path, sentinel):
     fit_dir = tmp_path / "fit"
     crafted_posterior(fit_dir, sentinel)
     try:
-        tree = posterior_io.load(fit_dir)
+        tree = posterior_io.load_tree(fit_dir)
     except BayesSpillError:
         tree = xr.open_datatree(fit_dir / "posterior.nc", engine="h5netcdf").load()
     assert isinstance(posterior_io.config_from_tree(tree), ModelConfig)

@@ -118,4 +118,4 @@ def nutpie_fit(seed: int = NUTPIE_SEED):
     """``bayes_spill.fit`` of nutpie_csv() in memory, as the command line's fit but for the seed."""
     import bayes_spill
 
-    return bayes_spill.fit(data=str(nutpie_csv()), seed=seed, progress=False, report=False, **NUTPIE_OPTIONS)
+    return bayes_spill.fit(data=str(nutpie_csv()), seed=seed, progress=False, report=False, **NUTPIE_OPTIONS).tree

@@ -37,7 +37,7 @@ def test_cli_fit_writes_posterior_and_summary(cli_fit, capsys):
 
 
 def test_posterior_groups_dims_and_names(cli_fit):
-    tree = bayes_spill.load(cli_fit)
+    tree = bayes_spill.load(cli_fit).tree
     for group in ("posterior", "sample_stats", "log_likelihood", "observed_data", "constant_data"):
         assert group in tree.children
     post = tree["posterior"]
@@ -54,7 +54,7 @@ def test_posterior_groups_dims_and_names(cli_fit):
 def test_attrs_carry_provenance(cli_fit, tiny_csv):
     import hashlib
 
-    attrs = bayes_spill.load(cli_fit).attrs
+    attrs = bayes_spill.load(cli_fit).tree.attrs
     config = load_config(f"models/{DEFAULT_MODEL}.toml")  # the CLI's default
     assert attrs["model_config_hash"] == config.with_sampler(seed=3, draws=40, tune=40, chains=2).hash()
     assert attrs["data_sha256"] == hashlib.sha256(tiny_csv.read_bytes()).hexdigest()
@@ -66,15 +66,15 @@ def test_attrs_carry_provenance(cli_fit, tiny_csv):
 def test_arviz_summary_works_on_the_loaded_tree(cli_fit):
     import arviz_stats as azs
 
-    table = azs.summary(bayes_spill.load(cli_fit), var_names=["gamma", "halflife_km"])
+    table = azs.summary(bayes_spill.load(cli_fit).tree, var_names=["gamma", "halflife_km"])
     assert len(table) == 2
 
 
 def test_loaded_equals_written(cli_fit, tmp_path):
-    tree = bayes_spill.load(cli_fit)
+    tree = bayes_spill.load(cli_fit).tree
     again = tmp_path / "again"
     posterior_io.save(tree, again)
-    reloaded = bayes_spill.load(again)
+    reloaded = bayes_spill.load(again).tree
     xr.testing.assert_identical(tree["posterior"].to_dataset(), reloaded["posterior"].to_dataset())
     assert tree.attrs == reloaded.attrs
 
@@ -104,7 +104,7 @@ def test_summary_csv_has_interval_and_diagnostics(cli_fit):
 def test_same_seed_same_draws(cli_fit):
     # the command line's fit and the same fit from Python (each compile of a nutpie fit costs
     # seconds, so the pair is shared with test_reproducibility.py)
-    first = bayes_spill.load(cli_fit)
+    first = bayes_spill.load(cli_fit).tree
     second = nutpie_fit(NUTPIE_SEED)
     other = nutpie_fit(NUTPIE_SEED + 1)
     for name in ("gamma", "halflife_km", "alpha"):
@@ -114,7 +114,7 @@ def test_same_seed_same_draws(cli_fit):
 
 def test_crash_while_writing_keeps_the_previous_posterior(cli_fit, tmp_path, monkeypatch):
     out = tmp_path / "run"
-    tree = bayes_spill.load(cli_fit)
+    tree = bayes_spill.load(cli_fit).tree
     posterior_io.save(tree, out)
     before = (out / "posterior.nc").read_bytes()
 
@@ -144,7 +144,7 @@ def test_fit_without_a_model_chooses_by_the_number_of_firms(tiny_csv, tmp_path, 
     assert main(["fit", "--data", str(tiny_csv), "--seed", "3", *TINY]) == 0
     out = capsys.readouterr().out
     assert f"model: {config.LARGE_PANEL_MODEL} (40 firms; the default above 39 firms" in out
-    tree = bayes_spill.load(tmp_path / "posterior" / config.LARGE_PANEL_MODEL)
+    tree = bayes_spill.load(tmp_path / "posterior" / config.LARGE_PANEL_MODEL).tree
     assert tree.attrs["model_name"] == config.LARGE_PANEL_MODEL
     assert "alpha_raw" in tree["posterior"]  # latent alpha_i were sampled
 
@@ -174,9 +174,61 @@ def test_bad_data_is_a_clear_error_not_a_traceback(tmp_path, capsys):
 def test_panel_and_config_rebuilt_from_the_posterior(cli_fit, tiny_csv):
     from bayes_spill.data.inputs import load_panel
 
-    tree = bayes_spill.load(cli_fit)
+    tree = bayes_spill.load(cli_fit).tree
     rebuilt = posterior_io.panel_from_tree(tree)
     original = load_panel(tiny_csv)
     for name in ("firms", "years", "obs_firm", "obs_year", "sale", "emp", "ppent", "xrd", "rd_stock", "firm_county"):
         np.testing.assert_array_equal(getattr(rebuilt, name), getattr(original, name), err_msg=name)
     assert posterior_io.config_from_tree(tree).hash() == tree.attrs["model_config_hash"]
+
+
+def test_load_returns_a_fit_that_parses_lazily_and_once(cli_fit, monkeypatch):
+    """bayes_spill.load gives a Fit holding the tree and its folder; the configuration (parsed
+    once while loading, to check the file's claims), the panel, the model data and the draws are
+    each built on first use and then kept."""
+    from bayes_spill.inference import results
+    from bayes_spill.model import likelihood
+
+    calls = {"config_from_tree": 0, "panel_from_tree": 0, "model_data": 0}
+
+    def counted(module, name):
+        real = getattr(module, name)
+
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, wrapper)
+
+    counted(posterior_io, "config_from_tree")
+    counted(posterior_io, "panel_from_tree")
+    counted(likelihood, "model_data")
+    fit = bayes_spill.load(cli_fit)
+    assert isinstance(fit, bayes_spill.Fit) and isinstance(fit, results.Fit)
+    assert isinstance(fit.tree, xr.DataTree) and fit.path == cli_fit
+    assert calls == {"config_from_tree": 1, "panel_from_tree": 0, "model_data": 0}  # nothing built yet
+    assert not {"panel", "model_data", "draws"} & set(vars(fit))
+    assert fit.config.hash() == fit.tree.attrs["model_config_hash"]
+    assert fit.panel.n_firms == 40 and fit.model_data.panel is fit.panel
+    draws = fit.draws
+    post = fit.tree["posterior"]
+    assert draws.n_draws == post.sizes["chain"] * post.sizes["draw"]
+    np.testing.assert_array_equal(draws.alpha[1], post["alpha"].values[0, 1])  # chain-major, firms in panel order
+    for _ in range(2):
+        assert fit.config is fit.config and fit.panel is fit.panel and fit.draws is draws and fit.model_data is fit.model_data
+    assert calls == {"config_from_tree": 1, "panel_from_tree": 1, "model_data": 1}
+    thinned = draws.thin(7)
+    assert thinned.n_draws == 7 and thinned.halflife_km[0] == draws.halflife_km[0] and thinned.halflife_km[-1] == draws.halflife_km[-1]
+    assert fit.truth is None  # not the embedded dataset
+    assert "Fit" in repr(fit) and str(cli_fit) in repr(fit)
+    # a tree in memory parses on first use too
+    lazy = results.Fit(fit.tree)
+    assert lazy.path is None and lazy.config.hash() == fit.config.hash()
+    assert calls["config_from_tree"] == 2
+
+
+def test_fit_methods_delegate_to_the_after_fit_steps(cli_fit):
+    fit = bayes_spill.load(cli_fit)
+    table = fit.summary()
+    assert "gamma" in table.index and {"median", "q5", "q95", "r_hat"} <= set(table.columns)
+    assert fit.loo().elpd < 0
