@@ -156,11 +156,11 @@ class Comparison:
 
 def load_fits(dirs) -> dict:
     """{model name: Fit} of fit folders (the folder added to a repeated name)."""
-    from bayes_spill.inference.results import Fit
+    from bayes_spill.inference.results import FittedModel
 
     fits: dict = {}
     for d in dirs:
-        fit = Fit.load(d)
+        fit = FittedModel.load(d)
         name = _name(fit.tree, Path(d).name)
         if name in fits:
             name = f"{name} ({Path(d)})"

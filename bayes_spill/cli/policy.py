@@ -62,10 +62,10 @@ def _write_csv(frame, path: Path) -> None:
 
 def _world(args: argparse.Namespace):
     """The fitted world of DIR with --draws draws (its configuration parsed once, by the Fit)."""
-    from bayes_spill.inference.results import Fit
+    from bayes_spill.inference.results import FittedModel
     from bayes_spill.policy.world import load_world
 
-    return load_world(Fit.load(args.dir, counties=args.counties), max_draws=args.draws)
+    return load_world(FittedModel.load(args.dir, counties=args.counties), max_draws=args.draws)
 
 
 def cmd_counterfactual(args: argparse.Namespace) -> int:

@@ -1,10 +1,10 @@
-"""Fitting: data and configuration in, a ``Fit`` (the posterior DataTree and what it holds) out.
+"""Fitting: data and configuration in, a ``FittedModel`` (the posterior DataTree and what it holds) out.
 
 ``fit()`` is what ``bayes-spill fit`` calls. It resolves the data and the model configuration,
 builds the PyMC model, samples, assembles the DataTree (posterior, sample_stats, a per-firm
 log_likelihood, observed_data, constant_data, provenance attrs) and, when given an output
 folder, writes it atomically with a summary (see ``posterior_io.py``); it returns the tree as a
-``results.Fit``.
+``results.FittedModel`` (``bayes_spill.fit`` wraps it as the public ``Fit``).
 """
 
 from __future__ import annotations
@@ -287,13 +287,13 @@ def fit(
 
     Returns
     -------
-    Fit
-        The posterior (``fit.tree``) with its configuration, panel and draws; ``fit.path`` is
-        the folder written, or None.
+    FittedModel
+        The posterior (``fitted.tree``) with its configuration, panel and draws; ``fitted.path``
+        is the folder written, or None. ``bayes_spill.fit`` returns it as a ``Fit``.
     """
     from bayes_spill.inference import posterior_io
     from bayes_spill.inference import summary as reporting
-    from bayes_spill.inference.results import Fit
+    from bayes_spill.inference.results import FittedModel
 
     config, panel, data_hash = resolve_model_and_data(model, data, counties)
     config = config.with_sampler(seed=seed, chains=chains, draws=draws, tune=tune, backend=backend)
@@ -311,7 +311,7 @@ def fit(
         posterior_io.save(tree, out)
     if report:
         print(reporting.fit_report(tree, panel.truth))
-    return Fit(tree, path=out, counties=counties)
+    return FittedModel(tree, path=out, counties=counties)
 
 
 def output_folder(out, out_root, model_name: str) -> Path | None:

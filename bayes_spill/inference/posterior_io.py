@@ -129,31 +129,6 @@ def load_tree(path: str | Path, config=None) -> xr.DataTree:
     return open_tree(path, config)[0]
 
 
-def load(path: str | Path, config=None, counties=None):
-    """Open a saved fit (a folder or its posterior.nc) as a ``Fit``.
-
-    Parameters
-    ----------
-    path : str or pathlib.Path
-        A fit folder written by ``bayes-spill fit`` (or ``bayes_spill.fit(out=...)``), or its
-        posterior.nc.
-    config : ModelConfig, optional
-        When given, the fit must have been made with this configuration; the PosteriorError says
-        what differs. A fit from another package version is reported too.
-    counties : str, pathlib.Path or Counties, optional
-        The county table of the fit when it was not the built-in one.
-
-    Returns
-    -------
-    Fit
-        ``fit.tree`` is the DataTree (ArviZ reads it); configuration, panel and draws are parsed
-        on first use.
-    """
-    from bayes_spill.inference.results import Fit
-
-    return Fit.load(path, config=config, counties=counties)
-
-
 def config_from_tree(tree: xr.DataTree):
     """The ModelConfig a fit was made with (parsed from the TOML text stored in its attrs)."""
     from bayes_spill.config import parse_config

@@ -81,15 +81,15 @@ def test_loaded_equals_written(cli_fit, tmp_path):
 
 def test_load_checks_the_configuration(cli_fit):
     with pytest.raises(PosteriorError, match="model configuration hash"):
-        posterior_io.load(cli_fit, config=load_config("models/no_sorting.toml"))
+        posterior_io.load_tree(cli_fit, config=load_config("models/no_sorting.toml"))
 
 
 def test_load_rejects_missing_and_corrupt_files(tmp_path):
     with pytest.raises(PosteriorError, match="no posterior"):
-        posterior_io.load(tmp_path)
+        posterior_io.load_tree(tmp_path)
     (tmp_path / "posterior.nc").write_bytes(b"not a netcdf file")
     with pytest.raises(PosteriorError, match="not a readable posterior"):
-        posterior_io.load(tmp_path)
+        posterior_io.load_tree(tmp_path)
 
 
 def test_summary_csv_has_interval_and_diagnostics(cli_fit):
@@ -204,7 +204,7 @@ def test_load_returns_a_fit_that_parses_lazily_and_once(cli_fit, monkeypatch):
     counted(posterior_io, "panel_from_tree")
     counted(likelihood, "model_data")
     fit = bayes_spill.load(cli_fit)
-    assert isinstance(fit, bayes_spill.Fit) and isinstance(fit, results.Fit)
+    assert isinstance(fit, bayes_spill.Fit) and isinstance(fit, results.FittedModel)
     assert isinstance(fit.tree, xr.DataTree) and fit.path == cli_fit
     assert calls == {"config_from_tree": 1, "panel_from_tree": 0, "model_data": 0}  # nothing built yet
     assert not {"panel", "model_data", "draws"} & set(vars(fit))
@@ -222,7 +222,7 @@ def test_load_returns_a_fit_that_parses_lazily_and_once(cli_fit, monkeypatch):
     assert fit.truth is None  # not the embedded dataset
     assert "Fit" in repr(fit) and str(cli_fit) in repr(fit)
     # a tree in memory parses on first use too
-    lazy = results.Fit(fit.tree)
+    lazy = results.FittedModel(fit.tree)
     assert lazy.path is None and lazy.config.hash() == fit.config.hash()
     assert calls["config_from_tree"] == 2
 
