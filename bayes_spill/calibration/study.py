@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bayes_spill import paper
 from bayes_spill.config import Prior, _parse_prior
 from bayes_spill.errors import BayesSpillError, ConfigError
 from bayes_spill.inference.posterior_io import atomic_path
@@ -80,7 +81,7 @@ class SBCSpec:
 @dataclass(frozen=True)
 class MonteCarloSpec:
     datasets: int = 20
-    firms: int = 688
+    firms: int = paper.FIRMS
     draws: int = 500
     tune: int = 500
     chains: int = 4

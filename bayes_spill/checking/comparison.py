@@ -33,7 +33,6 @@ from bayes_spill.model.likelihood import FIRM, FIRM_LOGLIK
 # Pareto-k classes (Vehtari et al. 2024): good below min(1 - 1/log10(S), 0.7), then bad up to 1.
 PARETO_BAD = 1.0
 CONTRACTION_PARAMETERS = ("gamma", "halflife_km", "mu_alpha", "sigma_alpha", "beta_k", "beta_l", "beta_r", "sigma_w")
-PAPER_VALUES = {"halflife_km": 59.0, "gamma": 0.053, "mu_alpha": -0.05, "sigma_alpha2": 0.41, "beta_k": 0.11, "beta_l": 0.66, "beta_r": 0.09}
 INFORMED = 0.5  # contraction above this: the data dominate the prior
 WEAK = 0.1  # below this: the posterior is the prior
 

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from bayes_spill.checking.comparison import PAPER_VALUES, scipy_prior
-from bayes_spill.spillover.kernel import LN2
+from bayes_spill.checking.comparison import scipy_prior
+from bayes_spill.paper import LN2, PAPER_VALUES
 
 FIGURES_DIR = "figures"
 KEY_PLOT_PARAMETERS = ("gamma", "halflife_km", "mu_alpha", "sigma_alpha", "beta_k", "beta_l", "beta_r", "sigma_w", "alpha")
@@ -147,7 +147,7 @@ def decay_curve_plot(tree: xr.DataTree, out_dir: Path, max_km: float = 500.0) ->
     ax.fill_between(d, q5, q95, alpha=0.2, color="tab:blue", label="90% band")
     ax.fill_between(d, q25, q75, alpha=0.35, color="tab:blue", label="50% band")
     ax.plot(d, q50, color="tab:blue", label="posterior median")
-    ax.plot(d, np.exp(-LN2 / PAPER_VALUES["halflife_km"] * d), color="tab:red", ls="--", label="paper: half-life 59 km")
+    ax.plot(d, np.exp(-LN2 / PAPER_VALUES["halflife_km"] * d), color="tab:red", ls="--", label=f"paper: half-life {PAPER_VALUES['halflife_km']:g} km")
     truth = truth_parameters(tree)
     if "halflife_km" in truth:
         ax.plot(d, np.exp(-LN2 / truth["halflife_km"] * d), color="k", ls=":", label=f"truth: {truth['halflife_km']:g} km")

@@ -27,9 +27,9 @@ import math
 
 import numpy as np
 
+from bayes_spill.paper import LOG_2PI
 from bayes_spill.spillover.interpolation import cubic_hermite, log_denominator_with_slope
 
-LOG_2PI = math.log(2.0 * math.pi)
 # the normal alpha_i | theta, q_i of the production block, kept in the posterior of such fits
 ALPHA_PRODUCTION_MEAN, ALPHA_PRODUCTION_SD = "alpha_production_mean", "alpha_production_sd"
 GRID_SPAN = 8.0  # standard deviations either side of m_i: Normal mass beyond is 1e-15

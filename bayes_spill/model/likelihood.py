@@ -34,6 +34,7 @@ from bayes_spill.model import integrated
 from bayes_spill.spillover import interpolation
 from bayes_spill.spillover import kernel
 from bayes_spill.config import ModelConfig, Prior
+from bayes_spill.paper import LOG_2PI
 from bayes_spill.errors import ConfigError, InputError
 from bayes_spill.data.panel import PreparedPanel
 
@@ -43,7 +44,6 @@ PRODUCTION_COEFFICIENT = "production_coefficient"
 BETA_NAMES = ("beta_k", "beta_l", "beta_r", "beta_zero_rd")
 FIRM_LOGLIK = "firm_loglik"
 KEY_PARAMETERS = ("gamma", "halflife_km", "mu_alpha", "sigma_alpha", "sigma_alpha2", "beta_k", "beta_l", "beta_r", "sigma_w")
-LOG_2PI = float(np.log(2.0 * np.pi))
 STATIC_DENOMINATOR_BINS = 16  # the logit denominator's bins under JAX, where shapes must be fixed
 # alpha_i integrated out: the denominators of firms x nodes rows read a table in c when there are at
 # least this many rows per county of the choice set (table: lattice points x counties; expansion:

@@ -60,6 +60,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from bayes_spill import paper
 from bayes_spill.spillover import kernel
 from bayes_spill.errors import BayesSpillError
 
@@ -74,7 +75,7 @@ class TwoCity:
 
     sigma: float = 5.0
     b: float = 1.0
-    lam: float = kernel.LN2 / 59.0  # per km: the paper's 59 km half-life
+    lam: float = paper.LN2 / paper.HALFLIFE_KM  # per km: the paper's half-life
     distance_km: float = 100.0
 
     def __post_init__(self) -> None:
