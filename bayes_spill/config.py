@@ -14,6 +14,7 @@ from typing import Any
 
 from bayes_spill.errors import ConfigError
 from bayes_spill.data.panel import PanelSettings
+from bayes_spill.spillover.kernel import SpilloverTransform
 
 # Distributions a prior may name, with their parameters (PyMC names) and positivity rules.
 PRIOR_FAMILIES: dict[str, tuple[str, ...]] = {
@@ -115,6 +116,11 @@ class ModelSpec:
     @property
     def location_block(self) -> bool:
         return self.alpha == "heterogeneous"
+
+    @property
+    def spillover_transform(self) -> SpilloverTransform:
+        """The spillover as this model uses it (spillover, log_floor_bil, own_stock together)."""
+        return SpilloverTransform(self.spillover, self.log_floor_bil, self.own_stock == "exclude")
 
 
 @dataclass(frozen=True)

@@ -234,7 +234,7 @@ def absorptive_capacity_plot(tree: xr.DataTree, panel, out_dir: Path) -> Path | 
     s = spillover_at_firm_county(panel, h)  # levels: the x-axis is $ bil
     beta = [float(post[n].median()) for n in ("beta_k", "beta_l", "beta_r", "beta_zero_rd")]
     year = post["year_effect"].median(("chain", "draw")).values
-    alpha_hat, _ = naive_alpha_hat(panel, beta, h, year, spec.spillover, spec.log_floor_bil, spec.own_stock == "exclude")
+    alpha_hat, _ = naive_alpha_hat(panel, beta, h, year, spec.spillover_transform)
     fig, axes = _figure(7.0, 4.6)
     ax = axes[0, 0]
     lo, hi = np.min(q[0]), np.max(q[2])

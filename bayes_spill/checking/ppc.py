@@ -45,7 +45,6 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from bayes_spill.spillover import kernel
 from bayes_spill.model.likelihood import FIRM, ModelData, model_data
 from bayes_spill.twostep.table4 import TABLE4_COLUMNS, _alpha_hat, _firm_matrix, _within, table4_slopes
 
@@ -156,8 +155,8 @@ def check_data(tree: xr.DataTree, n_draws: int = DEFAULT_PPC_DRAWS, panel=None, 
     s_it = np.empty((params.n, panel.n_obs))
     sbar = np.empty((params.n, len(data.spill.choice_set)))
     for k, h in enumerate(params.halflife_km):
-        s_it[k] = kernel.transform(kernel.firm_year_spillover(data.spill, float(h)), spec.spillover, spec.log_floor_bil)
-        sbar[k] = kernel.transform(kernel.choice_spillover(data.spill, float(h)), spec.spillover, spec.log_floor_bil)
+        s_it[k] = spec.spillover_transform.firm_year(data.spill, float(h))
+        sbar[k] = spec.spillover_transform.choice(data.spill, float(h))
     s_county = sbar[:, data.spill.firm_choice]
     return CheckData(
         panel=panel,

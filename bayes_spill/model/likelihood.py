@@ -75,7 +75,7 @@ class ModelData:
 
 def model_data(panel: PreparedPanel, config: ModelConfig) -> ModelData:
     spec = config.model
-    spill = kernel.spillover_inputs(panel, spec.choice_set, spec.own_stock == "exclude", spec.sbar_year)
+    spill = spec.spillover_transform.inputs(panel, spec.choice_set, spec.sbar_year)
     return ModelData(
         panel=panel,
         spill=spill,
@@ -248,26 +248,24 @@ def production_spillover(data: ModelData, halflife_km, spec):
     x degree per evaluation, and counties grow more slowly than firms)."""
     spill = data.spill
     if spec.evaluation == "exact":
-        s_it = kernel.firm_year_spillover(spill, halflife_km, pt)
-    else:
-        entry = spill.obs_receiver * spill.pool.shape[1] + spill.obs_year
-        entries, obs_entry = np.unique(entry, return_inverse=True)
-        receiver, year = np.divmod(entries, spill.pool.shape[1])
-        table = interpolation.build_field_table(spill.production_distance, spill.pool, receiver, year)
-        s_it = interpolation.evaluate_field_table(table, halflife_km, pt)[obs_entry]
-        if spill.own_stock_bil is not None:
-            s_it = s_it - spill.own_stock_bil
-    return kernel.transform(s_it, spec.spillover, spec.log_floor_bil, pt)
+        return spec.spillover_transform.firm_year(spill, halflife_km, pt)
+    entry = spill.obs_receiver * spill.pool.shape[1] + spill.obs_year
+    entries, obs_entry = np.unique(entry, return_inverse=True)
+    receiver, year = np.divmod(entries, spill.pool.shape[1])
+    table = interpolation.build_field_table(spill.production_distance, spill.pool, receiver, year)
+    s_it = interpolation.evaluate_field_table(table, halflife_km, pt)[obs_entry]
+    if spill.own_stock_bil is not None:  # the table holds the county fields S_lt
+        s_it = s_it - spill.own_stock_bil
+    return spec.spillover_transform.apply(s_it, pt)
 
 
 def choice_spillover(data: ModelData, halflife_km, spec, backend=pt):
     """Sbar_l(h) over the choice set, transformed: direct, or from data.halflife_table (PyTensor
     in the model, numpy for the alpha draws of an integrated fit)."""
     if spec.evaluation == "exact":
-        sbar = kernel.choice_spillover(data.spill, halflife_km, backend)
-    else:
-        sbar = interpolation.evaluate_table(data.halflife_table, halflife_km, backend)
-    return kernel.transform(sbar, spec.spillover, spec.log_floor_bil, backend)
+        return spec.spillover_transform.choice(data.spill, halflife_km, backend)
+    sbar = interpolation.evaluate_table(data.halflife_table, halflife_km, backend)
+    return spec.spillover_transform.apply(sbar, backend)
 
 
 def build_model(

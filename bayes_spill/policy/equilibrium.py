@@ -279,14 +279,13 @@ class CountyProblem:
     weights: np.ndarray
     total_pool: float
     exogenous: np.ndarray
-    transform: str = "level"
-    log_floor: float = 0.001
+    transform: kernel.SpilloverTransform = kernel.LEVELS
 
     def sbar(self, n: np.ndarray) -> np.ndarray:
         L = len(self.a)
         pool = self.exogenous.copy()
         pool[:L] += self.total_pool * n
-        return kernel.transform(self.weights @ pool, self.transform, self.log_floor)
+        return self.transform.apply(self.weights @ pool)
 
     def choice_probabilities(self, n: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(nodes, weights, P (K, L)): logit shares at each quadrature node given shares n."""
@@ -417,8 +416,7 @@ def county_problem(world, d: int, sources: np.ndarray, distance: np.ndarray, exo
         weights=kernel.decay_weights(distance, draws.halflife_km[d]),
         total_pool=float(np.sum(spill.choice_pool)),
         exogenous=exogenous,
-        transform=spec.spillover,
-        log_floor=spec.log_floor_bil,
+        transform=spec.spillover_transform,
     )
 
 

@@ -120,8 +120,7 @@ class BaselineSettings:
 @dataclass(frozen=True, eq=False)
 class Design:
     spill: kernel.SpilloverInputs
-    spillover: str  # "level" or "log"
-    floor_bil: float
+    transform: kernel.SpilloverTransform  # the spillover as the model uses it
     obs_firm: np.ndarray  # (n_obs,) sorted
     starts: np.ndarray  # (N,) first row of each firm
     years_per_firm: np.ndarray  # (N,)
@@ -133,11 +132,26 @@ class Design:
     n_firms: int
 
 
-def design(panel: PreparedPanel, spillover: str = "level", floor_bil: float = 0.001, exclude_own: bool = True, sbar_year: int | None = None) -> Design:
-    """Precompute the estimator's arrays from a panel (rows sorted by firm, as PreparedPanel is)."""
+def design(panel: PreparedPanel, transform: kernel.SpilloverTransform = kernel.LEVELS, sbar_year: int | None = None) -> Design:
+    """Precompute the estimator's arrays from a panel (rows sorted by firm, as PreparedPanel is).
+
+    Parameters
+    ----------
+    panel : PreparedPanel
+        The firms and their years.
+    transform : SpilloverTransform
+        The spillover as the model uses it (``ModelSpec.spillover_transform``; default: levels,
+        own stock excluded).
+    sbar_year : int or None
+        None averages S_lt over the sample years for the location choice; a year uses that year's.
+
+    Returns
+    -------
+    Design
+    """
     if panel.n_firms < 2:
         raise BayesSpillError("the two-step estimator needs at least two firms")
-    spill = kernel.spillover_inputs(panel, "occupied", exclude_own, sbar_year)
+    spill = transform.inputs(panel, "occupied", sbar_year)
     obs_firm = np.asarray(panel.obs_firm)
     starts = np.searchsorted(obs_firm, np.arange(panel.n_firms))
     t_i = panel.years_per_firm.astype(float)
@@ -146,8 +160,7 @@ def design(panel: PreparedPanel, spillover: str = "level", floor_bil: float = 0.
     names = (*BETA_NAMES, *[f"year_{int(y)}" for y in panel.years[1:]])
     return Design(
         spill=spill,
-        spillover=spillover,
-        floor_bil=floor_bil,
+        transform=transform,
         obs_firm=obs_firm,
         starts=starts,
         years_per_firm=t_i,
@@ -168,7 +181,7 @@ def design_from_config(panel: PreparedPanel, config) -> Design:
             f"the two-step estimator needs the occupied-county choice set (the BLP contraction needs positive shares); "
             f"{config.source} has choice_set = {spec.choice_set!r}"
         )
-    return design(panel, spec.spillover, spec.log_floor_bil, spec.own_stock == "exclude", spec.sbar_year)
+    return design(panel, spec.spillover_transform, spec.sbar_year)
 
 
 def _segment_sum(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
@@ -182,12 +195,12 @@ def _demean(values: np.ndarray, obs_firm: np.ndarray, starts: np.ndarray, t_i: n
 
 def firm_spillover(d: Design, halflife_km: float) -> np.ndarray:
     """S_it(lambda) for every firm-year, transformed as configured."""
-    return kernel.transform(kernel.firm_year_spillover(d.spill, float(halflife_km)), d.spillover, d.floor_bil)
+    return d.transform.firm_year(d.spill, float(halflife_km))
 
 
 def location_spillover(d: Design, halflife_km: float) -> np.ndarray:
     """Sbar_l(lambda) over the occupied counties (the location-choice regressor)."""
-    return np.asarray(kernel.transform(kernel.choice_spillover(d.spill, float(halflife_km)), d.spillover, d.floor_bil))
+    return np.asarray(d.transform.choice(d.spill, float(halflife_km)))
 
 
 @dataclass(frozen=True, eq=False)
@@ -802,14 +815,11 @@ def _two_step(panel, config, settings: BaselineSettings, table4_bootstrap, progr
     # a coefficient that is not identified (a regressor constant within every firm) is absorbed
     # by the firm intercept, so any value gives the same alpha_hat: pass 0
     beta_for_alpha = np.where(fit.identified[:4], fit.beta, 0.0)
-    alpha_hat, s_variation = se.naive_alpha_hat(
-        panel, beta_for_alpha, fit.halflife_km, year_effect=year_effect, spillover=spec.spillover, floor_bil=spec.log_floor_bil,
-        exclude_own=spec.own_stock == "exclude",
-    )
+    alpha_hat, s_variation = se.naive_alpha_hat(panel, beta_for_alpha, fit.halflife_km, year_effect, spec.spillover_transform)
     est = estimate(d, settings, alpha_hat=(alpha_hat, s_variation), gmm_result=gmm_result)
     boot = bootstrap(d, settings, start=(est["mu_alpha"], est["sigma_alpha"], est["gamma"]), progress=progress) if settings.n_bootstrap else pd.DataFrame()
 
-    s_at_firm = se.spillover_at_firm_county(panel, est["halflife_km"], spec.spillover, spec.log_floor_bil)
+    s_at_firm = se.spillover_at_firm_county(panel, est["halflife_km"], spec.spillover_transform)
     top = se.top_spillover_firms(panel, s_at_firm, k=20)
     t4_b = settings.n_bootstrap if table4_bootstrap is None else table4_bootstrap
     table4 = se.table4(alpha_hat, s_at_firm, top, n_bootstrap=t4_b, seed=settings.seed)

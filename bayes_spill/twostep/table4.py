@@ -23,7 +23,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from bayes_spill.spillover import kernel
+from bayes_spill.spillover.kernel import LEVELS, SpilloverTransform
 from bayes_spill.data.panel import PreparedPanel
 
 TABLE4_COLUMNS = ("Median, all", "Robust, all", "Median, top-20", "Robust, top-20")
@@ -74,12 +74,9 @@ def _alpha_hat(y: np.ndarray, s: np.ndarray, obs_firm: np.ndarray, n_firms: int,
     return alpha_hat, sxx
 
 
-def firm_year_spillover(
-    panel: PreparedPanel, halflife_km, spillover: str = "level", floor_bil: float = 0.001, exclude_own: bool = True
-) -> np.ndarray:
+def firm_year_spillover(panel: PreparedPanel, halflife_km, transform: SpilloverTransform = LEVELS) -> np.ndarray:
     """S_it for every firm-year (the regressor of eq. 7 and 11), transformed as the model does."""
-    inputs = kernel.spillover_inputs(panel, "occupied", exclude_own)
-    return kernel.transform(kernel.firm_year_spillover(inputs, float(halflife_km)), spillover, floor_bil)
+    return transform.firm_year(transform.inputs(panel), float(halflife_km))
 
 
 def naive_alpha_hat(
@@ -87,9 +84,7 @@ def naive_alpha_hat(
     beta,
     halflife_km: float,
     year_effect=None,
-    spillover: str = "level",
-    floor_bil: float = 0.001,
-    exclude_own: bool = True,
+    transform: SpilloverTransform = LEVELS,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Naive within-firm OLS absorptive capacities, eq. (11): (alpha_hat (N,), s_variation (N,)).
 
@@ -99,8 +94,8 @@ def naive_alpha_hat(
         log R&D stock and the zero-R&D dummy.
     halflife_km: the spillover half-life ln 2 / lambda.
     year_effect: v_t, one value per year of ``panel.years`` (None: no year effects).
-    spillover, floor_bil: "level" ($ bil, the paper's estimates) or "log" of max(S, floor_bil).
-    exclude_own: S_it = S_{l_i t} - R_it (the model's default) or the county's whole field.
+    transform: the spillover as the model uses it (``ModelSpec.spillover_transform``): levels ($ bil,
+        the paper's estimates) or log max(S, floor), own stock excluded (the default) or not.
 
     s_variation_i = sum_t (S_it - mean_i S)^2, so Var(nu_i) = sigma_w^2 / s_variation_i
     (Appendix 7.4). A firm whose S_it does not vary over its years (s_variation == 0; up to
@@ -119,19 +114,16 @@ def naive_alpha_hat(
         if v.shape != (len(panel.years),):
             raise ValueError(f"year_effect must hold one value per year ({len(panel.years)}), got shape {v.shape}")
         y = y - v[panel.obs_year]
-    s = firm_year_spillover(panel, halflife_km, spillover, floor_bil, exclude_own)
+    s = firm_year_spillover(panel, halflife_km, transform)
     return _alpha_hat(y, s, panel.obs_firm, panel.n_firms)
 
 
-def spillover_at_firm_county(
-    panel: PreparedPanel, halflife_km: float, spillover: str = "level", floor_bil: float = 0.001
-) -> np.ndarray:
+def spillover_at_firm_county(panel: PreparedPanel, halflife_km: float, transform: SpilloverTransform = LEVELS) -> np.ndarray:
     """Sbar at each firm's county, (N,): the county's field S_lt averaged over the sample years
     (own stock not excluded: this is the county's value, the x-axis of Figure 3 and the regressor
     of Table 4), transformed as the model does."""
-    inputs = kernel.spillover_inputs(panel, "occupied")
-    sbar = kernel.transform(kernel.choice_spillover(inputs, float(halflife_km)), spillover, floor_bil)
-    return np.asarray(sbar)[inputs.firm_choice]
+    inputs = transform.inputs(panel)
+    return np.asarray(transform.choice(inputs, float(halflife_km)))[inputs.firm_choice]
 
 
 def top_spillover_firms(panel: PreparedPanel, s_at_firm: np.ndarray, k: int = 20) -> np.ndarray:

@@ -17,7 +17,6 @@ from tiny_fits import tiny_config, tiny_csv, tiny_fit
 
 import bayes_spill
 from bayes_spill.model import integrated
-from bayes_spill.spillover import kernel
 from bayes_spill.config import load_config, parse_config
 from bayes_spill.errors import ConfigError
 from bayes_spill.model.likelihood import build_model, model_data
@@ -123,8 +122,8 @@ def test_integrated_model_is_the_latent_model_integrated_over_alpha(panel, evalu
     data = model_data(panel, config)
     spec = config.model
     h = float(values["halflife_km"])
-    s_it = kernel.transform(kernel.firm_year_spillover(data.spill, h, np), spec.spillover, spec.log_floor_bil, np)
-    sbar = kernel.transform(kernel.choice_spillover(data.spill, h, np), spec.spillover, spec.log_floor_bil, np)
+    s_it = spec.spillover_transform.firm_year(data.spill, h, np)
+    sbar = spec.spillover_transform.choice(data.spill, h, np)
     beta = np.array([values[n] for n in ("beta_k", "beta_l", "beta_r", "beta_zero_rd")])
     resid = data.q - data.inputs @ beta - values["year_effect"][panel.obs_year]
     a, gamma, mu, sa = values["county_effect"], GAMMA, 0.2, float(values["sigma_alpha"])

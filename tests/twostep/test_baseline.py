@@ -128,8 +128,7 @@ def test_bootstrap_weights_equal_duplicated_firms(panel, design):
     rows = np.concatenate([np.flatnonzero(panel.obs_firm == i) for i in idx])
     dup = b.Design(
         spill=b.kernel.SpilloverInputs(**{**design.spill.__dict__, "obs_receiver": design.spill.obs_receiver[rows], "obs_year": design.spill.obs_year[rows], "own_stock_bil": design.spill.own_stock_bil[rows]}),
-        spillover="level",
-        floor_bil=0.001,
+        transform=design.transform,
         obs_firm=np.repeat(np.arange(len(idx)), panel.years_per_firm[idx]),
         starts=np.concatenate([[0], np.cumsum(panel.years_per_firm[idx])[:-1]]),
         years_per_firm=panel.years_per_firm[idx].astype(float),
