@@ -27,6 +27,7 @@ import math
 
 import numpy as np
 
+from bayes_spill.model.within import segment_sum, within_firm
 from bayes_spill.paper import LOG_2PI
 from bayes_spill.spillover.interpolation import cubic_hermite, log_denominator_with_slope
 
@@ -47,28 +48,28 @@ BISECTION_STEPS = 30  # the tangent point to 1e-9 of the bracket: any tangent po
 
 
 def gauss_hermite(nodes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Nodes x_k and log weights log w_k (the w_k sum to 1) with, for Z standard normal,
-    E f(m + s Z) ~ sum_k w_k f(m + sqrt(2) s x_k), exact for polynomials of degree < 2 nodes."""
+    """Gauss-Hermite quadrature against the normal: the one rule of the package (the integrated
+    model, the two-step estimator and the location equilibria use it).
+
+    Parameters
+    ----------
+    nodes : int
+        The number of nodes K.
+
+    Returns
+    -------
+    x, w : ndarray
+        Nodes x_k and weights w_k (summing to 1) with, for Z standard normal,
+        E f(m + s Z) ~ sum_k w_k f(m + sqrt(2) s x_k), exact for polynomials of degree < 2K.
+    """
     x, w = np.polynomial.hermite.hermgauss(nodes)
-    return x, np.log(w / math.sqrt(math.pi))
+    return x, w / math.sqrt(math.pi)
 
 
-def segment_sum(values, segment: np.ndarray, n_segments: int, backend=np):
-    """Sum of values within each segment (firm), numpy or PyTensor; numpy also takes (n_obs, p)."""
-    if backend is np:
-        if values.ndim == 1:
-            return np.bincount(segment, weights=values, minlength=n_segments)
-        sums = np.zeros((n_segments, *values.shape[1:]))
-        np.add.at(sums, segment, values)
-        return sums
-    return backend.zeros(n_segments)[segment].inc(values)
-
-
-def within_firm(values, obs_firm: np.ndarray, years_per_firm: np.ndarray, backend=np):
-    """values less their firm means (the firm effect u_i removed), numpy or PyTensor."""
-    sums = segment_sum(values, obs_firm, len(years_per_firm), backend)
-    means = sums / years_per_firm.reshape(-1, *([1] * (values.ndim - 1)))
-    return values - means[obs_firm]
+def normal_quadrature(nodes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes z_k = sqrt(2) x_k and weights w_k of ``gauss_hermite``: E f(Z) ~ sum_k w_k f(z_k)."""
+    x, w = gauss_hermite(nodes)
+    return math.sqrt(2.0) * x, w
 
 
 def conjugate_alpha(resid, spillover, obs_firm: np.ndarray, years_per_firm: np.ndarray, sigma_w, mu_alpha, sigma_alpha, backend=np):
@@ -97,8 +98,8 @@ def conjugate_alpha(resid, spillover, obs_firm: np.ndarray, years_per_firm: np.n
 
 def quadrature_alphas(mean, sd, nodes: int):
     """alpha at the Gauss-Hermite nodes, (firms, nodes), and the log weights (nodes,)."""
-    x, log_w = gauss_hermite(nodes)
-    return mean[:, None] + math.sqrt(2.0) * sd[:, None] * x[None, :], log_w
+    x, w = gauss_hermite(nodes)
+    return mean[:, None] + math.sqrt(2.0) * sd[:, None] * x[None, :], np.log(w)
 
 
 # -- alpha_i drawn back from its conditional posterior (numpy) -----------------------------------------

@@ -61,6 +61,7 @@ import numpy as np
 import pandas as pd
 
 from bayes_spill import paper
+from bayes_spill.model.integrated import normal_quadrature
 from bayes_spill.spillover import kernel
 from bayes_spill.errors import BayesSpillError
 
@@ -262,9 +263,9 @@ QUADRATURE_NODES = 40
 
 
 def gauss_hermite(mu: float, sigma: float, nodes: int = QUADRATURE_NODES) -> tuple[np.ndarray, np.ndarray]:
-    """Nodes and weights of ∫ g(alpha) Normal(alpha; mu, sigma) dalpha."""
-    z, w = np.polynomial.hermite_e.hermegauss(nodes)
-    return mu + sigma * z, w / w.sum()
+    """Nodes and weights of ∫ g(alpha) Normal(alpha; mu, sigma) dalpha (the model's rule)."""
+    z, w = normal_quadrature(nodes)
+    return mu + sigma * z, w
 
 
 @dataclass(frozen=True, eq=False)

@@ -13,8 +13,8 @@ Step 1, production (Section 4.1, eq. 8-11, Appendix 7.4):
   minima). M_i is computed as "demean within firm, then remove the projection on the demeaned
   S", which is the same matrix. A firm seen in T_i <= 2 years has M_i = 0 and drops out of this
   step (counted); a firm whose S_it does not vary has x_i of rank 1 and M_i the within-firm
-  demeaning (T_i - 1 degrees of freedom; same zero-variation rule as ``sorting_evidence``).
-* alpha_hat_i, the naive within-firm OLS of eq. (11), from ``sorting_evidence.naive_alpha_hat``
+  demeaning (T_i - 1 degrees of freedom; same zero-variation rule as ``table4.within_slope``).
+* alpha_hat_i, the naive within-firm OLS of eq. (11), from ``table4.naive_alpha_hat``
   with the GMM beta, half-life and year effects v_t (the year-dummy coefficients, v = 0 in the
   first year).
 * sigma_w^2 = sum_i SSR_i / sum_i (T_i - rank x_i) (Appendix 7.4: sum of SSR / (n (T - 2)) in a
@@ -66,16 +66,17 @@ import pandas as pd
 from scipy import optimize
 from threadpoolctl import threadpool_limits
 
+from bayes_spill.model.integrated import normal_quadrature
+from bayes_spill.model.within import segment_sum, within_firm
 from bayes_spill.spillover import kernel
+# the zero-variation rule of alpha_hat, shared so that alpha_hat and the projection agree
+from bayes_spill.twostep.table4 import RELATIVE_ZERO_VARIATION
 from bayes_spill.errors import BayesSpillError
 from bayes_spill.data.panel import PreparedPanel
 
 BETA_NAMES = ("beta_k", "beta_l", "beta_r", "beta_zero_rd")
 SPEC2_PARAMETERS = (*BETA_NAMES, "halflife_km", "sigma_w", "mu_alpha", "sigma_alpha2", "sigma_alpha", "gamma")
 SPEC1_PARAMETERS = tuple(f"spec1_{n}" for n in (*BETA_NAMES, "alpha", "halflife_km"))
-# The zero-variation threshold of sorting_evidence (kept equal so alpha_hat and the projection
-# agree; a test checks that they do).
-RELATIVE_ZERO_VARIATION = 1e-12
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,6 @@ class Design:
     spill: kernel.SpilloverInputs
     transform: kernel.SpilloverTransform  # the spillover as the model uses it
     obs_firm: np.ndarray  # (n_obs,) sorted
-    starts: np.ndarray  # (N,) first row of each firm
     years_per_firm: np.ndarray  # (N,)
     q_dm: np.ndarray  # (n_obs,) within-firm demeaned log sales
     z_dm: np.ndarray  # (n_obs, p) within-firm demeaned regressors
@@ -153,7 +153,6 @@ def design(panel: PreparedPanel, transform: kernel.SpilloverTransform = kernel.L
         raise BayesSpillError("the two-step estimator needs at least two firms")
     spill = transform.inputs(panel, "occupied", sbar_year)
     obs_firm = np.asarray(panel.obs_firm)
-    starts = np.searchsorted(obs_firm, np.arange(panel.n_firms))
     t_i = panel.years_per_firm.astype(float)
     year_dummies = (panel.obs_year[:, None] == np.arange(1, len(panel.years))[None, :]).astype(float)
     z = np.column_stack([panel.k, panel.n, panel.r, panel.zero_rd, year_dummies])
@@ -162,10 +161,9 @@ def design(panel: PreparedPanel, transform: kernel.SpilloverTransform = kernel.L
         spill=spill,
         transform=transform,
         obs_firm=obs_firm,
-        starts=starts,
         years_per_firm=t_i,
-        q_dm=_demean(panel.q, obs_firm, starts, t_i),
-        z_dm=_demean(z, obs_firm, starts, t_i),
+        q_dm=within_firm(panel.q, obs_firm, t_i),
+        z_dm=within_firm(z, obs_firm, t_i),
         z_names=names,
         years=np.asarray(panel.years),
         firm_choice=np.asarray(spill.firm_choice),
@@ -182,15 +180,6 @@ def design_from_config(panel: PreparedPanel, config) -> Design:
             f"{config.source} has choice_set = {spec.choice_set!r}"
         )
     return design(panel, spec.spillover_transform, spec.sbar_year)
-
-
-def _segment_sum(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    return np.add.reduceat(values, starts, axis=0)
-
-
-def _demean(values: np.ndarray, obs_firm: np.ndarray, starts: np.ndarray, t_i: np.ndarray) -> np.ndarray:
-    means = _segment_sum(values, starts) / (t_i if values.ndim == 1 else t_i[:, None])
-    return values - means[obs_firm]
 
 
 def firm_spillover(d: Design, halflife_km: float) -> np.ndarray:
@@ -215,7 +204,7 @@ class Projection:
     def apply(self, d: Design, v_dm: np.ndarray) -> np.ndarray:
         """M_i v for within-demeaned v (n_obs,) or (n_obs, p); rows of firms with dof 0 are 0."""
         s = self.s_dm if v_dm.ndim == 1 else self.s_dm[:, None]
-        cross = _segment_sum(s * v_dm, d.starts)
+        cross = segment_sum(s * v_dm, d.obs_firm, d.n_firms)
         denom = np.where(self.s_variation > 0, self.s_variation, 1.0)
         coef = cross / (denom if v_dm.ndim == 1 else denom[:, None])
         coef[self.s_variation <= 0] = 0.0
@@ -226,9 +215,9 @@ class Projection:
 
 
 def projection(d: Design, s: np.ndarray) -> Projection:
-    s_dm = _demean(s, d.obs_firm, d.starts, d.years_per_firm)
-    variation = _segment_sum(s_dm * s_dm, d.starts)
-    # the zero-variation rule of sorting_evidence._alpha_hat: below rounding at the field's scale
+    s_dm = within_firm(s, d.obs_firm, d.years_per_firm)
+    variation = segment_sum(s_dm * s_dm, d.obs_firm, d.n_firms)
+    # the zero-variation rule of table4.within_slope: below rounding at the field's scale
     level = float(np.max(np.abs(s))) if len(s) else 0.0
     none = variation <= d.years_per_firm * (RELATIVE_ZERO_VARIATION * level) ** 2
     variation = np.where(none, 0.0, variation)
@@ -300,9 +289,9 @@ def gmm_at(d: Design, halflife_km: float, weights: np.ndarray | None = None) -> 
     coef = _weighted_lstsq(mz, mq, w_obs)
     identified = _informative(mz, w_obs)
     resid = mq - mz @ coef
-    ssr = _segment_sum(resid**2, d.starts)
+    ssr = segment_sum(resid**2, d.obs_firm, d.n_firms)
     y_dm = d.q_dm - d.z_dm @ coef  # within-demeaned q - z beta (v_t included in z)
-    cross = _segment_sum(proj.s_dm * y_dm, d.starts)
+    cross = segment_sum(proj.s_dm * y_dm, d.obs_firm, d.n_firms)
     with np.errstate(invalid="ignore", divide="ignore"):
         alpha_hat = np.where(proj.s_variation > 0, cross / np.where(proj.s_variation > 0, proj.s_variation, 1.0), np.nan)
     return GMMFit(
@@ -366,7 +355,7 @@ class NLSFit:
 
 def nls_at(d: Design, halflife_km: float, weights: np.ndarray | None = None) -> NLSFit:
     w = np.ones(d.n_firms) if weights is None else np.asarray(weights, float)
-    s_dm = _demean(firm_spillover(d, halflife_km), d.obs_firm, d.starts, d.years_per_firm)
+    s_dm = within_firm(firm_spillover(d, halflife_km), d.obs_firm, d.years_per_firm)
     x = np.column_stack([d.z_dm, s_dm])
     w_obs = w[d.obs_firm]
     coef = _weighted_lstsq(x, d.q_dm, w_obs)
@@ -393,12 +382,6 @@ def logsumexp(x: np.ndarray, axis=None, keepdims: bool = False, b: np.ndarray | 
     if not keepdims:
         out = np.squeeze(out, axis=axis) if axis is not None else out.reshape(())
     return out if np.ndim(out) else float(out)
-
-
-def standard_normal_quadrature(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Nodes z_k and weights w_k with sum_k w_k f(z_k) ~ E f(Z), Z ~ N(0, 1) (Gauss-Hermite)."""
-    x, w = np.polynomial.hermite.hermgauss(n)
-    return math.sqrt(2.0) * x, w / math.sqrt(math.pi)
 
 
 def predicted_shares(a: np.ndarray, sbar: np.ndarray, gamma: float, mu: float, sigma: float, quad) -> np.ndarray:
@@ -540,8 +523,8 @@ def location_ml(ld: LocationData, settings: BaselineSettings, start: tuple[float
     three values of gamma and keeps the best; with a start (bootstrap replicates) once from there.
     """
     multistart = start is None
-    quad = standard_normal_quadrature(settings.quadrature_nodes)
-    firm_quad = standard_normal_quadrature(settings.firm_quadrature_nodes)
+    quad = normal_quadrature(settings.quadrature_nodes)
+    firm_quad = normal_quadrature(settings.firm_quadrature_nodes)
     if start is None:
         good = np.isfinite(ld.var_nu)
         precise = good & (ld.var_nu <= np.nanmedian(np.where(good, ld.var_nu, np.nan)))
@@ -601,7 +584,7 @@ def estimate(
     """Both steps (and spec. 1) once: a flat dict of estimates plus diagnostics.
 
     alpha_hat: (alpha_hat, s_variation) to use instead of the projection's by-product (the point
-    estimate passes sorting_evidence.naive_alpha_hat here; both are eq. 11 and agree).
+    estimate passes table4.naive_alpha_hat here; both are eq. 11 and agree).
     """
     fit, grid, values = gmm_result if gmm_result is not None else gmm(d, settings, weights)
     s2 = sigma_w2(fit, weights)

@@ -130,7 +130,6 @@ def test_bootstrap_weights_equal_duplicated_firms(panel, design):
         spill=b.kernel.SpilloverInputs(**{**design.spill.__dict__, "obs_receiver": design.spill.obs_receiver[rows], "obs_year": design.spill.obs_year[rows], "own_stock_bil": design.spill.own_stock_bil[rows]}),
         transform=design.transform,
         obs_firm=np.repeat(np.arange(len(idx)), panel.years_per_firm[idx]),
-        starts=np.concatenate([[0], np.cumsum(panel.years_per_firm[idx])[:-1]]),
         years_per_firm=panel.years_per_firm[idx].astype(float),
         q_dm=design.q_dm[rows],
         z_dm=design.z_dm[rows],
@@ -156,7 +155,7 @@ def _small_choice(seed=0, L=5):
 
 def test_contraction_fixed_point_on_a_small_example():
     sbar, a_true = _small_choice()
-    quad = b.standard_normal_quadrature(40)
+    quad = b.normal_quadrature(40)
     gamma, mu, sigma = 0.8, 0.3, 0.9
     shares = b.predicted_shares(a_true, sbar, gamma, mu, sigma, quad)
     assert math.isclose(shares.sum(), 1.0, rel_tol=1e-12)
@@ -171,7 +170,7 @@ def test_contraction_fixed_point_on_a_small_example():
 def test_predicted_shares_match_numerical_integration():
     sbar, a = _small_choice(1, L=4)
     gamma, mu, sigma = 1.3, -0.2, 0.6
-    quad = b.standard_normal_quadrature(40)
+    quad = b.normal_quadrature(40)
 
     def share(l):
         def f(x):
@@ -191,7 +190,7 @@ def test_firm_likelihood_convolves_the_measurement_error():
     var_nu = np.array([0.05, 1.5, 0.3, np.inf])
     choice = np.array([3, 0, 2, 1])
     ld = b.LocationData(alpha_hat, var_nu, choice, sbar, np.log(np.full(4, 0.25)), np.ones(4))
-    quad = b.standard_normal_quadrature(24)
+    quad = b.normal_quadrature(24)
     got = b.firm_location_loglik(ld, a, mu, sigma, gamma, quad)
     exact = b.firm_location_loglik(ld, a, mu, sigma, gamma, quad, exact=True)
     np.testing.assert_allclose(got, exact, atol=1e-9)  # interpolated denominator
@@ -229,7 +228,7 @@ def test_location_ml_recovers_gamma_and_the_alpha_distribution():
     assert abs(fit.mu_alpha - 0.2) < 0.1, fit
     assert abs(fit.sigma_alpha - 0.7) < 0.1, fit
     # the fitted county effects reproduce the observed shares (the contraction holds at the optimum)
-    quad = b.standard_normal_quadrature(SETTINGS.quadrature_nodes)
+    quad = b.normal_quadrature(SETTINGS.quadrature_nodes)
     shares = b.predicted_shares(fit.county_effect, ld.sbar, fit.gamma, fit.mu_alpha, fit.sigma_alpha, quad)
     np.testing.assert_allclose(np.log(shares), ld.log_shares, atol=1e-9)
 
