@@ -87,7 +87,7 @@ class ModelSpec:
         the logit denominator by binned Taylor expansion in gamma alpha_i, or with alpha_i
         integrated out by a cubic Hermite table in c where the firms x nodes rows number
         bayes_spill.model.likelihood.TABLE_ROWS_PER_COUNTY per county, within likelihood_tolerance of the direct sums
-        over the whole location log-likelihood; see interpolation.py) or "exact" (direct sums:
+        over the whole location log-likelihood; see spillover/interpolation.py and model/denominator.py) or "exact" (direct sums:
         counties x sources x years, firms x counties).
     denominator_bins: 0 chooses the logit denominator's bins at each evaluation (Numba, C); K >= 1
         fixes K, with the direct sum wherever K bins cannot keep the expansion's radius (static

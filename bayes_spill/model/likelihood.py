@@ -30,7 +30,7 @@ import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
 
-from bayes_spill.model import integrated
+from bayes_spill.model import denominator, integrated
 from bayes_spill.model.within import segment_sum, within_firm
 from bayes_spill.spillover import interpolation
 from bayes_spill.spillover import kernel
@@ -199,7 +199,7 @@ def location_loglik(data: ModelData, county_effect, gamma, alpha, sbar, spec=Non
     """Per-firm multinomial-logit log-probability of the chosen county.
 
     Direct sums (firms x counties) unless spec.evaluation is "interpolated": then the binned Taylor
-    expansion of interpolation.log_denominator, within half of spec.likelihood_tolerance of the
+    expansion of denominator.log_denominator, within half of spec.likelihood_tolerance of the
     direct sum over all firms."""
     c = gamma * alpha
     choice = data.spill.firm_choice
@@ -218,13 +218,13 @@ def integrated_location_loglik(data: ModelData, county_effect, gamma, mean, sd, 
     chosen = county_effect[choice][:, None] + c * sbar[choice][:, None]
     rows_per_county = spec.quadrature_nodes * data.panel.n_firms / len(data.spill.choice_set)
     if spec.evaluation == "exact" or fixed_bins is not None or rows_per_county < TABLE_ROWS_PER_COUNTY:
-        denominator = log_denominator(data, county_effect, sbar, c.flatten(), spec, fixed_bins)
+        lse = log_denominator(data, county_effect, sbar, c.flatten(), spec, fixed_bins)
     else:
         # An error e in a node's LSE moves the firm's averaged probability by at most a factor e^e.
         row_error = 0.5 * spec.likelihood_tolerance / data.panel.n_firms
-        denominator = interpolation.tabulated_log_denominator(county_effect, sbar, c.flatten(), row_error)
-    denominator = denominator.reshape(c.shape)
-    return pt.logsumexp(chosen - denominator + log_w[None, :], axis=1)
+        lse = denominator.tabulated_log_denominator(county_effect, sbar, c.flatten(), row_error)
+    lse = lse.reshape(c.shape)
+    return pt.logsumexp(chosen - lse + log_w[None, :], axis=1)
 
 
 def log_denominator(data: ModelData, county_effect, sbar, c, spec=None, fixed_bins: int | None = None):
@@ -232,9 +232,9 @@ def log_denominator(data: ModelData, county_effect, sbar, c, spec=None, fixed_bi
     firms: under quadrature each firm's probability is a weighted mean of K node probabilities,
     and a relative error e in each of them moves it by at most e, as for one latent alpha_i."""
     if spec is None or spec.evaluation == "exact":
-        return interpolation.exact_log_denominator(county_effect, sbar, c, pt)
-    terms = interpolation.taylor_terms(data.panel.n_firms, spec.likelihood_tolerance)
-    value, _ = interpolation.log_denominator(county_effect, sbar, c, terms, fixed_bins)
+        return denominator.exact_log_denominator(county_effect, sbar, c, pt)
+    terms = denominator.taylor_terms(data.panel.n_firms, spec.likelihood_tolerance)
+    value, _ = denominator.log_denominator(county_effect, sbar, c, terms, fixed_bins)
     return value
 
 

@@ -66,6 +66,7 @@ import pandas as pd
 from scipy import optimize
 from threadpoolctl import threadpool_limits
 
+from bayes_spill.model.denominator import evaluate_log_denominator, exact_log_denominator, log_denominator_table
 from bayes_spill.model.integrated import normal_quadrature
 from bayes_spill.model.within import segment_sum, within_firm
 from bayes_spill.spillover import kernel
@@ -75,6 +76,7 @@ from bayes_spill.errors import BayesSpillError
 from bayes_spill.data.panel import PreparedPanel
 
 BETA_NAMES = ("beta_k", "beta_l", "beta_r", "beta_zero_rd")
+LOCATION_TABLE_NODES = 257  # nodes of the table of the logit denominator in u = gamma alpha
 SPEC2_PARAMETERS = (*BETA_NAMES, "halflife_km", "sigma_w", "mu_alpha", "sigma_alpha2", "sigma_alpha", "gamma")
 SPEC1_PARAMETERS = tuple(f"spec1_{n}" for n in (*BETA_NAMES, "alpha", "halflife_km"))
 
@@ -462,27 +464,6 @@ def location_data(alpha_hat, s_variation, sigma_w2_value, firm_choice, sbar, wei
     )
 
 
-def log_denominator(a: np.ndarray, sbar: np.ndarray, u: np.ndarray, grid_points: int = 257) -> np.ndarray:
-    """log sum_m exp(a_m + u Sbar_m) for an array u of values of gamma * alpha.
-
-    The function is smooth and convex in the scalar u, so it is evaluated exactly on a grid over
-    the range of u and interpolated by a cubic Hermite spline with its exact derivative (the
-    softmax mean of Sbar): error O(h^4), far below the quadrature error, at a cost independent
-    of the number of firms times counties.
-    """
-    u = np.asarray(u, float)
-    lo, hi = float(u.min()), float(u.max())
-    if hi - lo < 1e-12:
-        return np.full(u.shape, float(logsumexp(a + lo * sbar)))
-    grid = np.linspace(lo, hi, grid_points)
-    logits = a[None, :] + grid[:, None] * sbar[None, :]
-    value = logsumexp(logits, axis=1)
-    slope = np.exp(logits - value[:, None]) @ sbar
-    from scipy.interpolate import CubicHermiteSpline
-
-    return CubicHermiteSpline(grid, value, slope)(u)
-
-
 def firm_location_loglik(ld: LocationData, a: np.ndarray, mu: float, sigma: float, gamma: float, quad, exact: bool = False) -> np.ndarray:
     """log integral P(l_i | alpha) N(alpha_hat_i; alpha, var_nu_i) N(alpha; mu, sigma^2) d alpha per firm
     (exact=True evaluates the logit denominator at every node instead of interpolating it)."""
@@ -497,9 +478,12 @@ def firm_location_loglik(ld: LocationData, a: np.ndarray, mu: float, sigma: floa
     alpha = post_mean[:, None] + np.sqrt(post_var)[:, None] * z[None, :]  # (N, Q)
     u = gamma * alpha
     if exact:
-        lse = logsumexp(a[None, None, :] + u[:, :, None] * ld.sbar[None, None, :], axis=2)
+        lse = exact_log_denominator(a, ld.sbar, u.ravel()).reshape(u.shape)
     else:
-        lse = log_denominator(a, ld.sbar, u)
+        # LSE is smooth and convex in the scalar u: the model's cubic Hermite table in u, at a cost
+        # independent of firms x counties, errs far below the quadrature error
+        table = log_denominator_table(a, ld.sbar, float(u.min()), float(u.max()), LOCATION_TABLE_NODES)
+        lse = evaluate_log_denominator(table, u)
     chosen = a[ld.choice][:, None] + u * ld.sbar[ld.choice][:, None]
     return logsumexp(np.log(w)[None, :] + chosen - lse, axis=1) + measure
 

@@ -165,16 +165,6 @@ def test_integrated_gradient_is_finite_and_the_gradient_of_the_log_density(panel
         assert (logp(up) - logp(down)) / (2 * step) == pytest.approx(grad @ direction, rel=1e-5, abs=1e-6)
 
 
-def test_log_denominator_table_matches_the_direct_sum():
-    rng = np.random.default_rng(3)
-    a, sbar = rng.normal(size=300), rng.gamma(1.0, 3.0, size=300)
-    table = integrated.log_denominator_table(a, sbar, -2.0, 1.5)
-    c = rng.uniform(-2.0, 1.5, size=2000)
-    logits = a[None, :] + c[:, None] * sbar[None, :]
-    exact = logits.max(axis=1) + np.log(np.exp(logits - logits.max(axis=1, keepdims=True)).sum(axis=1))
-    np.testing.assert_allclose(integrated.evaluate_log_denominator(table, c), exact, rtol=0, atol=1e-7)
-
-
 @pytest.mark.parametrize("rounds", [integrated.REJECTION_ROUNDS, 0])
 def test_drawn_alpha_follow_their_conditional_posterior(monkeypatch, rounds):
     """Draws for 20,000 copies of one firm against the CDF of Normal(m, s) x P(l | alpha) (KS), where
@@ -335,13 +325,13 @@ def test_conditional_mode_and_the_envelope_at_the_edges():
 def test_denominator_route_follows_the_rows_per_county(panel, monkeypatch, choice_set):
     """The firms x nodes denominators read the table in c where there are TABLE_ROWS_PER_COUNTY
     rows per county or more, else the binned expansion."""
-    from bayes_spill.spillover import interpolation
+    from bayes_spill.model import denominator
     from bayes_spill.model import likelihood as model_module
 
     routes = []
-    real_table, real_expansion = interpolation.tabulated_log_denominator, interpolation.log_denominator
-    monkeypatch.setattr(interpolation, "tabulated_log_denominator", lambda *a, **k: routes.append("table") or real_table(*a, **k))
-    monkeypatch.setattr(interpolation, "log_denominator", lambda *a, **k: routes.append("expansion") or real_expansion(*a, **k))
+    real_table, real_expansion = denominator.tabulated_log_denominator, denominator.log_denominator
+    monkeypatch.setattr(denominator, "tabulated_log_denominator", lambda *a, **k: routes.append("table") or real_table(*a, **k))
+    monkeypatch.setattr(denominator, "log_denominator", lambda *a, **k: routes.append("expansion") or real_expansion(*a, **k))
     config = _integrated_config()
     config = replace(config, model=replace(config.model, choice_set=choice_set))
     counties = len(model_data(panel, config).spill.choice_set)
