@@ -49,6 +49,7 @@ from bayes_spill import paper
 from bayes_spill.config import Prior, _parse_prior
 from bayes_spill.errors import BayesSpillError, ConfigError
 from bayes_spill.inference.posterior_io import atomic_path
+from bayes_spill.model import priors
 
 # Study configurations live in models/studies/: models/*.toml are model configurations only.
 STUDIES = Path(__file__).resolve().parents[1] / "models" / "studies"
@@ -228,25 +229,6 @@ def check_montecarlo(m: MonteCarloSpec, source: str = "montecarlo") -> None:
 
 
 # == prior draws and simulation settings =====================================================
-def draw_prior(prior: Prior, rng: np.random.Generator) -> float:
-    """One draw from a configuration prior (PyMC's parametrisations)."""
-    p = prior.kwargs()
-    family = prior.family
-    if family == "Normal":
-        return float(rng.normal(p["mu"], p["sigma"]))
-    if family == "HalfNormal":
-        return float(abs(rng.normal(0.0, p["sigma"])))
-    if family == "LogNormal":
-        return float(np.exp(rng.normal(p["mu"], p["sigma"])))
-    if family == "Exponential":
-        return float(rng.exponential(1.0 / p["lam"]))
-    if family == "Gamma":
-        return float(rng.gamma(p["alpha"], 1.0 / p["beta"]))
-    if family == "StudentT":
-        return float(p["mu"] + p["sigma"] * rng.standard_t(p["nu"]))
-    raise ConfigError(f"cannot draw from prior family {family!r}")
-
-
 def simulation_settings(base: dict, params: dict | None = None):
     """SimulationSettings from plain overrides and (optionally) model parameters
     (sigma_alpha becomes sigma_alpha2)."""
@@ -490,7 +472,7 @@ def sbc_tasks(cal: CalibrationConfig, spec: SBCSpec) -> list[dict]:
     tasks = []
     for i, ss in enumerate(seeds):
         rng = np.random.default_rng(ss)
-        params = {name: draw_prior(prior, rng) for name, prior in cal.priors}
+        params = priors.draw(cal.priors, rng)  # the model's own distributions (pm.draw)
         data_seed, fit_seed = (int(x) for x in rng.integers(0, 2**31 - 1, 2))
         tasks.append(
             {

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from bayes_spill.checking.comparison import scipy_prior
+from bayes_spill.model.priors import PriorDistribution
 from bayes_spill.paper import LN2, PAPER_VALUES
 
 FIGURES_DIR = "figures"
@@ -105,7 +105,7 @@ def halflife_gamma_plot(tree: xr.DataTree, out_dir: Path) -> Path:
     fig, axes = _figure(5.2 * len(names), 3.6, 1, len(names))
     for ax, name in zip(axes[0], names):
         values = post[name].values.ravel()
-        dist = scipy_prior(priors[name])
+        dist = PriorDistribution(priors[name])
         if name == "halflife_km":
             # density of log(half-life) on a log axis: the LogNormal prior is a bell there
             logs = np.log(values)

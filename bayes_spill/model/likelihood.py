@@ -30,11 +30,11 @@ import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
 
-from bayes_spill.model import denominator, integrated
+from bayes_spill.model import denominator, integrated, priors
 from bayes_spill.model.within import segment_sum, within_firm
 from bayes_spill.spillover import interpolation
 from bayes_spill.spillover import kernel
-from bayes_spill.config import ModelConfig, Prior
+from bayes_spill.config import ModelConfig
 from bayes_spill.paper import LOG_2PI
 from bayes_spill.errors import ConfigError, InputError
 from bayes_spill.data.panel import PreparedPanel
@@ -138,10 +138,6 @@ def coords(data: ModelData) -> dict[str, list]:
     }
 
 
-def _prior(name: str, prior: Prior, **kwargs):
-    return getattr(pm, prior.family)(name, **prior.kwargs(), **kwargs)
-
-
 def production_design(data: ModelData) -> np.ndarray:
     """The within-firm demeaned regressors of the linear production coefficients (beta, v_2..v_T)."""
     panel = data.panel
@@ -175,14 +171,10 @@ def production_coefficients(data: ModelData, config: ModelConfig):
     coefficients = pt.dot(whitening, z)
     beta = [pm.Deterministic(name, coefficients[j]) for j, name in enumerate(BETA_NAMES)]
     year_free = coefficients[len(BETA_NAMES) :]
-    prior_logp = sum(pm.logp(_distribution(config.prior(name)), b) for name, b in zip(BETA_NAMES, beta))
-    prior_logp += pm.logp(_distribution(config.prior("year_effect")), year_free).sum()
+    prior_logp = sum(pm.logp(priors.distribution(config.prior(name)), b) for name, b in zip(BETA_NAMES, beta))
+    prior_logp += pm.logp(priors.distribution(config.prior("year_effect")), year_free).sum()
     pm.Potential("production_prior", prior_logp)
     return pt.stack(beta), year_free
-
-
-def _distribution(prior: Prior):
-    return getattr(pm, prior.family).dist(**prior.kwargs())
 
 
 def production_loglik(data: ModelData, beta, alpha_obs, spillover, year_effect, sigma_w):
@@ -275,18 +267,18 @@ def build_model(
     data = data or model_data(panel, config)
     spec = config.model
     with pm.Model(coords=coords(data)) as model:
-        halflife_km = _prior("halflife_km", config.prior("halflife_km"))
+        halflife_km = priors.variable("halflife_km", config.prior("halflife_km"))
         beta, year_free = production_coefficients(data, config)
-        sigma_w = _prior("sigma_w", config.prior("sigma_w"))
+        sigma_w = priors.variable("sigma_w", config.prior("sigma_w"))
         year_effect = pm.Deterministic("year_effect", pt.concatenate([pt.zeros(1), year_free]), dims=YEAR)
 
         s_it = production_spillover(data, halflife_km, spec)
         if spec.alpha == "homogeneous":
-            alpha = _prior("alpha", config.prior("alpha"))
+            alpha = priors.variable("alpha", config.prior("alpha"))
             firm_loglik = production_loglik(data, beta, alpha, s_it, year_effect, sigma_w)
         else:
-            mu_alpha = _prior("mu_alpha", config.prior("mu_alpha"))
-            sigma_alpha = _prior("sigma_alpha", config.prior("sigma_alpha"))
+            mu_alpha = priors.variable("mu_alpha", config.prior("mu_alpha"))
+            sigma_alpha = priors.variable("sigma_alpha", config.prior("sigma_alpha"))
             pm.Deterministic("sigma_alpha2", sigma_alpha**2)
             if spec.integrate_alpha:
                 resid = data.q - pt.dot(data.inputs, beta) - year_effect[panel.obs_year]
@@ -301,9 +293,9 @@ def build_model(
                 firm_loglik = production_loglik(data, beta, alpha[panel.obs_firm], s_it, year_effect, sigma_w)
 
         if spec.location_block:
-            gamma = _prior("gamma", config.prior("gamma")) if spec.sorting else pt.constant(0.0)
-            delta = _prior("county_delta", config.prior("county_delta"), dims=COVARIATE)
-            tau = _prior("county_tau", config.prior("county_tau"))
+            gamma = priors.variable("gamma", config.prior("gamma")) if spec.sorting else pt.constant(0.0)
+            delta = priors.variable("county_delta", config.prior("county_delta"), dims=COVARIATE)
+            tau = priors.variable("county_tau", config.prior("county_tau"))
             county_raw = pm.Normal("county_effect_raw", 0.0, 1.0, dims=COUNTY)
             county_effect = pm.Deterministic(
                 "county_effect", pt.dot(data.county_covariates, delta) + tau * county_raw, dims=COUNTY

@@ -13,7 +13,6 @@ import pandas as pd
 import pytest
 
 from bayes_spill.calibration import study as cal
-from bayes_spill.config import Prior
 from bayes_spill.errors import BayesSpillError, ConfigError
 
 
@@ -46,14 +45,17 @@ def test_calibration_toml_errors_are_clear(config):
         cal.check_montecarlo(replace(config.montecarlo, methods=("joint", "mcmc")), "x")
 
 
-def test_prior_draws_follow_the_families():
-    rng = np.random.default_rng(0)
-    ln = [cal.draw_prior(Prior("LogNormal", (("mu", 4.08), ("sigma", 0.4))), rng) for _ in range(4000)]
-    assert np.median(ln) == pytest.approx(np.exp(4.08), rel=0.05)
-    hn = [cal.draw_prior(Prior("HalfNormal", (("sigma", 2.0),)), rng) for _ in range(4000)]
-    assert min(hn) >= 0 and np.mean(hn) == pytest.approx(2.0 * np.sqrt(2 / np.pi), rel=0.05)
-    g = [cal.draw_prior(Prior("Gamma", (("alpha", 3.0), ("beta", 2.0))), rng) for _ in range(4000)]
-    assert np.mean(g) == pytest.approx(1.5, rel=0.05)  # PyMC's rate parametrisation
+def test_sbc_prior_draws_are_the_models_distributions(config):
+    """The true parameters of the simulations are pm.draw draws of the calibration prior, seeded per
+    simulation (model/priors.py; their moments are checked in tests/model/test_priors.py)."""
+    from bayes_spill.model import priors
+
+    tasks = cal.sbc_tasks(config, replace(config.sbc, sims=2))
+    ss = np.random.SeedSequence(config.sbc.seed).spawn(2)
+    for task, seed in zip(tasks, ss):
+        assert task["params"] == priors.draw(config.priors, np.random.default_rng(seed))
+    assert set(tasks[0]["params"]) == set(cal.SIMULATOR_PARAMETERS)
+    assert tasks[0]["params"]["halflife_km"] > 0 and tasks[0]["params"]["sigma_alpha"] > 0
 
 
 def test_sbc_tasks_are_deterministic_and_use_the_calibration_prior(config):
