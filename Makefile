@@ -1,11 +1,12 @@
 # Two set-up commands do everything on a fresh machine:
 #   make fit    builds the environment if needed and fits the embedded default
 #   make test   builds the environment if needed and runs the fast test suite
+# CI (.ci/run) runs `make lint` (ruff check, ruff format --check) and then `make test`.
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: fit test test-slow env clean-env
+.PHONY: fit test test-slow lint format env clean-env
 
 fit: $(STAMP)
 	$(VENV)/bin/bayes-spill fit
@@ -15,6 +16,14 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 env: $(STAMP)
 

@@ -9,12 +9,73 @@ import hashlib
 import json
 import tomllib
 from dataclasses import asdict, dataclass, fields
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from bayes_spill.errors import ConfigError
 from bayes_spill.data.panel import PanelSettings
 from bayes_spill.spillover.kernel import SpilloverTransform
+
+# The model files that come with the package: models/ at the top of a checkout, and in an installed
+# wheel the data-only package bayes_spill.model_files, which pyproject.toml maps onto models/.
+INSTALLED_MODELS = "model_files"
+_CHECKOUT = Path(__file__).resolve().parents[1]
+
+
+def shipped_models(folder: str = "") -> Path:
+    """The folder of the model files that ship with the package.
+
+    Parameters
+    ----------
+    folder : str
+        A subfolder of ``models/``: ``""`` for the model configurations, ``"studies"`` for the
+        calibration studies.
+
+    Returns
+    -------
+    Path
+        ``models/<folder>`` of the checkout this module runs from (editable installs and
+        ``PYTHONPATH`` runs read the files a contributor edits), else the copy installed with the
+        package (``bayes_spill.model_files``, found through importlib.resources).
+    """
+    checkout = _CHECKOUT / "models"
+    if checkout.is_dir() and (_CHECKOUT / "pyproject.toml").is_file():
+        return checkout / folder if folder else checkout
+    # Through the regular package bayes_spill: model_files holds no __init__.py (a namespace
+    # package), files() of a namespace package is no pathlib.Path, and an editable install does
+    # not map it at all (hence the checkout first, above).
+    installed = Path(str(resources.files("bayes_spill"))) / INSTALLED_MODELS
+    return installed / folder if folder else installed
+
+
+def find_model_file(model: str | Path, folder: str = "") -> Path:
+    """The file a model (or calibration study) argument names.
+
+    Parameters
+    ----------
+    model : str or Path
+        A path to a TOML file, or the name of one (no ``.toml``): ``NAME`` is looked up as
+        ``./models/<folder>/NAME.toml`` in the working directory first, then among the files
+        that ship with the package (`shipped_models`).
+    folder : str
+        ``""`` for model configurations, ``"studies"`` for calibration studies.
+
+    Returns
+    -------
+    Path
+        The file found, or ``model`` unchanged when nothing matches (reading it then reports
+        the missing file).
+    """
+    path = Path(model)
+    if path.exists() or path.suffix == ".toml":
+        return path
+    for base in (Path.cwd() / "models", shipped_models()):
+        candidate = (base / folder if folder else base) / f"{model}.toml"
+        if candidate.is_file():
+            return candidate
+    return path
+
 
 # Distributions a prior may name, with their parameters (PyMC names) and positivity rules.
 PRIOR_FAMILIES: dict[str, tuple[str, ...]] = {
@@ -25,17 +86,14 @@ PRIOR_FAMILIES: dict[str, tuple[str, ...]] = {
     "Gamma": ("alpha", "beta"),
     "StudentT": ("nu", "mu", "sigma"),
 }
-# The model `bayes-spill fit` uses unless told otherwise, chosen by `bayes-spill bench`: at the
-# paper's scale the joint model with alpha_i integrated out (models/integrated_alpha.toml) gave
-# 119x / 139x the baseline's ESS/s for gamma / the half-life (before the table in c, which halved
-# its run time since), against 21x / 16x for latent alpha_i (models/lychagin2010.toml, the same
-# model and posterior).
+# The model `bayes-spill fit` uses unless told otherwise: alpha_i integrated out, the formulation
+# with the most effective samples per second by `bayes-spill bench` at the paper's scale
+# (docs/performance.md; models/lychagin2010.toml is the same model and posterior, alpha_i latent).
 DEFAULT_MODEL = "integrated_alpha"
-# Its cost per gradient grows with firms x 16 quadrature nodes, the latent model's with firms, and
-# by `bench` (nutpie, 2 chains x (500 + 500)) the worst of gamma's and the half-life's ESS/s is 5.4
-# against 1.1 for latent alpha_i at 6x the paper's firms and 2.9 against 3.1 at 10x: the crossover
-# interpolates to about 6,800 firms (README, "Cost in firms"). `bayes-spill fit` without --model
-# uses latent alpha_i above LARGE_PANEL_FIRMS.
+# Its cost per gradient grows with firms x 16 quadrature nodes, the latent model's with firms: by
+# `bench` the two formulations' ESS/s cross near 6,800 firms (docs/performance.md, "Which
+# formulation at which size"). `bayes-spill fit` without --model uses latent alpha_i above
+# LARGE_PANEL_FIRMS.
 LARGE_PANEL_MODEL = "lychagin2010"
 LARGE_PANEL_FIRMS = 6000
 

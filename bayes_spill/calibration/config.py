@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from bayes_spill import paper
-from bayes_spill.config import Prior, _parse_prior
+from bayes_spill.config import Prior, _parse_prior, find_model_file, shipped_models
 from bayes_spill.errors import ConfigError
 
 
 # Study configurations live in models/studies/: models/*.toml are model configurations only.
-STUDIES = Path(__file__).resolve().parents[1] / "models" / "studies"
+STUDIES = shipped_models("studies")
 
 
 DEFAULT_CALIBRATION = "calibration"
@@ -81,12 +81,7 @@ class CalibrationConfig:
 
 
 def resolve_calibration(path: str | Path | None = None) -> Path:
-    if path is None:
-        return STUDIES / f"{DEFAULT_CALIBRATION}.toml"
-    p = Path(path)
-    if not p.exists() and p.suffix != ".toml" and (STUDIES / f"{p}.toml").exists():
-        return STUDIES / f"{p}.toml"
-    return p
+    return find_model_file(DEFAULT_CALIBRATION if path is None else path, folder="studies")
 
 
 def load_calibration(path: str | Path | None = None) -> CalibrationConfig:

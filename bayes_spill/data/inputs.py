@@ -1,4 +1,4 @@
-"""Reading and checking a user's firm panel (DATA.md): every bad input becomes an InputError
+"""Reading and checking a user's firm panel (docs/data.md): every bad input becomes an InputError
 naming the file, the column and the offending rows; the only drop is the paper's
 minimum-years sample rule, and it is counted and printed."""
 
@@ -10,10 +10,23 @@ import numpy as np
 import pandas as pd
 
 from bayes_spill.data import geography
-from bayes_spill.errors import InputError
+from bayes_spill.data.files import (
+    FIRST_DATA_LINE,
+    FRAME_NAME,
+    LINE,
+    read_table,
+    require_unique_columns,
+    table_name,
+    text_columns_as_strings,
+)
 from bayes_spill.data.geography import Counties
-from bayes_spill.data.files import FIRST_DATA_LINE, LINE, read_table, require_unique_columns, text_columns_as_strings
-from bayes_spill.data.panel import PANEL_COLUMNS, PanelSettings, PreparedPanel, build_panel
+from bayes_spill.data.panel import (
+    PANEL_COLUMNS,
+    PanelSettings,
+    PreparedPanel,
+    build_panel,
+)
+from bayes_spill.errors import InputError
 
 NUMERIC_COLUMNS = ("fyear", "sale", "emp", "ppent", "xrd")
 POSITIVE_COLUMNS = ("sale", "emp", "ppent")
@@ -30,7 +43,7 @@ FYEAR_RANGE = (1000, 9999)  # a fiscal year is a 4-digit calendar year
 def validate_panel(
     frame: pd.DataFrame, counties: Counties, file: str | os.PathLike, settings: PanelSettings | None = None
 ) -> tuple[pd.DataFrame, dict[str, int], list[str]]:
-    """Check every rule of DATA.md; return (clean frame, dropped counts, messages to print).
+    """Check every rule of docs/data.md; return (clean frame, dropped counts, messages to print).
 
     Row numbers in errors are file line numbers taken from the index when ``read_table`` made
     it, else the row position counted as if the frame were a CSV file. Checks run in an order
@@ -321,31 +334,60 @@ def _year_spans(years: list[int]) -> str:
 
 # -- loading and reporting ---------------------------------------------------------------------
 def load_panel(
-    path: str | os.PathLike,
-    counties: Counties | str | os.PathLike | None = None,
+    path: str | os.PathLike | pd.DataFrame,
+    counties: Counties | str | os.PathLike | pd.DataFrame | None = None,
     settings: PanelSettings | None = None,
 ) -> PreparedPanel:
     """Read, check and prepare a firm panel; prints the rows dropped and why to stdout.
 
-    counties: None for the built-in table, a path to a county file, or a Counties object.
+    Parameters
+    ----------
+    path
+        The panel: a CSV, CSV.gz, Parquet or Stata .dta file, or a pandas DataFrame (errors then
+        name it ``DataFrame`` and count rows as lines, row 1 = line 2).
+    counties
+        None for the built-in table, a county file, a DataFrame, or a Counties object.
+    settings
+        How raw firm-years become model variables (default: PanelSettings()).
+
+    Returns
+    -------
+    PreparedPanel
+        The checked panel; its ``source`` is the path, or ``DataFrame``.
     """
     settings = settings or PanelSettings()
     counties = resolve_counties(counties)
+    name = table_name(path)
     frame = read_table(path)
-    clean, dropped, messages = validate_panel(frame, counties, path, settings)
+    clean, dropped, messages = validate_panel(frame, counties, name, settings)
     for message in messages:
         print(message)
-    return build_panel(clean, counties, source=str(path), settings=settings, dropped=dropped)
+    return build_panel(clean, counties, source=name, settings=settings, dropped=dropped)
 
 
-def resolve_counties(counties: Counties | str | os.PathLike | None) -> Counties:
+def resolve_counties(counties: Counties | str | os.PathLike | pd.DataFrame | None) -> Counties:
+    """The county table from None (built in), a path, a DataFrame or a Counties object.
+
+    Parameters
+    ----------
+    counties
+        What the user gave.
+
+    Returns
+    -------
+    Counties
+        The checked table.
+    """
     if counties is None:
         return geography.load_counties()
     if isinstance(counties, Counties):
         return counties
+    if isinstance(counties, pd.DataFrame):
+        # load_counties takes a path; a frame goes through the same reader and checks
+        return geography._counties_from_frame(read_table(counties), FRAME_NAME)
     if isinstance(counties, (str, os.PathLike)):
         return geography.load_counties(counties)
-    raise TypeError(f"counties must be None, a path or a Counties object, got {type(counties).__name__}")
+    raise TypeError(f"counties must be None, a path, a DataFrame or a Counties object, got {type(counties).__name__}")
 
 
 def validation_report(panel: PreparedPanel) -> str:

@@ -1,7 +1,7 @@
 """The prepared firm panel: one typed, immutable container shared by the loader and the simulator.
 
 Built from a validated Compustat-style frame (see ``inputs.py``): R&D stocks by perpetual
-inventory (MODEL.md, paper footnote 7), logs, the zero-R&D dummy, and the county R&D pools that
+inventory (docs/model.md, paper footnote 7), logs, the zero-R&D dummy, and the county R&D pools that
 the spillover kernel turns into S_lt(lambda).
 """
 
@@ -19,7 +19,7 @@ from bayes_spill.data.geography import Counties
 
 MILLION_PER_BILLION = 1000.0
 
-# The columns of a firm panel, Compustat mnemonics (DATA.md).
+# The columns of a firm panel, Compustat mnemonics (docs/data.md).
 PANEL_COLUMNS = ("gvkey", "fyear", "sale", "emp", "ppent", "xrd", "fips")
 
 
@@ -158,7 +158,7 @@ class PreparedPanel:
         return sources, pool
 
     def to_frame(self) -> pd.DataFrame:
-        """The panel as a Compustat-style frame (the columns of DATA.md), one row per firm-year."""
+        """The panel as a Compustat-style frame (the columns of docs/data.md), one row per firm-year."""
         return pd.DataFrame(
             {
                 "gvkey": self.firms[self.obs_firm],
@@ -213,7 +213,7 @@ def build_panel(
     dropped: Mapping[str, int] | None = None,
     truth: Mapping | None = None,
 ) -> PreparedPanel:
-    """Turn a validated frame (columns PANEL_COLUMNS, every rule of DATA.md already checked)
+    """Turn a validated frame (columns PANEL_COLUMNS, every rule of docs/data.md already checked)
     into a PreparedPanel. Firms are ordered by gvkey, years ascending."""
     settings = settings or PanelSettings()
     frame = frame.sort_values(["gvkey", "fyear"], kind="stable").reset_index(drop=True)

@@ -211,7 +211,7 @@ def run_bench(
     gradients: list[GradientTiming] = []
     runs: list[SamplingRun] = []
     # JAX last: once it has run, its thread pool slows the other backends in this process
-    # (measured: Numba's all-counties gradient 3.0 ms before, 5.9 ms after).
+    # (docs/performance.md, "JAX's thread pool").
     for backend in sorted((b for b in backends if _backend_available(b)), key=lambda b: b == "JAX"):
         compiled, rows = [], []
         for scale, panel in panels.items():

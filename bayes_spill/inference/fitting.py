@@ -21,35 +21,43 @@ import xarray as xr
 
 from bayes_spill import __version__
 from bayes_spill.inference import alpha_draws
-from bayes_spill.config import DEFAULT_MODEL, ModelConfig, default_model, default_model_reason, load_config
+from bayes_spill.config import DEFAULT_MODEL, ModelConfig, default_model, default_model_reason, find_model_file, load_config, shipped_models
 from bayes_spill.errors import BayesSpillError
 from bayes_spill.data.datasets import DEFAULT_DATASET, dataset_path, load_dataset
 from bayes_spill.data.inputs import load_panel
 from bayes_spill.model.likelihood import FIRM, FIRM_LOGLIK, YEAR, ModelData, build_model, model_data
 from bayes_spill.data.panel import PreparedPanel
 
-REPO_MODELS = Path(__file__).resolve().parents[1] / "models"
+REPO_MODELS = shipped_models()
 OBS = "obs"
 
 
 def resolve_config(model: str | Path | ModelConfig = DEFAULT_MODEL) -> ModelConfig:
-    """A ModelConfig from an object, a TOML path, or the name of a file in ``models/``."""
+    """A ModelConfig from an object, a TOML path, or a model's name (``config.find_model_file``)."""
     if isinstance(model, ModelConfig):
         return model
-    path = Path(model)
-    if not path.exists() and path.suffix != ".toml" and (REPO_MODELS / f"{model}.toml").exists():
-        path = REPO_MODELS / f"{model}.toml"
-    return load_config(path)
+    return load_config(find_model_file(model))
 
 
 def resolve_data(data, config: ModelConfig, counties=None) -> tuple[PreparedPanel, str]:
-    """(panel, sha256 of the data) from None (the embedded default), a path, or a PreparedPanel."""
-    if data is None or data == DEFAULT_DATASET:
+    """(panel, sha256 of the data) from None or the name of the embedded default, a panel file
+    (CSV, CSV.gz, Parquet, Stata .dta), a pandas DataFrame, or a PreparedPanel.
+
+    The hash is of the file's bytes for a file; for a DataFrame or a PreparedPanel, of the
+    prepared panel written as CSV, so that a frame and the panel built from it hash alike.
+    """
+
+    def panel_sha256(panel: PreparedPanel) -> str:
+        return hashlib.sha256(panel.to_frame().to_csv(index=False).encode()).hexdigest()
+
+    if data is None or (isinstance(data, str) and data == DEFAULT_DATASET):
         return load_dataset(), _sha256(dataset_path())
     if isinstance(data, PreparedPanel):
-        return data, hashlib.sha256(data.to_frame().to_csv(index=False).encode()).hexdigest()
+        return data, panel_sha256(data)
     panel = load_panel(data, counties=counties, settings=config.panel)
-    return panel, _sha256(Path(data))
+    if isinstance(data, (str, os.PathLike)):
+        return panel, _sha256(Path(data))
+    return panel, panel_sha256(panel)  # a DataFrame
 
 
 def resolve_model_and_data(model, data, counties=None) -> tuple[ModelConfig, PreparedPanel, str]:
@@ -76,8 +84,7 @@ def sample(model: pm.Model, config: ModelConfig, progress: bool = True):
 
         compiled = nutpie.compile_pymc_model(model, backend="numba")
         # One BLAS thread per chain: the chains are the parallelism, and BLAS threads inside
-        # each of them only contend for the same cores (measured: the gradient's median time
-        # rises by up to 50% and varies twice as much with 2 BLAS threads on 2 cores).
+        # each of them only contend for the same cores (docs/performance.md, "BLAS threads").
         blas = threadpool_limits(1, user_api="blas")
         sampler = nutpie.sample(
             compiled,

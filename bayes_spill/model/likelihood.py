@@ -1,4 +1,4 @@
-"""The joint hierarchical model in PyMC (MODEL.md; paper eq. 6, 7, 13 and Assumptions 1-5).
+"""The joint hierarchical model in PyMC (docs/model.md; paper eq. 6, 7, 13 and Assumptions 1-5).
 
 Production, firm fixed effects u_i integrated out under a flat prior (the within-firm demeaned
 equation, T_i - 1 degrees of freedom per firm):
@@ -48,10 +48,8 @@ KEY_PARAMETERS = ("gamma", "halflife_km", "mu_alpha", "sigma_alpha", "sigma_alph
 STATIC_DENOMINATOR_BINS = 16  # the logit denominator's bins under JAX, where shapes must be fixed
 # alpha_i integrated out: the denominators of firms x nodes rows read a table in c when there are at
 # least this many rows per county of the choice set (table: lattice points x counties; expansion:
-# rows x terms x bins). Measured (C, ms per gradient): 688 firms x 16 nodes over 214 occupied
-# counties (51 per county), table 0.53-1.0 against expansion 1.32-1.44 at posterior draws; over
-# all 3,142 counties (3.5), 1.1-5.4 against 1.6-1.8; at bench's evaluation point, 2,752 firms
-# over all counties (14), 8.5 against 7.8, and 6,880 firms (35), 9.8 against 16.7 (a run before).
+# rows x terms x bins). The threshold lies between the timings of docs/performance.md ("Table in c
+# or expansion"): the expansion was the faster at 3.5 and 14 rows per county, the table at 35 and 51.
 TABLE_ROWS_PER_COUNTY = 24
 
 
@@ -150,7 +148,7 @@ def production_whitening(data: ModelData, config: ModelConfig) -> np.ndarray:
     Cholesky factor L of the block's precision, within-firm design / pilot sigma_w^2 plus the
     priors' precision. Any fixed W leaves the posterior unchanged (the map is linear); this one
     undoes what a diagonal mass matrix cannot: year effects anchored at v_1 = 0 correlate 0.7-0.9
-    with each other and -0.5 with beta_r (measured on the default fit: ESS 70, R-hat 1.04)."""
+    with each other and -0.5 with beta_r, and sampled slowly without it (docs/performance.md)."""
     design = production_design(data)
     q = within_firm(data.q, data.panel.obs_firm, data.years_per_firm)
     coef, *_ = np.linalg.lstsq(design, q, rcond=None)

@@ -1,4 +1,4 @@
-"""The structural simulator: a synthetic industry drawn from the model of MODEL.md on the real
+"""The structural simulator: a synthetic industry drawn from the model of docs/model.md on the real
 county geography.
 
 Firms draw absorptive capacity alpha_i, an R&D path, inputs and a size; they choose counties by
@@ -37,7 +37,7 @@ TRUTH_PARAMETERS = (
 @dataclass(frozen=True)
 class SimulationSettings:
     """What to simulate. Parameter defaults are the paper's (Tables 3 and 5, spec. 2);
-    sigma_w, beta_zero_rd and the industry's shape are calibration choices (README)."""
+    sigma_w, beta_zero_rd and the industry's shape are calibration choices (docs/data.md, "The embedded default")."""
 
     n_firms: int = paper.FIRMS
     first_year: int = paper.FIRST_YEAR

@@ -39,7 +39,7 @@ from bayes_spill.cli import main as cli
 from bayes_spill.inference import fitting  # noqa: F401  (imported here: PyMC raises the recursion limit on import)
 from bayes_spill.model.simulate import SimulationSettings, simulate_industry
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RUN_IN_FULL = {"fit", "validate", "simulate", "counterfactual", "sorting", "equilibrium counties", "check", "compare"}
 PATH_DESTS = {"data", "counties", "model", "out", "dir", "dirs", "county_sales", "truth", "config", "pairs"}
 GOOD_NUMBERS = ["1", "2", "3", "5", "2000", "2003", "0.5"]  # valid for most numeric options

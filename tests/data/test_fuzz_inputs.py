@@ -763,7 +763,7 @@ def panel_in(counties: Counties) -> pd.DataFrame:
 def run_county_case(case: CountyCase, outcomes: Counter) -> None:
     from bayes_spill.config import parse_config
 
-    config = parse_config((Path(__file__).resolve().parents[1] / "models" / "lychagin2010.toml").read_text())
+    config = parse_config((Path(__file__).resolve().parents[2] / "models" / "lychagin2010.toml").read_text())
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"counties{case.suffix}"
         path.write_bytes(case.raw)

@@ -28,7 +28,7 @@ from bayes_spill.cli.main import main
 from bayes_spill.errors import PosteriorError
 from bayes_spill.model.simulate import SimulationSettings, simulate_industry, write_simulation
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = ["--draws", "20", "--tune", "20", "--chains", "2", "--no-progress", "--seed", "4"]
 SCRIPT = Path(sys.executable).with_name("bayes-spill")
 
