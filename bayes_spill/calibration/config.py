@@ -13,7 +13,6 @@ from bayes_spill import paper
 from bayes_spill.config import Prior, _parse_prior, find_model_file, shipped_models
 from bayes_spill.errors import ConfigError
 
-
 # Study configurations live in models/studies/: models/*.toml are model configurations only.
 STUDIES = shipped_models("studies")
 

@@ -14,9 +14,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bayes_spill.calibration.config import CalibrationConfig, MonteCarloSpec, check_montecarlo, fitted_model_toml, load_calibration, simulation_settings
+from bayes_spill.calibration.config import (
+    CalibrationConfig,
+    MonteCarloSpec,
+    check_montecarlo,
+    fitted_model_toml,
+    load_calibration,
+    simulation_settings,
+)
 from bayes_spill.calibration.joint import fit_diagnostics, fit_joint
-from bayes_spill.calibration.store import StudyRun, load_replicates, prepare_study, run_study, status_line, stored_number, stored_only
+from bayes_spill.calibration.store import (
+    StudyRun,
+    load_replicates,
+    prepare_study,
+    run_study,
+    status_line,
+    stored_number,
+    stored_only,
+)
 
 
 def montecarlo_tasks(cal: CalibrationConfig, spec: MonteCarloSpec) -> list[dict]:
@@ -65,9 +80,9 @@ def run_montecarlo_replicate(task: dict) -> dict:
             estimates[name] = {"estimate": float(np.median(values)), "lo": float(lo), "hi": float(hi), "sd": float(values.std(ddof=1))}
         extra = fit_diagnostics(tree, task["parameters"])
     elif task["method"] == "twostep":
+        from bayes_spill.config import parse_config
         from bayes_spill.twostep.design import BaselineSettings
         from bayes_spill.twostep.estimator import two_step
-        from bayes_spill.config import parse_config
 
         config = parse_config(task["model_toml"], source="calibration study")
         start = time.perf_counter()

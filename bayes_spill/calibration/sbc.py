@@ -29,9 +29,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bayes_spill.calibration.config import CalibrationConfig, SBCSpec, check_sbc, fitted_model_toml, load_calibration, simulation_settings
+from bayes_spill.calibration.config import (
+    CalibrationConfig,
+    SBCSpec,
+    check_sbc,
+    fitted_model_toml,
+    load_calibration,
+    simulation_settings,
+)
 from bayes_spill.calibration.joint import fit_diagnostics, fit_joint
-from bayes_spill.calibration.store import StudyRun, load_replicates, prepare_study, run_study, status_line, stored_number, stored_only
+from bayes_spill.calibration.store import (
+    StudyRun,
+    load_replicates,
+    prepare_study,
+    run_study,
+    status_line,
+    stored_number,
+    stored_only,
+)
 from bayes_spill.inference.posterior_io import atomic_path
 from bayes_spill.model import priors
 

@@ -15,7 +15,6 @@ from bayes_spill.calibration.executors import LocalExecutor
 from bayes_spill.errors import BayesSpillError
 from bayes_spill.inference.posterior_io import atomic_path
 
-
 REPLICATES = "replicates"
 
 

@@ -16,7 +16,6 @@ from bayes_spill.spillover import kernel
 # the zero-variation rule of alpha_hat, shared so that alpha_hat and the projection agree
 from bayes_spill.twostep.table4 import RELATIVE_ZERO_VARIATION
 
-
 BETA_NAMES = ("beta_k", "beta_l", "beta_r", "beta_zero_rd")
 
 

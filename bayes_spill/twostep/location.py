@@ -15,7 +15,6 @@ from bayes_spill.model.denominator import evaluate_log_denominator, exact_log_de
 from bayes_spill.model.integrated import normal_quadrature
 from bayes_spill.twostep.design import BaselineSettings
 
-
 LOCATION_TABLE_NODES = 257  # nodes of the table of the logit denominator in u = gamma alpha
 
 

@@ -12,7 +12,6 @@ import pandas as pd
 
 from bayes_spill.twostep.design import BETA_NAMES, BaselineSettings
 
-
 SPEC2_PARAMETERS = (*BETA_NAMES, "halflife_km", "sigma_w", "mu_alpha", "sigma_alpha2", "sigma_alpha", "gamma")
 
 

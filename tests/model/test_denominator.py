@@ -13,12 +13,11 @@ import pytensor.tensor as pt
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from modes import FAST  # noqa: E402  (Python mode, no fusion)
 
 from bayes_spill.model import denominator as denom
 from bayes_spill.model.simulate import SimulationSettings, simulate_industry
 from bayes_spill.spillover import kernel
-
-from modes import FAST  # noqa: E402  (Python mode, no fusion)
 
 
 @pytest.fixture(scope="module")
