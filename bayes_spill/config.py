@@ -15,6 +15,7 @@ from typing import Any
 
 from bayes_spill.errors import ConfigError
 from bayes_spill.data.panel import PanelSettings
+from bayes_spill.spillover.kernel import SpilloverTransform
 
 # The model files that come with the package: models/ at the top of a checkout, and in an installed
 # wheel the data-only package bayes_spill.model_files, which pyproject.toml maps onto models/.
@@ -144,7 +145,7 @@ class ModelSpec:
         the logit denominator by binned Taylor expansion in gamma alpha_i, or with alpha_i
         integrated out by a cubic Hermite table in c where the firms x nodes rows number
         bayes_spill.model.likelihood.TABLE_ROWS_PER_COUNTY per county, within likelihood_tolerance of the direct sums
-        over the whole location log-likelihood; see interpolation.py) or "exact" (direct sums:
+        over the whole location log-likelihood; see spillover/interpolation.py and model/denominator.py) or "exact" (direct sums:
         counties x sources x years, firms x counties).
     denominator_bins: 0 chooses the logit denominator's bins at each evaluation (Numba, C); K >= 1
         fixes K, with the direct sum wherever K bins cannot keep the expansion's radius (static
@@ -173,6 +174,11 @@ class ModelSpec:
     @property
     def location_block(self) -> bool:
         return self.alpha == "heterogeneous"
+
+    @property
+    def spillover_transform(self) -> SpilloverTransform:
+        """The spillover as this model uses it (spillover, log_floor_bil, own_stock together)."""
+        return SpilloverTransform(self.spillover, self.log_floor_bil, self.own_stock == "exclude")
 
 
 @dataclass(frozen=True)

@@ -30,11 +30,11 @@ import xarray as xr
 from bayes_spill.errors import BayesSpillError
 from bayes_spill.inference.results import as_fit
 from bayes_spill.model.likelihood import FIRM, FIRM_LOGLIK
+from bayes_spill.model.priors import PriorDistribution
 
 # Pareto-k classes (Vehtari et al. 2024): good below min(1 - 1/log10(S), 0.7), then bad up to 1.
 PARETO_BAD = 1.0
 CONTRACTION_PARAMETERS = ("gamma", "halflife_km", "mu_alpha", "sigma_alpha", "beta_k", "beta_l", "beta_r", "sigma_w")
-PAPER_VALUES = {"halflife_km": 59.0, "gamma": 0.053, "mu_alpha": -0.05, "sigma_alpha2": 0.41, "beta_k": 0.11, "beta_l": 0.66, "beta_r": 0.09}
 INFORMED = 0.5  # contraction above this: the data dominate the prior
 WEAK = 0.1  # below this: the posterior is the prior
 
@@ -210,37 +210,10 @@ def compare(fits) -> Comparison:
 
 
 # -- prior-to-posterior contraction ---------------------------------------------------------------
-def scipy_prior(prior):
-    """The frozen scipy distribution of a configuration prior (PyMC parametrisations)."""
-    from scipy import stats
-
-    p = prior.kwargs()
-    family = prior.family
-    if family == "Normal":
-        return stats.norm(loc=p["mu"], scale=p["sigma"])
-    if family == "HalfNormal":
-        return stats.halfnorm(scale=p["sigma"])
-    if family == "LogNormal":
-        return stats.lognorm(s=p["sigma"], scale=np.exp(p["mu"]))
-    if family == "Exponential":
-        return stats.expon(scale=1.0 / p["lam"])
-    if family == "Gamma":
-        return stats.gamma(a=p["alpha"], scale=1.0 / p["beta"])
-    if family == "StudentT":
-        return stats.t(df=p["nu"], loc=p["mu"], scale=p["sigma"])
-    raise ValueError(f"no scipy counterpart for prior family {family!r}")
-
-
-def prior_variance(prior, log: bool = False, n_samples: int = 400_000, seed: int = 0) -> float:
-    """Variance of the prior (of its log with ``log=True``): exact from scipy where finite, else
-    from prior draws; inf for a prior without a variance (StudentT with nu <= 2)."""
-    dist = scipy_prior(prior)
-    if not log:
-        return float(dist.var())
-    if prior.family == "LogNormal":
-        return float(prior.kwargs()["sigma"] ** 2)
-    draws = dist.rvs(size=n_samples, random_state=np.random.default_rng(seed))
-    return float(np.var(np.log(draws[draws > 0])))
+def prior_variance(prior, log: bool = False) -> float:
+    """Variance of the prior (of its log with ``log=True``), from the model's own PyMC
+    distribution (model/priors.py); inf for a prior without a variance (StudentT with nu <= 2)."""
+    return PriorDistribution(prior).var(log=log)
 
 
 def contraction(fit, parameters=CONTRACTION_PARAMETERS) -> pd.DataFrame:

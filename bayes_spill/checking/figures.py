@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from bayes_spill.checking.comparison import PAPER_VALUES, scipy_prior
-from bayes_spill.spillover.kernel import LN2
+from bayes_spill.model.priors import PriorDistribution
+from bayes_spill.paper import LN2, PAPER_VALUES
 
 FIGURES_DIR = "figures"
 KEY_PLOT_PARAMETERS = ("gamma", "halflife_km", "mu_alpha", "sigma_alpha", "beta_k", "beta_l", "beta_r", "sigma_w", "alpha")
@@ -103,7 +103,7 @@ def halflife_gamma_plot(fit, out_dir: Path) -> Path:
     fig, axes = _figure(5.2 * len(names), 3.6, 1, len(names))
     for ax, name in zip(axes[0], names):
         values = post[name].values.ravel()
-        dist = scipy_prior(priors[name])
+        dist = PriorDistribution(priors[name])
         if name == "halflife_km":
             # density of log(half-life) on a log axis: the LogNormal prior is a bell there
             logs = np.log(values)
@@ -145,7 +145,7 @@ def decay_curve_plot(tree: xr.DataTree, out_dir: Path, max_km: float = 500.0) ->
     ax.fill_between(d, q5, q95, alpha=0.2, color="tab:blue", label="90% band")
     ax.fill_between(d, q25, q75, alpha=0.35, color="tab:blue", label="50% band")
     ax.plot(d, q50, color="tab:blue", label="posterior median")
-    ax.plot(d, np.exp(-LN2 / PAPER_VALUES["halflife_km"] * d), color="tab:red", ls="--", label="paper: half-life 59 km")
+    ax.plot(d, np.exp(-LN2 / PAPER_VALUES["halflife_km"] * d), color="tab:red", ls="--", label=f"paper: half-life {PAPER_VALUES['halflife_km']:g} km")
     truth = truth_parameters(tree)
     if "halflife_km" in truth:
         ax.plot(d, np.exp(-LN2 / truth["halflife_km"] * d), color="k", ls=":", label=f"truth: {truth['halflife_km']:g} km")
@@ -231,7 +231,7 @@ def absorptive_capacity_plot(fit, out_dir: Path) -> Path | None:
     s = spillover_at_firm_county(panel, h)  # levels: the x-axis is $ bil
     beta = [float(post[n].median()) for n in ("beta_k", "beta_l", "beta_r", "beta_zero_rd")]
     year = post["year_effect"].median(("chain", "draw")).values
-    alpha_hat, _ = naive_alpha_hat(panel, beta, h, year, spec.spillover, spec.log_floor_bil, spec.own_stock == "exclude")
+    alpha_hat, _ = naive_alpha_hat(panel, beta, h, year, spec.spillover_transform)
     fig, axes = _figure(7.0, 4.6)
     ax = axes[0, 0]
     lo, hi = np.min(q[0]), np.max(q[2])

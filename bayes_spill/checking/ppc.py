@@ -39,7 +39,7 @@ A p-value below 0.05 or above 0.95 puts the data in the outer 10% of what the mo
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -49,8 +49,8 @@ from bayes_spill.inference.draws import PosteriorDraws
 from bayes_spill.inference.results import as_fit
 from bayes_spill.model import integrated
 from bayes_spill.model.likelihood import FIRM, ModelData
-from bayes_spill.spillover import kernel
-from bayes_spill.twostep.table4 import TABLE4_COLUMNS, _alpha_hat, _firm_matrix, _within, table4_slopes
+from bayes_spill.model.within import within_firm
+from bayes_spill.twostep.table4 import TABLE4_COLUMNS, table4_slopes, within_slope
 
 PPC_GROUP = "posterior_predictive"
 OBS = "obs"
@@ -73,7 +73,6 @@ class CheckData:
     s_it: np.ndarray  # (S, n_obs) S_it(lambda_s), as the production equation uses it
     sbar: np.ndarray | None  # (S, L_choice) Sbar_l(lambda_s) over the choice set, transformed
     s_county: np.ndarray  # (S, N) Sbar at each firm's county (the Table-4 regressor), transformed
-    firm_matrix: object = field(repr=False)
 
     @property
     def has_location(self) -> bool:
@@ -102,8 +101,8 @@ def check_data(fit, n_draws: int = DEFAULT_PPC_DRAWS) -> CheckData:
     s_it = np.empty((params.n_draws, panel.n_obs))
     sbar = np.empty((params.n_draws, len(data.spill.choice_set)))
     for k, h in enumerate(params.halflife_km):
-        s_it[k] = kernel.transform(kernel.firm_year_spillover(data.spill, float(h)), spec.spillover, spec.log_floor_bil)
-        sbar[k] = kernel.transform(kernel.choice_spillover(data.spill, float(h)), spec.spillover, spec.log_floor_bil)
+        s_it[k] = spec.spillover_transform.firm_year(data.spill, float(h))
+        sbar[k] = spec.spillover_transform.choice(data.spill, float(h))
     s_county = sbar[:, data.spill.firm_choice]
     return CheckData(
         panel=panel,
@@ -113,7 +112,6 @@ def check_data(fit, n_draws: int = DEFAULT_PPC_DRAWS) -> CheckData:
         s_it=s_it,
         sbar=sbar if spec.location_block else None,
         s_county=s_county,
-        firm_matrix=_firm_matrix(panel.obs_firm, panel.n_firms),
     )
 
 
@@ -125,7 +123,7 @@ def _linear_predictor(cd: CheckData, alpha: np.ndarray) -> np.ndarray:
 
 
 def _firm_mean(values: np.ndarray, cd: CheckData) -> np.ndarray:
-    return values - _within(values, cd.panel.obs_firm, cd.panel.n_firms, cd.firm_matrix)
+    return values - within_firm(values, cd.panel.obs_firm, cd.data.years_per_firm, axis=-1)
 
 
 @dataclass(frozen=True, eq=False)
@@ -139,8 +137,8 @@ def replicate(cd: CheckData, rng: np.random.Generator) -> Replicates:
     """Replicated log sales and county choices at every thinned draw (see the module docstring)."""
     p, panel = cd.params, cd.panel
     mu = _linear_predictor(cd, p.alpha)
-    fitted_within = _within(mu, panel.obs_firm, panel.n_firms, cd.firm_matrix)
-    noise = _within(rng.normal(size=mu.shape) * p.sigma_w[:, None], panel.obs_firm, panel.n_firms, cd.firm_matrix)
+    fitted_within = within_firm(mu, panel.obs_firm, cd.data.years_per_firm, axis=-1)
+    noise = within_firm(rng.normal(size=mu.shape) * p.sigma_w[:, None], panel.obs_firm, cd.data.years_per_firm, axis=-1)
     observed_mean = _firm_mean(cd.data.q[None, :], cd)[0]
     log_sales = observed_mean[None, :] + fitted_within + noise
     choice = None
@@ -275,8 +273,8 @@ def sorting_statistics(cd: CheckData, reps: Replicates, rng: np.random.Generator
     """Table-4 slopes, observed against the two replicates (realized discrepancies)."""
     p, panel = cd.params, cd.panel
     resid_base = p.beta @ cd.data.inputs.T + p.year_effect[:, panel.obs_year]  # z beta + v_t
-    obs_hat, _ = _alpha_hat(cd.data.q[None, :] - resid_base, cd.s_it, panel.obs_firm, panel.n_firms, cd.firm_matrix)
-    rep_hat, _ = _alpha_hat(reps.log_sales - resid_base, cd.s_it, panel.obs_firm, panel.n_firms, cd.firm_matrix)
+    obs_hat, _ = within_slope(cd.data.q[None, :] - resid_base, cd.s_it, panel.obs_firm, panel.n_firms)
+    rep_hat, _ = within_slope(reps.log_sales - resid_base, cd.s_it, panel.obs_firm, panel.n_firms)
     observed = _table4_draws(obs_hat, cd.s_county, top_k, panel.firm_county)
     replicated = _table4_draws(rep_hat, cd.s_county, top_k, panel.firm_county)
     stats = [
@@ -286,7 +284,7 @@ def sorting_statistics(cd: CheckData, reps: Replicates, rng: np.random.Generator
     if cd.has_location and p.mu_alpha is not None:
         fresh = alpha_given_county(cd, rng)
         y = fresh[:, panel.obs_firm] * cd.s_it + reps.noise
-        fresh_hat, _ = _alpha_hat(y, cd.s_it, panel.obs_firm, panel.n_firms, cd.firm_matrix)
+        fresh_hat, _ = within_slope(y, cd.s_it, panel.obs_firm, panel.n_firms)
         mixed = _table4_draws(fresh_hat, cd.s_county, top_k, panel.firm_county)
         stats += [
             Statistic(
@@ -319,7 +317,7 @@ def residual_statistics(residuals: np.ndarray, obs_firm: np.ndarray, obs_calenda
 def production_statistics(cd: CheckData, reps: Replicates) -> list[Statistic]:
     panel = cd.panel
     mu = _linear_predictor(cd, cd.params.alpha)
-    e_obs = _within(cd.data.q[None, :] - mu, panel.obs_firm, panel.n_firms, cd.firm_matrix)
+    e_obs = within_firm(cd.data.q[None, :] - mu, panel.obs_firm, cd.data.years_per_firm, axis=-1)
     calendar = panel.years[panel.obs_year]
     dof = float((panel.years_per_firm - 1).sum())
     obs = residual_statistics(e_obs, panel.obs_firm, calendar, dof)

@@ -99,8 +99,8 @@ def observed_table4(fit, n_bootstrap: int, seed: int) -> pd.DataFrame:
     h = float(post["halflife_km"].median())
     beta = [float(post[n].median()) for n in ("beta_k", "beta_l", "beta_r", "beta_zero_rd")]
     year = post["year_effect"].median(("chain", "draw")).values
-    alpha_hat, _ = naive_alpha_hat(panel, beta, h, year, spec.spillover, spec.log_floor_bil, spec.own_stock == "exclude")
-    s = spillover_at_firm_county(panel, h, spec.spillover, spec.log_floor_bil)
+    alpha_hat, _ = naive_alpha_hat(panel, beta, h, year, spec.spillover_transform)
+    s = spillover_at_firm_county(panel, h, spec.spillover_transform)
     return table4(alpha_hat, s, top_spillover_firms(panel, s), n_bootstrap=n_bootstrap, seed=seed)
 
 

@@ -16,20 +16,22 @@ def _override(spec, args: argparse.Namespace, mapping: dict[str, str]):
 
 
 def cmd_sbc(args: argparse.Namespace) -> int:
-    from bayes_spill.calibration import study as calibration
+    from bayes_spill.calibration.config import check_sbc, load_calibration
+    from bayes_spill.calibration.sbc import run_sbc
 
-    cal = calibration.load_calibration(args.config)
+    cal = load_calibration(args.config)
     spec = _override(cal.sbc, args, {"sims": "sims", "firms": "firms", "draws": "draws", "tune": "tune", "chains": "chains", "ranks": "ranks", "bins": "bins", "seed": "seed"})
     if args.sampler:
         cal = _with_sampler(cal, args.sampler)
-    calibration.check_sbc(spec, "command line")
-    return _run_study(calibration.run_sbc, args, cal, spec, f"SBC in {args.out}", f"{spec.sims} simulations of {spec.firms} firms")
+    check_sbc(spec, "command line")
+    return _run_study(run_sbc, args, cal, spec, f"SBC in {args.out}", f"{spec.sims} simulations of {spec.firms} firms")
 
 
 def cmd_montecarlo(args: argparse.Namespace) -> int:
-    from bayes_spill.calibration import study as calibration
+    from bayes_spill.calibration.config import check_montecarlo, load_calibration
+    from bayes_spill.calibration.montecarlo import run_montecarlo
 
-    cal = calibration.load_calibration(args.config)
+    cal = load_calibration(args.config)
     mapping = {"datasets": "datasets", "firms": "firms", "draws": "draws", "tune": "tune", "chains": "chains", "bootstrap": "bootstrap", "seed": "seed"}
     spec = _override(cal.montecarlo, args, mapping)
     if args.methods:
@@ -38,20 +40,20 @@ def cmd_montecarlo(args: argparse.Namespace) -> int:
         spec = replace(spec, methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()))
     if args.sampler:
         cal = _with_sampler(cal, args.sampler)
-    calibration.check_montecarlo(spec, "command line")
+    check_montecarlo(spec, "command line")
     what = f"{spec.datasets} datasets of {spec.firms} firms, methods {', '.join(spec.methods)}"
-    return _run_study(calibration.run_montecarlo, args, cal, spec, f"Monte Carlo in {args.out}", what)
+    return _run_study(run_montecarlo, args, cal, spec, f"Monte Carlo in {args.out}", what)
 
 
 def _run_study(run, args: argparse.Namespace, cal, spec, title: str, what: str) -> int:
     """Run (or resume) a study, or with --report-only summarise what is stored; print the report."""
-    from bayes_spill.calibration import study as calibration
+    from bayes_spill.calibration.executors import make_executor
 
     if args.report_only:
         _, text = run(args.out, cal, spec, report_only=True)
         print(text)
         return 0
-    executor = calibration.make_executor(args.workers, args.scheduler)
+    executor = make_executor(args.workers, args.scheduler)
     print(f"{title} on {executor.name}: {what}", flush=True)
     record, text = run(args.out, cal, spec, executor, progress=not args.no_progress)
     print(text)

@@ -5,12 +5,11 @@ and an L-county re-solve after a shock). Heavy libraries are imported inside the
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
+from bayes_spill import paper
 from bayes_spill.cli.arguments import positive_int
 
-LN2 = math.log(2.0)  # kernel.LN2, without importing the kernel for --help
 DEFAULT_TWO_CITY_OUT = Path("posterior") / "two_city"
 
 
@@ -177,7 +176,7 @@ def add_commands(sub) -> None:
     q = eq_sub.add_parser("two-city", help="Section 2.6: every equilibrium share of city 1 on a grid of iceberg costs; draws Figure 1")
     q.add_argument("--sigma", type=float, default=5.0, help="CES elasticity of substitution (default 5)")
     q.add_argument("--b", type=float, default=1.0, help="scale of the location preference shocks; gamma = (sigma - 1) / b (default 1)")
-    q.add_argument("--lambda", dest="lam", type=float, default=LN2 / 59.0, help="spillover decay per km (default ln2/59: a 59 km half-life)")
+    q.add_argument("--lambda", dest="lam", type=float, default=paper.LN2 / paper.HALFLIFE_KM, help="spillover decay per km (default ln2/59: a 59 km half-life)")
     q.add_argument("--distance-km", type=float, default=100.0, help="distance between the two cities, km (default 100)")
     q.add_argument("--tau-grid", type=_tau_grid, default=_tau_grid("1:2.5:151"), help="iceberg costs: START:STOP:POINTS or a comma list (default 1:2.5:151)")
     q.add_argument("--panel-a-taus", type=_tau_grid, help="taus drawn in Figure 1a (default: lowest, most equilibria, highest)")

@@ -11,7 +11,9 @@ from bayes_spill.errors import BayesSpillError
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
-    from bayes_spill.twostep import estimator as baseline
+    from bayes_spill.twostep.design import BaselineSettings
+    from bayes_spill.twostep.estimator import two_step
+    from bayes_spill.twostep.results import report, save_result
     from bayes_spill.inference.fitting import resolve_config, resolve_data
 
     config = resolve_config(args.model)
@@ -25,7 +27,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
         truth = json.loads(Path(args.data).with_name("truth.json").read_text())
         panel = PreparedPanel(**{**panel.__dict__, "truth": truth})
     try:
-        settings = baseline.BaselineSettings(
+        settings = BaselineSettings(
             n_bootstrap=args.bootstrap,
             workers=args.workers,
             seed=args.seed,
@@ -33,10 +35,10 @@ def cmd_baseline(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise BayesSpillError(f"baseline: {exc}") from None
-    result = baseline.two_step(panel, config, settings, table4_bootstrap=args.table4_bootstrap, progress=not args.no_progress)
-    print(baseline.report(result))
+    result = two_step(panel, config, settings, table4_bootstrap=args.table4_bootstrap, progress=not args.no_progress)
+    print(report(result))
     if args.out:
-        path = baseline.save_result(result, args.out)
+        path = save_result(result, args.out)
         print(f"\nwrote {path}" + (f" and {Path(args.out) / 'bootstrap.csv'}" if len(result.bootstrap) else ""))
     return 0
 

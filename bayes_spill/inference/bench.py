@@ -18,7 +18,9 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-PAPER_FIRMS = 688
+from bayes_spill import paper
+
+PAPER_FIRMS = paper.FIRMS
 # name: (choice set, evaluation, alpha integrated out)
 FORMULATIONS = {
     "occupied": ("occupied", "interpolated", False),
@@ -113,7 +115,7 @@ def evaluation_point(model, seed: int = 0, alpha_spread: float = 1.0) -> dict:
     logit denominator is trivially cheap."""
     rng = np.random.default_rng(seed)
     point = dict(model.initial_point())
-    fixed = {"halflife_km_log__": np.log(59.0), "gamma": 0.3, "sigma_alpha_log__": np.log(0.64 * alpha_spread)}
+    fixed = {"halflife_km_log__": np.log(paper.HALFLIFE_KM), "gamma": 0.3, "sigma_alpha_log__": np.log(0.64 * alpha_spread)}
     for name, value in fixed.items():
         if name in point:
             point[name] = np.asarray(value, dtype=float)

@@ -27,19 +27,15 @@ import math
 
 import numpy as np
 
-from bayes_spill.spillover.interpolation import cubic_hermite, log_denominator_with_slope
+from bayes_spill.model.denominator import evaluate_log_denominator, evaluate_log_denominator_slope, log_denominator_table
+from bayes_spill.model.within import segment_sum, within_firm
+from bayes_spill.paper import LOG_2PI
 
-LOG_2PI = math.log(2.0 * math.pi)
 # the normal alpha_i | theta, q_i of the production block, kept in the posterior of such fits
 ALPHA_PRODUCTION_MEAN, ALPHA_PRODUCTION_SD = "alpha_production_mean", "alpha_production_sd"
 GRID_SPAN = 8.0  # standard deviations either side of m_i: Normal mass beyond is 1e-15
 GRID_POINTS = 161
 ALPHA_STREAM = 7  # the random stream of the alpha draws, beside the sampler's seed
-# the cubic Hermite table of the log-denominator in c = gamma alpha: node spacing dc with
-# dc (max Sbar - min Sbar) <= C_STEP, so that its error is at most
-# C_STEP^4 / interpolation.CUBIC_ERROR_DENOMINATOR (3e-8)
-C_STEP = 0.1
-MAX_C_NODES = 4097
 # rounds of rejection sampling before the rest of the firms are drawn on the grid: at the posterior
 # nearly all firms are accepted in the first round
 REJECTION_ROUNDS = 20
@@ -47,28 +43,28 @@ BISECTION_STEPS = 30  # the tangent point to 1e-9 of the bracket: any tangent po
 
 
 def gauss_hermite(nodes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Nodes x_k and log weights log w_k (the w_k sum to 1) with, for Z standard normal,
-    E f(m + s Z) ~ sum_k w_k f(m + sqrt(2) s x_k), exact for polynomials of degree < 2 nodes."""
+    """Gauss-Hermite quadrature against the normal: the one rule of the package (the integrated
+    model, the two-step estimator and the location equilibria use it).
+
+    Parameters
+    ----------
+    nodes : int
+        The number of nodes K.
+
+    Returns
+    -------
+    x, w : ndarray
+        Nodes x_k and weights w_k (summing to 1) with, for Z standard normal,
+        E f(m + s Z) ~ sum_k w_k f(m + sqrt(2) s x_k), exact for polynomials of degree < 2K.
+    """
     x, w = np.polynomial.hermite.hermgauss(nodes)
-    return x, np.log(w / math.sqrt(math.pi))
+    return x, w / math.sqrt(math.pi)
 
 
-def segment_sum(values, segment: np.ndarray, n_segments: int, backend=np):
-    """Sum of values within each segment (firm), numpy or PyTensor; numpy also takes (n_obs, p)."""
-    if backend is np:
-        if values.ndim == 1:
-            return np.bincount(segment, weights=values, minlength=n_segments)
-        sums = np.zeros((n_segments, *values.shape[1:]))
-        np.add.at(sums, segment, values)
-        return sums
-    return backend.zeros(n_segments)[segment].inc(values)
-
-
-def within_firm(values, obs_firm: np.ndarray, years_per_firm: np.ndarray, backend=np):
-    """values less their firm means (the firm effect u_i removed), numpy or PyTensor."""
-    sums = segment_sum(values, obs_firm, len(years_per_firm), backend)
-    means = sums / years_per_firm.reshape(-1, *([1] * (values.ndim - 1)))
-    return values - means[obs_firm]
+def normal_quadrature(nodes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes z_k = sqrt(2) x_k and weights w_k of ``gauss_hermite``: E f(Z) ~ sum_k w_k f(z_k)."""
+    x, w = gauss_hermite(nodes)
+    return math.sqrt(2.0) * x, w
 
 
 def conjugate_alpha(resid, spillover, obs_firm: np.ndarray, years_per_firm: np.ndarray, sigma_w, mu_alpha, sigma_alpha, backend=np):
@@ -97,41 +93,11 @@ def conjugate_alpha(resid, spillover, obs_firm: np.ndarray, years_per_firm: np.n
 
 def quadrature_alphas(mean, sd, nodes: int):
     """alpha at the Gauss-Hermite nodes, (firms, nodes), and the log weights (nodes,)."""
-    x, log_w = gauss_hermite(nodes)
-    return mean[:, None] + math.sqrt(2.0) * sd[:, None] * x[None, :], log_w
+    x, w = gauss_hermite(nodes)
+    return mean[:, None] + math.sqrt(2.0) * sd[:, None] * x[None, :], np.log(w)
 
 
 # -- alpha_i drawn back from its conditional posterior (numpy) -----------------------------------------
-def log_denominator_table(county_effect: np.ndarray, sbar: np.ndarray, c_lo: float, c_hi: float):
-    """LSE(c) = log sum_l exp(a_l + c Sbar_l) and its derivative (the softmax mean of Sbar) on a
-    grid of [c_lo, c_hi]: a cubic Hermite table. LSE'''' is the fourth cumulant of Sbar under the
-    softmax, at most range^4 / 8, hence the error bound in C_STEP's comment (3e-8)."""
-    spread = float(sbar.max() - sbar.min())
-    nodes = int(min(MAX_C_NODES, max(3, math.ceil((c_hi - c_lo) * spread / C_STEP) + 1)))
-    grid = np.linspace(c_lo, c_hi, nodes) if c_hi > c_lo else np.array([c_lo, c_lo + 1.0])
-    return (grid, *log_denominator_with_slope(county_effect, sbar, grid, np))
-
-
-def _hermite_piece(table, c: np.ndarray):
-    grid, value, slope = table
-    width = grid[1] - grid[0]
-    j = np.clip(((c - grid[0]) / width).astype(np.int64), 0, len(grid) - 2)
-    return j, (c - grid[j]) / width, width, value, slope
-
-
-def evaluate_log_denominator(table, c: np.ndarray) -> np.ndarray:
-    j, t, width, value, slope = _hermite_piece(table, c)
-    return cubic_hermite(t, width, value[j], slope[j], value[j + 1], slope[j + 1])
-
-
-def evaluate_log_denominator_slope(table, c: np.ndarray) -> np.ndarray:
-    """d LSE / dc of the same cubic Hermite interpolant (the softmax mean of Sbar, to its accuracy)."""
-    j, t, width, value, slope = _hermite_piece(table, c)
-    d00, d10 = 6 * t * t - 6 * t, 3 * t * t - 4 * t + 1
-    d01, d11 = -6 * t * t + 6 * t, 3 * t * t - 2 * t
-    return (d00 * value[j] + d01 * value[j + 1]) / width + d10 * slope[j] + d11 * slope[j + 1]
-
-
 def conditional_log_density(mean, sd, gamma: float, county_effect, sbar, choice: np.ndarray, z: np.ndarray):
     """The density of alpha given the chosen county, Normal(alpha; mean, sd) x P(l | alpha), on a grid.
 

@@ -30,10 +30,12 @@ import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
 
-from bayes_spill.model import integrated
+from bayes_spill.model import denominator, integrated, priors
+from bayes_spill.model.within import segment_sum, within_firm
 from bayes_spill.spillover import interpolation
 from bayes_spill.spillover import kernel
-from bayes_spill.config import ModelConfig, Prior
+from bayes_spill.config import ModelConfig
+from bayes_spill.paper import LOG_2PI
 from bayes_spill.errors import ConfigError, InputError
 from bayes_spill.data.panel import PreparedPanel
 
@@ -43,7 +45,6 @@ PRODUCTION_COEFFICIENT = "production_coefficient"
 BETA_NAMES = ("beta_k", "beta_l", "beta_r", "beta_zero_rd")
 FIRM_LOGLIK = "firm_loglik"
 KEY_PARAMETERS = ("gamma", "halflife_km", "mu_alpha", "sigma_alpha", "sigma_alpha2", "beta_k", "beta_l", "beta_r", "sigma_w")
-LOG_2PI = float(np.log(2.0 * np.pi))
 STATIC_DENOMINATOR_BINS = 16  # the logit denominator's bins under JAX, where shapes must be fixed
 # alpha_i integrated out: the denominators of firms x nodes rows read a table in c when there are at
 # least this many rows per county of the choice set (table: lattice points x counties; expansion:
@@ -73,7 +74,7 @@ class ModelData:
 
 def model_data(panel: PreparedPanel, config: ModelConfig) -> ModelData:
     spec = config.model
-    spill = kernel.spillover_inputs(panel, spec.choice_set, spec.own_stock == "exclude", spec.sbar_year)
+    spill = spec.spillover_transform.inputs(panel, spec.choice_set, spec.sbar_year)
     return ModelData(
         panel=panel,
         spill=spill,
@@ -135,15 +136,11 @@ def coords(data: ModelData) -> dict[str, list]:
     }
 
 
-def _prior(name: str, prior: Prior, **kwargs):
-    return getattr(pm, prior.family)(name, **prior.kwargs(), **kwargs)
-
-
 def production_design(data: ModelData) -> np.ndarray:
     """The within-firm demeaned regressors of the linear production coefficients (beta, v_2..v_T)."""
     panel = data.panel
     year_dummies = (panel.obs_year[:, None] == np.arange(1, len(panel.years))[None, :]).astype(float)
-    return _within_firm(data, np.column_stack([data.inputs, year_dummies]))
+    return within_firm(np.column_stack([data.inputs, year_dummies]), data.panel.obs_firm, data.years_per_firm)
 
 
 def production_whitening(data: ModelData, config: ModelConfig) -> np.ndarray:
@@ -153,7 +150,7 @@ def production_whitening(data: ModelData, config: ModelConfig) -> np.ndarray:
     undoes what a diagonal mass matrix cannot: year effects anchored at v_1 = 0 correlate 0.7-0.9
     with each other and -0.5 with beta_r, and sampled slowly without it (docs/performance.md)."""
     design = production_design(data)
-    q = _within_firm(data, data.q)
+    q = within_firm(data.q, data.panel.obs_firm, data.years_per_firm)
     coef, *_ = np.linalg.lstsq(design, q, rcond=None)
     dof = max(len(q) - data.panel.n_firms - design.shape[1], 1)
     pilot_var = max(float(np.sum((q - design @ coef) ** 2)) / dof, 1e-6 * float(np.var(q)) + 1e-12)
@@ -164,10 +161,6 @@ def production_whitening(data: ModelData, config: ModelConfig) -> np.ndarray:
     return np.linalg.solve(factor.T, np.eye(len(precision)))
 
 
-def _within_firm(data: ModelData, values: np.ndarray) -> np.ndarray:
-    return integrated.within_firm(values, data.panel.obs_firm, data.years_per_firm)
-
-
 def production_coefficients(data: ModelData, config: ModelConfig):
     """beta (4,) and the free year effects v_2..v_T, sampled as z = W^-1 (beta, v) with their
     configured priors added as a potential (W linear: no Jacobian)."""
@@ -176,22 +169,18 @@ def production_coefficients(data: ModelData, config: ModelConfig):
     coefficients = pt.dot(whitening, z)
     beta = [pm.Deterministic(name, coefficients[j]) for j, name in enumerate(BETA_NAMES)]
     year_free = coefficients[len(BETA_NAMES) :]
-    prior_logp = sum(pm.logp(_distribution(config.prior(name)), b) for name, b in zip(BETA_NAMES, beta))
-    prior_logp += pm.logp(_distribution(config.prior("year_effect")), year_free).sum()
+    prior_logp = sum(pm.logp(priors.distribution(config.prior(name)), b) for name, b in zip(BETA_NAMES, beta))
+    prior_logp += pm.logp(priors.distribution(config.prior("year_effect")), year_free).sum()
     pm.Potential("production_prior", prior_logp)
     return pt.stack(beta), year_free
-
-
-def _distribution(prior: Prior):
-    return getattr(pm, prior.family).dist(**prior.kwargs())
 
 
 def production_loglik(data: ModelData, beta, alpha_obs, spillover, year_effect, sigma_w):
     """Per-firm Gaussian log-likelihood of the within-firm demeaned production equation."""
     panel = data.panel
     resid = data.q - pt.dot(data.inputs, beta) - alpha_obs * spillover - year_effect[panel.obs_year]
-    within = integrated.within_firm(resid, panel.obs_firm, data.years_per_firm, pt)
-    ss = integrated.segment_sum(within**2, panel.obs_firm, panel.n_firms, pt)
+    within = within_firm(resid, panel.obs_firm, data.years_per_firm, pt)
+    ss = segment_sum(within**2, panel.obs_firm, panel.n_firms, pt)
     dof = data.years_per_firm - 1.0
     return -0.5 * dof * (LOG_2PI + 2.0 * pt.log(sigma_w)) - 0.5 * ss / sigma_w**2
 
@@ -200,7 +189,7 @@ def location_loglik(data: ModelData, county_effect, gamma, alpha, sbar, spec=Non
     """Per-firm multinomial-logit log-probability of the chosen county.
 
     Direct sums (firms x counties) unless spec.evaluation is "interpolated": then the binned Taylor
-    expansion of interpolation.log_denominator, within half of spec.likelihood_tolerance of the
+    expansion of denominator.log_denominator, within half of spec.likelihood_tolerance of the
     direct sum over all firms."""
     c = gamma * alpha
     choice = data.spill.firm_choice
@@ -219,13 +208,13 @@ def integrated_location_loglik(data: ModelData, county_effect, gamma, mean, sd, 
     chosen = county_effect[choice][:, None] + c * sbar[choice][:, None]
     rows_per_county = spec.quadrature_nodes * data.panel.n_firms / len(data.spill.choice_set)
     if spec.evaluation == "exact" or fixed_bins is not None or rows_per_county < TABLE_ROWS_PER_COUNTY:
-        denominator = log_denominator(data, county_effect, sbar, c.flatten(), spec, fixed_bins)
+        lse = log_denominator(data, county_effect, sbar, c.flatten(), spec, fixed_bins)
     else:
         # An error e in a node's LSE moves the firm's averaged probability by at most a factor e^e.
         row_error = 0.5 * spec.likelihood_tolerance / data.panel.n_firms
-        denominator = interpolation.tabulated_log_denominator(county_effect, sbar, c.flatten(), row_error)
-    denominator = denominator.reshape(c.shape)
-    return pt.logsumexp(chosen - denominator + log_w[None, :], axis=1)
+        lse = denominator.tabulated_log_denominator(county_effect, sbar, c.flatten(), row_error)
+    lse = lse.reshape(c.shape)
+    return pt.logsumexp(chosen - lse + log_w[None, :], axis=1)
 
 
 def log_denominator(data: ModelData, county_effect, sbar, c, spec=None, fixed_bins: int | None = None):
@@ -233,9 +222,9 @@ def log_denominator(data: ModelData, county_effect, sbar, c, spec=None, fixed_bi
     firms: under quadrature each firm's probability is a weighted mean of K node probabilities,
     and a relative error e in each of them moves it by at most e, as for one latent alpha_i."""
     if spec is None or spec.evaluation == "exact":
-        return interpolation.exact_log_denominator(county_effect, sbar, c, pt)
-    terms = interpolation.taylor_terms(data.panel.n_firms, spec.likelihood_tolerance)
-    value, _ = interpolation.log_denominator(county_effect, sbar, c, terms, fixed_bins)
+        return denominator.exact_log_denominator(county_effect, sbar, c, pt)
+    terms = denominator.taylor_terms(data.panel.n_firms, spec.likelihood_tolerance)
+    value, _ = denominator.log_denominator(county_effect, sbar, c, terms, fixed_bins)
     return value
 
 
@@ -246,26 +235,24 @@ def production_spillover(data: ModelData, halflife_km, spec):
     x degree per evaluation, and counties grow more slowly than firms)."""
     spill = data.spill
     if spec.evaluation == "exact":
-        s_it = kernel.firm_year_spillover(spill, halflife_km, pt)
-    else:
-        entry = spill.obs_receiver * spill.pool.shape[1] + spill.obs_year
-        entries, obs_entry = np.unique(entry, return_inverse=True)
-        receiver, year = np.divmod(entries, spill.pool.shape[1])
-        table = interpolation.build_field_table(spill.production_distance, spill.pool, receiver, year)
-        s_it = interpolation.evaluate_field_table(table, halflife_km, pt)[obs_entry]
-        if spill.own_stock_bil is not None:
-            s_it = s_it - spill.own_stock_bil
-    return kernel.transform(s_it, spec.spillover, spec.log_floor_bil, pt)
+        return spec.spillover_transform.firm_year(spill, halflife_km, pt)
+    entry = spill.obs_receiver * spill.pool.shape[1] + spill.obs_year
+    entries, obs_entry = np.unique(entry, return_inverse=True)
+    receiver, year = np.divmod(entries, spill.pool.shape[1])
+    table = interpolation.build_field_table(spill.production_distance, spill.pool, receiver, year)
+    s_it = interpolation.evaluate_field_table(table, halflife_km, pt)[obs_entry]
+    if spill.own_stock_bil is not None:  # the table holds the county fields S_lt
+        s_it = s_it - spill.own_stock_bil
+    return spec.spillover_transform.apply(s_it, pt)
 
 
 def choice_spillover(data: ModelData, halflife_km, spec, backend=pt):
     """Sbar_l(h) over the choice set, transformed: direct, or from data.halflife_table (PyTensor
     in the model, numpy for the alpha draws of an integrated fit)."""
     if spec.evaluation == "exact":
-        sbar = kernel.choice_spillover(data.spill, halflife_km, backend)
-    else:
-        sbar = interpolation.evaluate_table(data.halflife_table, halflife_km, backend)
-    return kernel.transform(sbar, spec.spillover, spec.log_floor_bil, backend)
+        return spec.spillover_transform.choice(data.spill, halflife_km, backend)
+    sbar = interpolation.evaluate_table(data.halflife_table, halflife_km, backend)
+    return spec.spillover_transform.apply(sbar, backend)
 
 
 def build_model(
@@ -278,18 +265,18 @@ def build_model(
     data = data or model_data(panel, config)
     spec = config.model
     with pm.Model(coords=coords(data)) as model:
-        halflife_km = _prior("halflife_km", config.prior("halflife_km"))
+        halflife_km = priors.variable("halflife_km", config.prior("halflife_km"))
         beta, year_free = production_coefficients(data, config)
-        sigma_w = _prior("sigma_w", config.prior("sigma_w"))
+        sigma_w = priors.variable("sigma_w", config.prior("sigma_w"))
         year_effect = pm.Deterministic("year_effect", pt.concatenate([pt.zeros(1), year_free]), dims=YEAR)
 
         s_it = production_spillover(data, halflife_km, spec)
         if spec.alpha == "homogeneous":
-            alpha = _prior("alpha", config.prior("alpha"))
+            alpha = priors.variable("alpha", config.prior("alpha"))
             firm_loglik = production_loglik(data, beta, alpha, s_it, year_effect, sigma_w)
         else:
-            mu_alpha = _prior("mu_alpha", config.prior("mu_alpha"))
-            sigma_alpha = _prior("sigma_alpha", config.prior("sigma_alpha"))
+            mu_alpha = priors.variable("mu_alpha", config.prior("mu_alpha"))
+            sigma_alpha = priors.variable("sigma_alpha", config.prior("sigma_alpha"))
             pm.Deterministic("sigma_alpha2", sigma_alpha**2)
             if spec.integrate_alpha:
                 resid = data.q - pt.dot(data.inputs, beta) - year_effect[panel.obs_year]
@@ -304,9 +291,9 @@ def build_model(
                 firm_loglik = production_loglik(data, beta, alpha[panel.obs_firm], s_it, year_effect, sigma_w)
 
         if spec.location_block:
-            gamma = _prior("gamma", config.prior("gamma")) if spec.sorting else pt.constant(0.0)
-            delta = _prior("county_delta", config.prior("county_delta"), dims=COVARIATE)
-            tau = _prior("county_tau", config.prior("county_tau"))
+            gamma = priors.variable("gamma", config.prior("gamma")) if spec.sorting else pt.constant(0.0)
+            delta = priors.variable("county_delta", config.prior("county_delta"), dims=COVARIATE)
+            tau = priors.variable("county_tau", config.prior("county_tau"))
             county_raw = pm.Normal("county_effect_raw", 0.0, 1.0, dims=COUNTY)
             county_effect = pm.Deterministic(
                 "county_effect", pt.dot(data.county_covariates, delta) + tau * county_raw, dims=COUNTY

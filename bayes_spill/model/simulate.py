@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bayes_spill import paper
 from bayes_spill.spillover import kernel
 from bayes_spill.data.geography import Counties, distance_matrix_km, load_counties
 from bayes_spill.data.panel import MILLION_PER_BILLION, PanelSettings, PreparedPanel, build_panel, rd_stock_by_perpetual_inventory
@@ -38,25 +39,25 @@ class SimulationSettings:
     """What to simulate. Parameter defaults are the paper's (Tables 3 and 5, spec. 2);
     sigma_w, beta_zero_rd and the industry's shape are calibration choices (docs/data.md, "The embedded default")."""
 
-    n_firms: int = 688
-    first_year: int = 1978
-    last_year: int = 2006
+    n_firms: int = paper.FIRMS
+    first_year: int = paper.FIRST_YEAR
+    last_year: int = paper.LAST_YEAR
     mean_years: float = 7.2
     max_years: int = 26
     min_years: int = 3
     zero_rd_share: float = 0.05
     # production, eq. (7)
-    beta_k: float = 0.11
-    beta_l: float = 0.66
-    beta_r: float = 0.09
+    beta_k: float = paper.BETA_K
+    beta_l: float = paper.BETA_L
+    beta_r: float = paper.BETA_R
     beta_zero_rd: float = -0.3
     sigma_w: float = 0.3
     year_effect_sd: float = 0.05
     # spillovers and sorting
-    halflife_km: float = 59.0
-    gamma: float = 0.053
-    mu_alpha: float = -0.05
-    sigma_alpha2: float = 0.41
+    halflife_km: float = paper.HALFLIFE_KM
+    gamma: float = paper.GAMMA
+    mu_alpha: float = paper.MU_ALPHA
+    sigma_alpha2: float = paper.SIGMA_ALPHA2
     # county effects a_l = lf_coef * (log LF_l - mean) + tau * e_l + shift_l
     county_lf_coef: float = 1.0
     county_tau: float = 1.0
@@ -81,7 +82,7 @@ class SimulationSettings:
 
 
 # The embedded default (data/datasets.py) is drawn with these: seed = the industry's SIC code.
-SOFTWARE_SEED = 7372
+SOFTWARE_SEED = paper.SIC
 # Tech hubs get a county-effect shift so that the industry clusters where the paper's does
 # (Santa Clara, Middlesex MA, King WA); everything else follows the model.
 SOFTWARE_SETTINGS = SimulationSettings(county_shift=(("06085", 2.0), ("25017", 1.5), ("53033", 1.0)))

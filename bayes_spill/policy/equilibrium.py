@@ -60,6 +60,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from bayes_spill import paper
+from bayes_spill.model.integrated import normal_quadrature
 from bayes_spill.spillover import kernel
 from bayes_spill.errors import BayesSpillError
 
@@ -74,7 +76,7 @@ class TwoCity:
 
     sigma: float = 5.0
     b: float = 1.0
-    lam: float = kernel.LN2 / 59.0  # per km: the paper's 59 km half-life
+    lam: float = paper.LN2 / paper.HALFLIFE_KM  # per km: the paper's half-life
     distance_km: float = 100.0
 
     def __post_init__(self) -> None:
@@ -261,9 +263,9 @@ QUADRATURE_NODES = 40
 
 
 def gauss_hermite(mu: float, sigma: float, nodes: int = QUADRATURE_NODES) -> tuple[np.ndarray, np.ndarray]:
-    """Nodes and weights of ∫ g(alpha) Normal(alpha; mu, sigma) dalpha."""
-    z, w = np.polynomial.hermite_e.hermegauss(nodes)
-    return mu + sigma * z, w / w.sum()
+    """Nodes and weights of ∫ g(alpha) Normal(alpha; mu, sigma) dalpha (the model's rule)."""
+    z, w = normal_quadrature(nodes)
+    return mu + sigma * z, w
 
 
 @dataclass(frozen=True, eq=False)
@@ -278,14 +280,13 @@ class CountyProblem:
     weights: np.ndarray
     total_pool: float
     exogenous: np.ndarray
-    transform: str = "level"
-    log_floor: float = 0.001
+    transform: kernel.SpilloverTransform = kernel.LEVELS
 
     def sbar(self, n: np.ndarray) -> np.ndarray:
         L = len(self.a)
         pool = self.exogenous.copy()
         pool[:L] += self.total_pool * n
-        return kernel.transform(self.weights @ pool, self.transform, self.log_floor)
+        return self.transform.apply(self.weights @ pool)
 
     def choice_probabilities(self, n: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(nodes, weights, P (K, L)): logit shares at each quadrature node given shares n."""
@@ -416,8 +417,7 @@ def county_problem(world, d: int, sources: np.ndarray, distance: np.ndarray, exo
         weights=kernel.decay_weights(distance, draws.halflife_km[d]),
         total_pool=float(np.sum(spill.choice_pool)),
         exogenous=exogenous,
-        transform=spec.spillover,
-        log_floor=spec.log_floor_bil,
+        transform=spec.spillover_transform,
     )
 
 

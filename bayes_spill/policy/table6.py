@@ -267,14 +267,14 @@ def table6(
     r_bil = float(rd_stock_mil) / MILLION_PER_BILLION
     distance = distance_matrix_km(panel.counties, idx, [entrant])[:, 0]
     weight = np.exp(-kernel.decay_rate(draws.halflife_km)[:, None] * distance[None, :])  # (D, C)
-    log_model = spec.spillover == "log"
-    floor = spec.log_floor_bil
+    transform = spec.spillover_transform
+    log_model = transform.kind == "log"
 
     def gain(delta_s, base_s):
         """Change of the transformed spillover when the field rises by delta_s from base_s."""
         if not log_model:
             return delta_s
-        return np.log(np.maximum(base_s + delta_s, floor)) - np.log(np.maximum(base_s, floor))
+        return transform.apply(base_s + delta_s) - transform.apply(base_s)
 
     # The field in the chosen year (only the log variant needs it).
     year_pos = int(np.argmin(np.abs(panel.years - year)))
@@ -329,7 +329,7 @@ def table6(
         # sales weights: a firm's sales carry exp(alpha T(S_l,year)) (eq. 7), so the aggregate
         # gain weights f(alpha | l) by that factor (the entrant county's for the decay column)
         tilt_field = field_rows if log_model else _field_rows(world, idx, year_pos, draws.halflife_km)
-        tilt = kernel.transform(tilt_field, spec.spillover, floor)
+        tilt = transform.apply(tilt_field)
         known = [c for c in range(C) if positions[c] is not None]
         for d in range(D):
             args = (draws.county_effect[d], draws.gamma[d], sbar[d], draws.mu_alpha[d], draws.sigma_alpha[d])

@@ -36,8 +36,7 @@ class FittedWorld:
         """Sbar_l(lambda) of the choice set per draw, transformed as the fit does: (D, L)."""
         draws = draws or self.draws
         spec = self.config.model
-        raw = np.stack([kernel.choice_spillover(self.spill, h) for h in draws.halflife_km])
-        return kernel.transform(raw, spec.spillover, spec.log_floor_bil)
+        return np.stack([spec.spillover_transform.choice(self.spill, h) for h in draws.halflife_km])
 
     def choice_position(self, fips: str) -> int | None:
         """Position of a county in the choice set, or None when it is not in it."""

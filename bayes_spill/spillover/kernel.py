@@ -16,10 +16,10 @@ from types import ModuleType
 import numpy as np
 
 from bayes_spill.errors import ConfigError
+from bayes_spill.paper import LN2
 from bayes_spill.data.geography import distance_matrix_km
 from bayes_spill.data.panel import MILLION_PER_BILLION, PreparedPanel
 
-LN2 = float(np.log(2.0))
 # A weight exp(-lambda rho) below exp(-600) ~ 1e-261 is 0 for any purpose (a county's own pool
 # has weight 1). Returning exactly 0 there keeps exp out of the underflow range at short
 # half-lives and long distances (h = 1 km, 8,000 km: exponent -5,500), keeps weight x pool (pools
@@ -51,13 +51,6 @@ def firm_spillover(field, obs_receiver, obs_year, own_stock_bil=None):
     return s if own_stock_bil is None else s - own_stock_bil
 
 
-def transform(s, kind: str, floor_bil: float, backend: ModuleType = np):
-    """Levels (the paper's default, footnote 9) or log S with a floor for near-empty counties."""
-    if kind == "level":
-        return s
-    if kind == "log":
-        return backend.log(backend.maximum(s, floor_bil))
-    raise ValueError(f"unknown spillover transform {kind!r}: use 'level' or 'log'")
 
 
 @dataclass(frozen=True, eq=False)
@@ -130,3 +123,57 @@ def firm_year_spillover(inputs: SpilloverInputs, halflife_km, backend: ModuleTyp
 def choice_spillover(inputs: SpilloverInputs, halflife_km, backend: ModuleType = np):
     """Sbar_l(lambda) for every county of the choice set."""
     return backend.dot(decay_weights(inputs.choice_distance, halflife_km, backend), inputs.choice_pool)
+
+
+def transform(s, kind: str, floor_bil: float, backend: ModuleType = np):
+    """Levels (the paper's default, footnote 9) or log S with a floor for near-empty counties."""
+    if kind == "level":
+        return s
+    if kind == "log":
+        return backend.log(backend.maximum(s, floor_bil))
+    raise ValueError(f"unknown spillover transform {kind!r}: use 'level' or 'log'")
+
+
+@dataclass(frozen=True)
+class SpilloverTransform:
+    """The spillover as a fit uses it: S_it with the firm's own stock excluded or not, in levels or
+    as log max(S, floor_bil). One object carries the three settings (``ModelSpec.spillover_transform``
+    builds it from a configuration), so the likelihood, the checks, the counterfactuals and the
+    two-step estimator cannot transform S differently.
+
+    Parameters
+    ----------
+    kind : str
+        "level" ($ bil, the paper's choice) or "log".
+    floor_bil : float
+        The floor of the log variant, $ bil (positive).
+    exclude_own : bool
+        S_it = S_{l_i t} - R_it (the firm's own R&D is already in r_it) or the county's whole field.
+    """
+
+    kind: str = "level"
+    floor_bil: float = 0.001
+    exclude_own: bool = True
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("level", "log"):
+            raise ValueError(f"unknown spillover transform {self.kind!r}: use 'level' or 'log'")
+
+    def apply(self, s, backend: ModuleType = np):
+        """T(S): S itself, or log max(S, floor_bil); numpy or PyTensor."""
+        return transform(s, self.kind, self.floor_bil, backend)
+
+    def inputs(self, panel: PreparedPanel, choice_set: str = "occupied", sbar_year: int | None = None) -> SpilloverInputs:
+        """The kernel's inputs for a panel, with the own stock excluded as this transform says."""
+        return spillover_inputs(panel, choice_set, self.exclude_own, sbar_year)
+
+    def firm_year(self, inputs: SpilloverInputs, halflife_km, backend: ModuleType = np):
+        """T(S_it(lambda)) for every firm-year (own stock excluded where ``inputs`` holds it)."""
+        return self.apply(firm_year_spillover(inputs, halflife_km, backend), backend)
+
+    def choice(self, inputs: SpilloverInputs, halflife_km, backend: ModuleType = np):
+        """T(Sbar_l(lambda)) for every county of the choice set."""
+        return self.apply(choice_spillover(inputs, halflife_km, backend), backend)
+
+
+LEVELS = SpilloverTransform()  # the paper's: S in $ bil, the firm's own stock excluded

@@ -12,8 +12,8 @@ firms and on the firms of the 20 occupied counties with the highest S.
 
 The same functions serve the classical two-step estimator (which plugs in its GMM estimates of
 beta and lambda) and the posterior predictive checks (which plug in each posterior draw, on the
-observed and on the replicated log sales). Everything is numpy; the array helpers with a leading
-underscore take a leading "draw" axis so the checks can evaluate many draws at once.
+observed and on the replicated log sales). Everything is numpy; ``within_slope`` takes leading
+"draw" axes so the checks can evaluate many draws at once.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from bayes_spill.spillover import kernel
+from bayes_spill.model.within import segment_sum, within_firm
+from bayes_spill.spillover.kernel import LEVELS, SpilloverTransform
 from bayes_spill.data.panel import PreparedPanel
 
 TABLE4_COLUMNS = ("Median, all", "Robust, all", "Median, top-20", "Robust, top-20")
@@ -35,37 +36,33 @@ TABLE4_ROWS = ("slope", "t (regular)", "t (bootstrap)", "firms")
 RELATIVE_ZERO_VARIATION = 1e-12
 
 
-def _firm_matrix(obs_firm: np.ndarray, n_firms: int):
-    """Sparse (n_obs, N) indicator: values @ M sums firm-years within each firm."""
-    from scipy.sparse import csr_matrix
+def within_slope(y: np.ndarray, s: np.ndarray, obs_firm: np.ndarray, n_firms: int) -> tuple[np.ndarray, np.ndarray]:
+    """Within-firm OLS slope of y on S for every firm, eq. (11), leading axes kept (the checks pass
+    one row per posterior draw).
 
-    n_obs = len(obs_firm)
-    return csr_matrix((np.ones(n_obs), (np.arange(n_obs), np.asarray(obs_firm))), shape=(n_obs, n_firms))
+    Parameters
+    ----------
+    y, s : ndarray
+        Shape (..., n_obs), broadcast against each other; the firm intercepts are swept out by the
+        within-firm demeaning.
+    obs_firm : ndarray of int
+        The firm of each firm-year.
+    n_firms : int
+        The number of firms.
 
-
-def _within(values: np.ndarray, obs_firm: np.ndarray, n_firms: int, firm_matrix=None) -> np.ndarray:
-    """Within-firm demeaning along the last axis (any leading axes)."""
-    m = firm_matrix if firm_matrix is not None else _firm_matrix(obs_firm, n_firms)
-    counts = np.asarray(m.sum(axis=0)).ravel()
-    flat = values.reshape(-1, values.shape[-1])
-    means = np.asarray((m.T @ flat.T).T) / counts
-    return (flat - means[:, obs_firm]).reshape(values.shape)
-
-
-def _alpha_hat(y: np.ndarray, s: np.ndarray, obs_firm: np.ndarray, n_firms: int, firm_matrix=None):
-    """Within-firm OLS slope of y on S for every firm: (alpha_hat, s_variation), leading axes kept.
-
-    y and s have shape (..., n_obs); the firm intercepts are swept out by the demeaning.
+    Returns
+    -------
+    alpha_hat, s_variation : ndarray
+        Shape (..., n_firms); alpha_hat is nan (and s_variation 0) where S does not vary within
+        the firm beyond rounding (RELATIVE_ZERO_VARIATION).
     """
-    m = firm_matrix if firm_matrix is not None else _firm_matrix(obs_firm, n_firms)
     s = np.broadcast_to(s, np.broadcast_shapes(s.shape, y.shape))
     y = np.broadcast_to(y, s.shape)
-    ds = _within(s, obs_firm, n_firms, m)
-    dy = _within(y, obs_firm, n_firms, m)
-    lead = s.shape[:-1]
-    sxx = np.asarray((m.T @ (ds * ds).reshape(-1, s.shape[-1]).T).T).reshape(*lead, n_firms)
-    sxy = np.asarray((m.T @ (ds * dy).reshape(-1, s.shape[-1]).T).T).reshape(*lead, n_firms)
-    years = np.asarray(m.sum(axis=0)).ravel()
+    years = np.bincount(obs_firm, minlength=n_firms).astype(float)
+    ds = within_firm(s, obs_firm, years, axis=-1)
+    dy = within_firm(y, obs_firm, years, axis=-1)
+    sxx = segment_sum(ds * ds, obs_firm, n_firms, axis=-1)
+    sxy = segment_sum(ds * dy, obs_firm, n_firms, axis=-1)
     level = np.max(np.abs(s), axis=-1, keepdims=True)  # (..., 1)
     no_variation = sxx <= years * (RELATIVE_ZERO_VARIATION * level) ** 2
     sxx = np.where(no_variation, 0.0, sxx)
@@ -74,12 +71,9 @@ def _alpha_hat(y: np.ndarray, s: np.ndarray, obs_firm: np.ndarray, n_firms: int,
     return alpha_hat, sxx
 
 
-def firm_year_spillover(
-    panel: PreparedPanel, halflife_km, spillover: str = "level", floor_bil: float = 0.001, exclude_own: bool = True
-) -> np.ndarray:
+def firm_year_spillover(panel: PreparedPanel, halflife_km, transform: SpilloverTransform = LEVELS) -> np.ndarray:
     """S_it for every firm-year (the regressor of eq. 7 and 11), transformed as the model does."""
-    inputs = kernel.spillover_inputs(panel, "occupied", exclude_own)
-    return kernel.transform(kernel.firm_year_spillover(inputs, float(halflife_km)), spillover, floor_bil)
+    return transform.firm_year(transform.inputs(panel), float(halflife_km))
 
 
 def naive_alpha_hat(
@@ -87,9 +81,7 @@ def naive_alpha_hat(
     beta,
     halflife_km: float,
     year_effect=None,
-    spillover: str = "level",
-    floor_bil: float = 0.001,
-    exclude_own: bool = True,
+    transform: SpilloverTransform = LEVELS,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Naive within-firm OLS absorptive capacities, eq. (11): (alpha_hat (N,), s_variation (N,)).
 
@@ -99,8 +91,8 @@ def naive_alpha_hat(
         log R&D stock and the zero-R&D dummy.
     halflife_km: the spillover half-life ln 2 / lambda.
     year_effect: v_t, one value per year of ``panel.years`` (None: no year effects).
-    spillover, floor_bil: "level" ($ bil, the paper's estimates) or "log" of max(S, floor_bil).
-    exclude_own: S_it = S_{l_i t} - R_it (the model's default) or the county's whole field.
+    transform: the spillover as the model uses it (``ModelSpec.spillover_transform``): levels ($ bil,
+        the paper's estimates) or log max(S, floor), own stock excluded (the default) or not.
 
     s_variation_i = sum_t (S_it - mean_i S)^2, so Var(nu_i) = sigma_w^2 / s_variation_i
     (Appendix 7.4). A firm whose S_it does not vary over its years (s_variation == 0; up to
@@ -119,19 +111,16 @@ def naive_alpha_hat(
         if v.shape != (len(panel.years),):
             raise ValueError(f"year_effect must hold one value per year ({len(panel.years)}), got shape {v.shape}")
         y = y - v[panel.obs_year]
-    s = firm_year_spillover(panel, halflife_km, spillover, floor_bil, exclude_own)
-    return _alpha_hat(y, s, panel.obs_firm, panel.n_firms)
+    s = firm_year_spillover(panel, halflife_km, transform)
+    return within_slope(y, s, panel.obs_firm, panel.n_firms)
 
 
-def spillover_at_firm_county(
-    panel: PreparedPanel, halflife_km: float, spillover: str = "level", floor_bil: float = 0.001
-) -> np.ndarray:
+def spillover_at_firm_county(panel: PreparedPanel, halflife_km: float, transform: SpilloverTransform = LEVELS) -> np.ndarray:
     """Sbar at each firm's county, (N,): the county's field S_lt averaged over the sample years
     (own stock not excluded: this is the county's value, the x-axis of Figure 3 and the regressor
     of Table 4), transformed as the model does."""
-    inputs = kernel.spillover_inputs(panel, "occupied")
-    sbar = kernel.transform(kernel.choice_spillover(inputs, float(halflife_km)), spillover, floor_bil)
-    return np.asarray(sbar)[inputs.firm_choice]
+    inputs = transform.inputs(panel)
+    return np.asarray(transform.choice(inputs, float(halflife_km)))[inputs.firm_choice]
 
 
 def top_spillover_firms(panel: PreparedPanel, s_at_firm: np.ndarray, k: int = 20) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Calibration studies (bayes_spill.calibration.study): the configuration, prior draws, rank statistics,
+"""Calibration studies (bayes_spill.calibration: config, executors, store, sbc, montecarlo): the configuration, prior draws, rank statistics,
 uniformity tests, the study runner (every replicate stored as it completes; an interrupted study
 resumes where it stopped) with a fake fit function, the local process pool, the Dask error, and
 (slow) a tiny real SBC and Monte Carlo."""
@@ -12,53 +12,55 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bayes_spill.calibration import study as cal
-from bayes_spill.config import Prior
+from bayes_spill.calibration import config as study_config, executors, montecarlo, sbc, store
 from bayes_spill.errors import BayesSpillError, ConfigError
 
 
 @pytest.fixture(scope="module")
 def config():
-    return cal.load_calibration()
+    return study_config.load_calibration()
 
 
 # ---- configuration and prior draws ---------------------------------------------------------
 
 
 def test_calibration_toml_parses_and_covers_the_simulator(config):
-    assert [n for n, _ in config.priors] == list(cal.SIMULATOR_PARAMETERS)
+    assert [n for n, _ in config.priors] == list(study_config.SIMULATOR_PARAMETERS)
     assert config.sbc.sims >= 100 and config.montecarlo.datasets >= 20 and config.montecarlo.firms == 688
     assert (config.sbc.ranks + 1) % config.sbc.bins == 0
-    settings = cal.simulation_settings(dict(config.simulation), {"sigma_alpha": 0.5, "halflife_km": 80.0})
+    settings = study_config.simulation_settings(dict(config.simulation), {"sigma_alpha": 0.5, "halflife_km": 80.0})
     assert settings.sigma_alpha2 == pytest.approx(0.25) and settings.halflife_km == 80.0
     assert settings.county_shift[0] == ("06085", 2.0)
 
 
 def test_calibration_toml_errors_are_clear(config):
-    text = cal.resolve_calibration().read_text()
+    text = study_config.resolve_calibration().read_text()
     with pytest.raises(ConfigError, match="missing gamma"):
-        cal.parse_calibration(text.replace("gamma = {", "# gamma = {"), "x.toml")
+        study_config.parse_calibration(text.replace("gamma = {", "# gamma = {"), "x.toml")
     with pytest.raises(ConfigError, match="unknown key"):
-        cal.parse_calibration(text.replace("[sbc]\n", "[sbc]\nsimz = 3\n"), "x.toml")
+        study_config.parse_calibration(text.replace("[sbc]\n", "[sbc]\nsimz = 3\n"), "x.toml")
     with pytest.raises(ConfigError, match="multiple of"):
-        cal.check_sbc(replace(config.sbc, ranks=98), "x")
+        study_config.check_sbc(replace(config.sbc, ranks=98), "x")
     with pytest.raises(ConfigError, match="methods"):
-        cal.check_montecarlo(replace(config.montecarlo, methods=("joint", "mcmc")), "x")
+        study_config.check_montecarlo(replace(config.montecarlo, methods=("joint", "mcmc")), "x")
 
 
-def test_prior_draws_follow_the_families():
-    rng = np.random.default_rng(0)
-    ln = [cal.draw_prior(Prior("LogNormal", (("mu", 4.08), ("sigma", 0.4))), rng) for _ in range(4000)]
-    assert np.median(ln) == pytest.approx(np.exp(4.08), rel=0.05)
-    hn = [cal.draw_prior(Prior("HalfNormal", (("sigma", 2.0),)), rng) for _ in range(4000)]
-    assert min(hn) >= 0 and np.mean(hn) == pytest.approx(2.0 * np.sqrt(2 / np.pi), rel=0.05)
-    g = [cal.draw_prior(Prior("Gamma", (("alpha", 3.0), ("beta", 2.0))), rng) for _ in range(4000)]
-    assert np.mean(g) == pytest.approx(1.5, rel=0.05)  # PyMC's rate parametrisation
+def test_sbc_prior_draws_are_the_models_distributions(config):
+    """The true parameters of the simulations are pm.draw draws of the calibration prior, seeded per
+    simulation (model/priors.py; their moments are checked in tests/model/test_priors.py)."""
+    from bayes_spill.model import priors
+
+    tasks = sbc.sbc_tasks(config, replace(config.sbc, sims=2))
+    ss = np.random.SeedSequence(config.sbc.seed).spawn(2)
+    for task, seed in zip(tasks, ss):
+        assert task["params"] == priors.draw(config.priors, np.random.default_rng(seed))
+    assert set(tasks[0]["params"]) == set(study_config.SIMULATOR_PARAMETERS)
+    assert tasks[0]["params"]["halflife_km"] > 0 and tasks[0]["params"]["sigma_alpha"] > 0
 
 
 def test_sbc_tasks_are_deterministic_and_use_the_calibration_prior(config):
     spec = replace(config.sbc, sims=3)
-    a, b = cal.sbc_tasks(config, spec), cal.sbc_tasks(config, spec)
+    a, b = sbc.sbc_tasks(config, spec), sbc.sbc_tasks(config, spec)
     assert a == b
     assert [t["key"] for t in a] == ["sbc-0000", "sbc-0001", "sbc-0002"]
     assert len({t["data_seed"] for t in a}) == 3
@@ -75,29 +77,29 @@ def test_sbc_tasks_are_deterministic_and_use_the_calibration_prior(config):
 
 def test_rank_statistic_counts_thinned_draws_below_the_truth():
     draws = np.arange(1000.0).reshape(2, 500)
-    assert cal.rank_statistic(draws, -1.0, 99) == 0
-    assert cal.rank_statistic(draws, 1e9, 99) == 99
-    assert cal.rank_statistic(draws, 500.0, 99) in (49, 50)
+    assert sbc.rank_statistic(draws, -1.0, 99) == 0
+    assert sbc.rank_statistic(draws, 1e9, 99) == 99
+    assert sbc.rank_statistic(draws, 500.0, 99) in (49, 50)
 
 
 def test_uniformity_tests_accept_uniform_and_reject_biased_ranks():
     rng = np.random.default_rng(3)
     n_ranks, bins = 99, 10
     ranks = pd.DataFrame({"uniform": rng.integers(0, n_ranks + 1, 200), "biased": np.minimum(rng.integers(0, n_ranks + 1, 200), 60)})
-    table = cal.uniformity_tests(ranks, n_ranks, bins)
+    table = sbc.uniformity_tests(ranks, n_ranks, bins)
     assert table.loc["uniform", "chi2_p"] > 0.01 and table.loc["uniform", "ks_p"] > 0.01
     assert table.loc["biased", "chi2_p"] < 1e-6
 
 
 def test_chi_square_bins_keep_five_per_bin():
-    assert cal.chi_square_bins(99, 10, 100) == 10
-    assert cal.chi_square_bins(99, 10, 20) == 4
-    assert cal.chi_square_bins(99, 10, 3) == 2
-    assert cal.chi_square_bins(19, 5, 100) == 5
+    assert sbc.chi_square_bins(99, 10, 100) == 10
+    assert sbc.chi_square_bins(99, 10, 20) == 4
+    assert sbc.chi_square_bins(99, 10, 3) == 2
+    assert sbc.chi_square_bins(19, 5, 100) == 5
 
 
 def test_ecdf_band_holds_uniform_samples_at_its_level():
-    z, lo, hi = cal.ecdf_band(50, level=0.95, n_sims=1000, seed=1)
+    z, lo, hi = sbc.ecdf_band(50, level=0.95, n_sims=1000, seed=1)
     rng = np.random.default_rng(2)
     inside = 0
     for _ in range(300):
@@ -145,7 +147,7 @@ class Interrupting:
 def test_interrupted_study_resumes_where_it_stopped(config, tmp_path):
     spec = replace(config.sbc, sims=6)
     first = Interrupting(at=4)
-    run, text = cal.run_sbc(tmp_path / "sbc", config, spec, executor=cal.SerialExecutor(), progress=False, fn=first, plot=False)
+    run, text = sbc.run_sbc(tmp_path / "sbc", config, spec, executor=executors.SerialExecutor(), progress=False, fn=first, plot=False)
     assert run.interrupted and run.done == 3
     stored = sorted(p.name for p in (tmp_path / "sbc" / "replicates").glob("*.json"))
     assert stored == ["sbc-0000.json", "sbc-0001.json", "sbc-0002.json"]
@@ -153,14 +155,14 @@ def test_interrupted_study_resumes_where_it_stopped(config, tmp_path):
     assert "interrupted" in text
 
     second = Interrupting(at=10**6)
-    run, text = cal.run_sbc(tmp_path / "sbc", config, spec, executor=cal.SerialExecutor(), progress=False, fn=second)
+    run, text = sbc.run_sbc(tmp_path / "sbc", config, spec, executor=executors.SerialExecutor(), progress=False, fn=second)
     assert second.calls == ["sbc-0003", "sbc-0004", "sbc-0005"]  # only what was missing
     assert run.done == 6 and not run.interrupted
     assert (tmp_path / "sbc" / "sbc_uniformity.csv").is_file() and (tmp_path / "sbc" / "sbc_ranks.png").is_file()
     ranks = pd.read_csv(tmp_path / "sbc" / "sbc_ranks.csv", index_col=0)
     assert list(ranks.index) == [f"sbc-{i:04d}" for i in range(6)]
     # results are those of the tasks, not of the run they happened in
-    expected = fake_sbc_fit(cal.sbc_tasks(config, spec)[4])["ranks"]
+    expected = fake_sbc_fit(sbc.sbc_tasks(config, spec)[4])["ranks"]
     assert ranks.loc["sbc-0004"].to_dict() == expected
 
 
@@ -172,31 +174,31 @@ def test_failed_replicates_are_recorded_and_retried(config, tmp_path):
             raise RuntimeError("sampler blew up")
         return fake_sbc_fit(task)
 
-    run, text = cal.run_sbc(tmp_path / "s", config, spec, executor=cal.SerialExecutor(), progress=False, fn=flaky, plot=False)
+    run, text = sbc.run_sbc(tmp_path / "s", config, spec, executor=executors.SerialExecutor(), progress=False, fn=flaky, plot=False)
     assert run.done == 2 and "sbc-0001" in run.failed
     failure = json.loads((tmp_path / "s" / "failures" / "sbc-0001.json").read_text())
     assert "sampler blew up" in failure["error"]
-    run, _ = cal.run_sbc(tmp_path / "s", config, spec, executor=cal.SerialExecutor(), progress=False, fn=fake_sbc_fit, plot=False)
+    run, _ = sbc.run_sbc(tmp_path / "s", config, spec, executor=executors.SerialExecutor(), progress=False, fn=fake_sbc_fit, plot=False)
     assert run.done == 3 and run.ran == 1
     assert not (tmp_path / "s" / "failures" / "sbc-0001.json").exists()
 
 
 def test_a_study_folder_refuses_other_settings_but_can_grow(config, tmp_path):
-    cal.run_sbc(tmp_path / "s", config, replace(config.sbc, sims=2), executor=cal.SerialExecutor(), progress=False, fn=fake_sbc_fit, plot=False)
+    sbc.run_sbc(tmp_path / "s", config, replace(config.sbc, sims=2), executor=executors.SerialExecutor(), progress=False, fn=fake_sbc_fit, plot=False)
     with pytest.raises(BayesSpillError, match="other settings"):
-        cal.run_sbc(tmp_path / "s", config, replace(config.sbc, sims=2, firms=99), executor=cal.SerialExecutor(), progress=False, fn=fake_sbc_fit)
+        sbc.run_sbc(tmp_path / "s", config, replace(config.sbc, sims=2, firms=99), executor=executors.SerialExecutor(), progress=False, fn=fake_sbc_fit)
     calls = Interrupting(at=10**6)
-    run, text = cal.run_sbc(tmp_path / "s", config, replace(config.sbc, sims=4), executor=cal.SerialExecutor(), progress=False, fn=calls, plot=False)
+    run, text = sbc.run_sbc(tmp_path / "s", config, replace(config.sbc, sims=4), executor=executors.SerialExecutor(), progress=False, fn=calls, plot=False)
     assert calls.calls == ["sbc-0002", "sbc-0003"] and run.done == 4  # more simulations extend the study
-    _, text = cal.run_sbc(tmp_path / "s", config, replace(config.sbc, sims=3), executor=cal.SerialExecutor(), progress=False, fn=calls, plot=False)
+    _, text = sbc.run_sbc(tmp_path / "s", config, replace(config.sbc, sims=3), executor=executors.SerialExecutor(), progress=False, fn=calls, plot=False)
     assert "3 of 3 simulations done" in text  # a report covers the requested simulations only
 
 
 def test_local_process_pool_runs_and_stores_every_replicate(config, tmp_path):
     spec = replace(config.sbc, sims=4)
-    run, _ = cal.run_sbc(tmp_path / "pool", config, spec, executor=cal.LocalExecutor(2), progress=False, fn=fake_sbc_fit, plot=False)
+    run, _ = sbc.run_sbc(tmp_path / "pool", config, spec, executor=executors.LocalExecutor(2), progress=False, fn=fake_sbc_fit, plot=False)
     assert run.done == 4 and not run.failed
-    serial_ranks = [fake_sbc_fit(t)["ranks"] for t in cal.sbc_tasks(config, spec)]
+    serial_ranks = [fake_sbc_fit(t)["ranks"] for t in sbc.sbc_tasks(config, spec)]
     stored = [json.loads(p.read_text())["ranks"] for p in sorted((tmp_path / "pool" / "replicates").glob("*.json"))]
     assert stored == serial_ranks
 
@@ -213,12 +215,12 @@ def fake_mc_fit(task: dict) -> dict:
 
 def test_montecarlo_table_and_resume(config, tmp_path):
     spec = replace(config.montecarlo, datasets=5, parameters=("halflife_km", "gamma"))
-    tasks = cal.montecarlo_tasks(config, spec)
+    tasks = montecarlo.montecarlo_tasks(config, spec)
     assert len(tasks) == 10 and {t["method"] for t in tasks} == {"joint", "twostep"}
     assert tasks[0]["data_seed"] == tasks[1]["data_seed"]  # both methods fit the same dataset
-    run, text = cal.run_montecarlo(tmp_path / "mc", config, spec, executor=cal.SerialExecutor(), progress=False, fn=_mc_interrupting(7))
+    run, text = montecarlo.run_montecarlo(tmp_path / "mc", config, spec, executor=executors.SerialExecutor(), progress=False, fn=_mc_interrupting(7))
     assert run.interrupted and run.done == 6
-    run, text = cal.run_montecarlo(tmp_path / "mc", config, spec, executor=cal.SerialExecutor(), progress=False, fn=fake_mc_fit)
+    run, text = montecarlo.run_montecarlo(tmp_path / "mc", config, spec, executor=executors.SerialExecutor(), progress=False, fn=fake_mc_fit)
     assert run.done == 10 and run.ran == 4
     table = pd.read_csv(tmp_path / "mc" / "montecarlo_table.csv", index_col=[0, 1])
     assert set(table.index.get_level_values(1)) == {"joint", "twostep"}
@@ -227,9 +229,9 @@ def test_montecarlo_table_and_resume(config, tmp_path):
     assert (table["datasets"] == 5).all()
     assert "bias, RMSE and coverage side by side" in text and "wall time" in text
     # more datasets, report only: nothing is fitted and the table covers what is stored
-    run, text = cal.run_montecarlo(tmp_path / "mc", config, replace(spec, datasets=7), executor=cal.SerialExecutor(), progress=False, fn=None, report_only=True)
+    run, text = montecarlo.run_montecarlo(tmp_path / "mc", config, replace(spec, datasets=7), executor=executors.SerialExecutor(), progress=False, fn=None, report_only=True)
     assert run.ran == 0 and run.done == 10 and run.total == 14
-    reps = cal.load_replicates(tmp_path / "mc")
+    reps = store.load_replicates(tmp_path / "mc")
     errors = [r["estimates"]["gamma"]["estimate"] - 0.053 for r in reps if r["method"] == "joint"]
     assert table.loc[("gamma", "joint"), "rmse"] == pytest.approx(np.sqrt(np.mean(np.square(errors))))
 
@@ -261,7 +263,7 @@ def test_dask_executor_without_distributed_says_how_to_install(monkeypatch):
 
     monkeypatch.setattr(builtins, "__import__", no_distributed)
     with pytest.raises(BayesSpillError, match=r"pip install 'bayes_spill\[dask\]'"):
-        cal.make_executor(scheduler="tcp://127.0.0.1:8786")
+        executors.make_executor(scheduler="tcp://127.0.0.1:8786")
 
 
 def test_cli_calibrate_help_and_errors(capsys):
@@ -288,9 +290,9 @@ TINY_SIMULATION = (("first_year", 1996), ("last_year", 2005))
 @pytest.mark.slow
 def test_tiny_sbc_with_real_fits(config, tmp_path):
     spec = replace(config.sbc, sims=3, firms=60, draws=50, tune=50, chains=2, ranks=19, bins=5, simulation=TINY_SIMULATION)
-    run, text = cal.run_sbc(tmp_path / "sbc", config, spec, executor=cal.LocalExecutor(2), progress=False)
+    run, text = sbc.run_sbc(tmp_path / "sbc", config, spec, executor=executors.LocalExecutor(2), progress=False)
     assert run.done == 3 and not run.failed, run.failed
-    for rep in cal.load_replicates(tmp_path / "sbc"):
+    for rep in store.load_replicates(tmp_path / "sbc"):
         assert set(rep["ranks"]) == set(spec.parameters)
         assert all(0 <= r <= spec.ranks for r in rep["ranks"].values())
         assert rep["firms"] > 0 and rep["fit_seconds"] > 0
@@ -300,7 +302,7 @@ def test_tiny_sbc_with_real_fits(config, tmp_path):
 @pytest.mark.slow
 def test_tiny_montecarlo_with_real_fits(config, tmp_path):
     spec = replace(config.montecarlo, datasets=1, firms=60, draws=50, tune=50, chains=2, bootstrap=4, simulation=TINY_SIMULATION)
-    run, text = cal.run_montecarlo(tmp_path / "mc", config, spec, executor=cal.LocalExecutor(2), progress=False)
+    run, text = montecarlo.run_montecarlo(tmp_path / "mc", config, spec, executor=executors.LocalExecutor(2), progress=False)
     assert run.done == 2 and not run.failed, run.failed
     table = pd.read_csv(tmp_path / "mc" / "montecarlo_table.csv", index_col=[0, 1])
     assert {("halflife_km", "joint"), ("halflife_km", "twostep"), ("gamma", "joint"), ("gamma", "twostep")} <= set(table.index)
@@ -309,8 +311,8 @@ def test_tiny_montecarlo_with_real_fits(config, tmp_path):
 def test_dask_executor_on_a_local_cluster(config, tmp_path):
     distributed = pytest.importorskip("distributed")  # optional extra: pip install 'bayes_spill[dask]'
     with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
-        executor = cal.make_executor(scheduler=cluster.scheduler_address)
-        run, _ = cal.run_sbc(tmp_path / "dask", config, replace(config.sbc, sims=3), executor=executor, progress=False, fn=fake_sbc_fit, plot=False)
+        executor = executors.make_executor(scheduler=cluster.scheduler_address)
+        run, _ = sbc.run_sbc(tmp_path / "dask", config, replace(config.sbc, sims=3), executor=executor, progress=False, fn=fake_sbc_fit, plot=False)
     assert run.done == 3 and not run.failed
 
 

@@ -13,7 +13,11 @@ from tiny_fits import fit_copy, tiny_fit
 import bayes_spill
 from bayes_spill.checking import ppc as checks
 from bayes_spill.cli.main import main
-from bayes_spill.twostep.table4 import _within
+from bayes_spill.model.within import within_firm
+
+
+def _within(values, obs_firm, n_firms):
+    return within_firm(values, obs_firm, np.bincount(obs_firm, minlength=n_firms).astype(float), axis=-1)
 
 N_DRAWS = 30
 

@@ -17,8 +17,7 @@ import tiny_fits
 from tiny_fits import tiny_fit
 
 import bayes_spill
-from bayes_spill.model import integrated
-from bayes_spill.spillover import kernel
+from bayes_spill.model import integrated, within
 from bayes_spill.config import load_config, parse_config
 from bayes_spill.errors import ConfigError
 from bayes_spill.model.likelihood import build_model, model_data
@@ -49,12 +48,17 @@ def _firm_production(panel, resid, spillover, firm: int, sigma_w: float):
 
 
 def test_gauss_hermite_rule_integrates_against_the_standard_normal():
-    x, log_w = integrated.gauss_hermite(16)
-    w = np.exp(log_w)
+    x, w = integrated.gauss_hermite(16)
     z = math.sqrt(2.0) * x
     assert w.sum() == pytest.approx(1.0, abs=1e-14)
     assert w @ z**2 == pytest.approx(1.0, abs=1e-12) and w @ z**4 == pytest.approx(3.0, abs=1e-11)
     assert w @ np.exp(1.5 * z) == pytest.approx(math.exp(1.5**2 / 2), rel=1e-12)
+    # the standard-normal form the two-step estimator and the equilibria read, and the model's nodes
+    np.testing.assert_array_equal(integrated.normal_quadrature(16)[0], z)
+    np.testing.assert_array_equal(integrated.normal_quadrature(16)[1], w)
+    alpha, log_w = integrated.quadrature_alphas(np.array([0.5]), np.array([2.0]), 16)
+    np.testing.assert_array_equal(log_w, np.log(w))
+    np.testing.assert_allclose(alpha[0], 0.5 + 2.0 * z, rtol=1e-15)
 
 
 @pytest.mark.parametrize("sigma_alpha", [0.64, 3.0, 1e-7])
@@ -124,8 +128,8 @@ def test_integrated_model_is_the_latent_model_integrated_over_alpha(panel, evalu
     data = model_data(panel, config)
     spec = config.model
     h = float(values["halflife_km"])
-    s_it = kernel.transform(kernel.firm_year_spillover(data.spill, h, np), spec.spillover, spec.log_floor_bil, np)
-    sbar = kernel.transform(kernel.choice_spillover(data.spill, h, np), spec.spillover, spec.log_floor_bil, np)
+    s_it = spec.spillover_transform.firm_year(data.spill, h, np)
+    sbar = spec.spillover_transform.choice(data.spill, h, np)
     beta = np.array([values[n] for n in ("beta_k", "beta_l", "beta_r", "beta_zero_rd")])
     resid = data.q - data.inputs @ beta - values["year_effect"][panel.obs_year]
     a, gamma, mu, sa = values["county_effect"], GAMMA, 0.2, float(values["sigma_alpha"])
@@ -160,16 +164,6 @@ def test_integrated_gradient_is_finite_and_the_gradient_of_the_log_density(panel
         up = DictToArrayBijection.rmap(x._replace(data=x.data + step * direction))
         down = DictToArrayBijection.rmap(x._replace(data=x.data - step * direction))
         assert (logp(up) - logp(down)) / (2 * step) == pytest.approx(grad @ direction, rel=1e-5, abs=1e-6)
-
-
-def test_log_denominator_table_matches_the_direct_sum():
-    rng = np.random.default_rng(3)
-    a, sbar = rng.normal(size=300), rng.gamma(1.0, 3.0, size=300)
-    table = integrated.log_denominator_table(a, sbar, -2.0, 1.5)
-    c = rng.uniform(-2.0, 1.5, size=2000)
-    logits = a[None, :] + c[:, None] * sbar[None, :]
-    exact = logits.max(axis=1) + np.log(np.exp(logits - logits.max(axis=1, keepdims=True)).sum(axis=1))
-    np.testing.assert_allclose(integrated.evaluate_log_denominator(table, c), exact, rtol=0, atol=1e-7)
 
 
 @pytest.mark.parametrize("per_firm", [False, True])
@@ -280,12 +274,27 @@ def test_within_firm_numpy_equals_pytensor_and_removes_firm_means():
     obs_firm = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2])
     years = np.bincount(obs_firm).astype(float)
     values = rng.normal(size=(len(obs_firm), 3))
-    demeaned = integrated.within_firm(values, obs_firm, years)
-    np.testing.assert_allclose(integrated.segment_sum(demeaned, obs_firm, 3), 0.0, atol=1e-12)
-    np.testing.assert_allclose(demeaned[:, 1], integrated.within_firm(values[:, 1], obs_firm, years), atol=1e-15)
+    demeaned = within.within_firm(values, obs_firm, years)
+    np.testing.assert_allclose(within.segment_sum(demeaned, obs_firm, 3), 0.0, atol=1e-12)
+    np.testing.assert_allclose(demeaned[:, 1], within.within_firm(values[:, 1], obs_firm, years), atol=1e-15)
     x = pt.vector("x")
-    symbolic = pytensor.function([x], integrated.within_firm(x, obs_firm, years, pt), mode=FAST)
+    symbolic = pytensor.function([x], within.within_firm(x, obs_firm, years, pt), mode=FAST)
     np.testing.assert_allclose(symbolic(values[:, 2]), demeaned[:, 2], atol=1e-12)
+
+
+def test_within_firm_sums_bit_for_bit_along_any_axis_and_unsorted_rows():
+    """The sparse path of segment_sum adds each firm's rows in order, as np.add.at does, and the
+    leading-axis form (one row per draw, as the checks use it) is the transposed one."""
+    rng = np.random.default_rng(5)
+    obs_firm = rng.permutation(np.repeat(np.arange(40), rng.integers(1, 12, 40)))
+    values = rng.normal(size=(len(obs_firm), 7))
+    by_add_at = np.zeros((40, 7))
+    np.add.at(by_add_at, obs_firm, values)
+    np.testing.assert_array_equal(within.segment_sum(values, obs_firm, 40), by_add_at)
+    np.testing.assert_array_equal(within.segment_sum(values[:, 3], obs_firm, 40), by_add_at[:, 3])
+    np.testing.assert_array_equal(within.segment_sum(values.T, obs_firm, 40, axis=-1), by_add_at.T)
+    years = np.bincount(obs_firm, minlength=40).astype(float)
+    np.testing.assert_array_equal(within.within_firm(values.T, obs_firm, years, axis=-1), within.within_firm(values, obs_firm, years).T)
 
 
 def test_fit_prepares_the_data_and_the_halflife_table_once():
@@ -341,13 +350,13 @@ def test_conditional_mode_and_the_envelope_at_the_edges():
 def test_denominator_route_follows_the_rows_per_county(panel, monkeypatch, choice_set):
     """The firms x nodes denominators read the table in c where there are TABLE_ROWS_PER_COUNTY
     rows per county or more, else the binned expansion."""
-    from bayes_spill.spillover import interpolation
+    from bayes_spill.model import denominator
     from bayes_spill.model import likelihood as model_module
 
     routes = []
-    real_table, real_expansion = interpolation.tabulated_log_denominator, interpolation.log_denominator
-    monkeypatch.setattr(interpolation, "tabulated_log_denominator", lambda *a, **k: routes.append("table") or real_table(*a, **k))
-    monkeypatch.setattr(interpolation, "log_denominator", lambda *a, **k: routes.append("expansion") or real_expansion(*a, **k))
+    real_table, real_expansion = denominator.tabulated_log_denominator, denominator.log_denominator
+    monkeypatch.setattr(denominator, "tabulated_log_denominator", lambda *a, **k: routes.append("table") or real_table(*a, **k))
+    monkeypatch.setattr(denominator, "log_denominator", lambda *a, **k: routes.append("expansion") or real_expansion(*a, **k))
     config = _integrated_config()
     config = replace(config, model=replace(config.model, choice_set=choice_set))
     counties = len(model_data(panel, config).spill.choice_set)

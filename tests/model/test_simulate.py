@@ -171,3 +171,14 @@ def test_embedded_default_truth_is_the_papers(default):
 def test_invalid_settings_raise(changes):
     with pytest.raises(ValueError):
         replace(SimulationSettings(), **changes)
+
+
+def test_simulator_defaults_are_the_papers_published_values():
+    from bayes_spill import paper
+
+    s = SimulationSettings()
+    for name, value in paper.PAPER_VALUES.items():
+        assert getattr(s, name) == value, name
+    assert (s.n_firms, s.first_year, s.last_year) == (paper.FIRMS, paper.FIRST_YEAR, paper.LAST_YEAR)
+    assert set(paper.PAPER_TABLES) == set(paper.PAPER_VALUES)
+    assert kernel.decay_rate(paper.HALFLIFE_KM) * paper.HALFLIFE_KM == pytest.approx(np.log(2.0), rel=1e-15)

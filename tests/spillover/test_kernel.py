@@ -270,3 +270,24 @@ def test_tiny_case_pytensor(tiny):
     s_it, sbar = f(D)
     np.testing.assert_allclose(s_it, [2.5, 4.0, 3.0, 6.0, 0.75, 1.0], rtol=1e-12)
     np.testing.assert_allclose(sbar, [4.75, 6.875, (2.375 + 4.5) / 2], rtol=1e-12)
+
+
+def test_spillover_transform_carries_the_three_settings(panel):
+    """SpilloverTransform is the one place where own stock, levels/logs and the floor combine: its
+    numpy and PyTensor values are the kernel's, and ModelSpec hands it the configuration's settings."""
+    from bayes_spill.config import ModelSpec
+
+    transform = ModelSpec(spillover="log", log_floor_bil=LOG_FLOOR, own_stock="include").spillover_transform
+    assert transform == kernel.SpilloverTransform("log", LOG_FLOOR, exclude_own=False)
+    assert ModelSpec().spillover_transform == kernel.LEVELS == kernel.SpilloverTransform("level", 0.001, True)
+    for t in (transform, kernel.LEVELS):
+        spill = t.inputs(panel)
+        assert (spill.own_stock_bil is not None) == t.exclude_own
+        s_it = kernel.firm_year_spillover(spill, 59.0)
+        np.testing.assert_array_equal(t.firm_year(spill, 59.0), kernel.transform(s_it, t.kind, t.floor_bil))
+        np.testing.assert_array_equal(t.choice(spill, 59.0), kernel.transform(kernel.choice_spillover(spill, 59.0), t.kind, t.floor_bil))
+        h = pt.dscalar("h")
+        symbolic = pytensor.function([h], t.firm_year(spill, h, pt), mode="FAST_COMPILE")
+        np.testing.assert_allclose(symbolic(59.0), t.firm_year(spill, 59.0), rtol=1e-12, atol=1e-15)
+    with pytest.raises(ValueError, match="transform"):
+        kernel.SpilloverTransform("sqrt")

@@ -105,7 +105,7 @@ def test_constant_spillover_gives_nan(counties):
     s = np.ones(panel.n_obs)
     s[panel.obs_firm == 2] = 4.2  # no within-firm variation for firm 2
     s[panel.obs_firm == 3] = np.arange((panel.obs_firm == 3).sum())
-    alpha_hat, s_var = se._alpha_hat(panel.q, s, panel.obs_firm, panel.n_firms)
+    alpha_hat, s_var = se.within_slope(panel.q, s, panel.obs_firm, panel.n_firms)
     assert np.isnan(alpha_hat[2]) and s_var[2] == 0.0
     assert np.isfinite(alpha_hat[3]) and s_var[3] > 0
 

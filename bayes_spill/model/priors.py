@@ -1,0 +1,109 @@
+"""The priors of a configuration as PyMC distributions: the one parametrisation of the package.
+
+A configuration names a prior by a PyMC family and its PyMC parameters (``config.PRIOR_FAMILIES``).
+The model samples from exactly these distributions; the calibration studies draw true parameters
+from them (``draw``, by ``pm.draw``); the identification check and the figures read their
+variance, density and quantiles from them (``PriorDistribution``). Nothing else restates how a
+family's parameters map to a distribution, so the three cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import pymc as pm
+import pytensor
+import pytensor.tensor as pt
+
+from bayes_spill.config import Prior
+
+
+def distribution(prior: Prior):
+    """The prior as an unnamed PyMC distribution (``pm.<family>.dist``), e.g. for ``pm.logp``."""
+    return getattr(pm, prior.family).dist(**prior.kwargs())
+
+
+def variable(name: str, prior: Prior, **kwargs):
+    """The prior as a named random variable of the PyMC model in context (kwargs: dims, shape)."""
+    return getattr(pm, prior.family)(name, **prior.kwargs(), **kwargs)
+
+
+def draw(priors: Iterable[tuple[str, Prior]], rng: np.random.Generator, draws: int = 1) -> dict:
+    """Joint draws of independent priors, by ``pm.draw`` seeded from rng.
+
+    Parameters
+    ----------
+    priors : iterable of (name, Prior)
+        The priors to draw from.
+    rng : numpy.random.Generator
+        Seeds the draws (and advances: the next call with the same rng draws anew).
+    draws : int
+        How many draws of each.
+
+    Returns
+    -------
+    dict
+        name -> the drawn value (a float), or an array of ``draws`` values when draws > 1.
+    """
+    pairs = list(priors)
+    if not pairs:
+        return {}
+    values = pm.draw([distribution(p) for _, p in pairs], draws=draws, random_seed=rng)
+    return {name: float(value) if draws == 1 else np.asarray(value) for (name, _), value in zip(pairs, values)}
+
+
+@dataclass(frozen=True)
+class PriorDistribution:
+    """Density, quantiles and variance of a prior, computed from its PyMC distribution: the density
+    by ``pm.logp``, quantiles by ``pm.icdf``, moments by adaptive quadrature of that density."""
+
+    prior: Prior
+
+    @cached_property
+    def _log_density(self):
+        x = pt.dvector("x")
+        return pytensor.function([x], pm.logp(distribution(self.prior), x), mode="FAST_COMPILE")
+
+    def pdf(self, x) -> np.ndarray:
+        """The density at x (array)."""
+        x = np.asarray(x, dtype=float)
+        return np.exp(self._log_density(x.ravel())).reshape(x.shape)
+
+    def ppf(self, q):
+        """The quantile function at q in (0, 1) (a float for a float)."""
+        out = pm.icdf(distribution(self.prior), np.asarray(q, dtype=float)).eval()
+        return float(out) if np.ndim(out) == 0 else np.asarray(out)
+
+    def _integral(self, g) -> float:
+        """The integral of g times the density over the support, by adaptive quadrature."""
+        from scipy import integrate
+
+        lower = 0.0 if self.prior.family in ("HalfNormal", "LogNormal", "Exponential", "Gamma") else -np.inf
+        # split at the median so the quadrature sees the bulk of the mass on both pieces
+        middle = float(self.ppf(0.5))
+        total = 0.0
+        for a, b in ((lower, middle), (middle, np.inf)):
+            value, _ = integrate.quad(lambda x: g(x) * math.exp(float(self._log_density(np.array([x]))[0])), a, b, epsabs=0.0, epsrel=1e-12, limit=400)
+            total += value
+        return total
+
+    def _expectation(self, g) -> float:
+        """E g(X): normalised by the density's own integral, so that a rounding in its constant
+        (PyMC's log-density need only be right up to one) cancels."""
+        return self._integral(g) / self._integral(lambda x: 1.0)
+
+    def var(self, log: bool = False) -> float:
+        """The variance of the prior, or of its log with ``log=True``; inf where it has none
+        (a StudentT with nu <= 2)."""
+        p = self.prior.kwargs()
+        if log and self.prior.family == "LogNormal":
+            return float(p["sigma"] ** 2)  # log X is Normal(mu, sigma) exactly
+        if not log and self.prior.family == "StudentT" and p["nu"] <= 2.0:
+            return math.inf
+        g = (lambda x: math.log(x)) if log else (lambda x: x)
+        mean = self._expectation(g)
+        return self._expectation(lambda x: (g(x) - mean) ** 2)

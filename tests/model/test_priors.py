@@ -1,0 +1,68 @@
+"""The one prior parametrisation (model/priors.py): PyMC's distributions, compared with their scipy
+equivalents by density, quantiles, variance and the moments of pm.draw draws."""
+
+from __future__ import annotations
+
+import numpy as np
+import pymc as pm
+import pytest
+from scipy import stats
+from scipy.special import polygamma
+
+from bayes_spill.config import PRIOR_FAMILIES, Prior
+from bayes_spill.model import priors
+
+# every family a configuration may name, with the scipy distribution of the same parameters
+CASES = [
+    (Prior("Normal", (("mu", 0.3), ("sigma", 0.25))), stats.norm(loc=0.3, scale=0.25)),
+    (Prior("HalfNormal", (("sigma", 2.0),)), stats.halfnorm(scale=2.0)),
+    (Prior("LogNormal", (("mu", 4.08), ("sigma", 0.4))), stats.lognorm(s=0.4, scale=np.exp(4.08))),
+    (Prior("Exponential", (("lam", 2.0),)), stats.expon(scale=0.5)),
+    (Prior("Gamma", (("alpha", 3.0), ("beta", 2.0))), stats.gamma(a=3.0, scale=0.5)),  # PyMC's rate
+    (Prior("StudentT", (("nu", 5.0), ("mu", -1.0), ("sigma", 1.5))), stats.t(df=5.0, loc=-1.0, scale=1.5)),
+]
+
+
+def test_every_configurable_family_is_covered():
+    assert {p.family for p, _ in CASES} == set(PRIOR_FAMILIES)
+
+
+@pytest.mark.parametrize("prior, reference", CASES, ids=[p.family for p, _ in CASES])
+def test_density_quantiles_and_variance_match_scipy(prior, reference):
+    dist = priors.PriorDistribution(prior)
+    x = reference.ppf([0.05, 0.3, 0.5, 0.9])
+    np.testing.assert_allclose(dist.pdf(x), reference.pdf(x), rtol=1e-7)
+    np.testing.assert_allclose(dist.ppf([0.05, 0.3, 0.9]), reference.ppf([0.05, 0.3, 0.9]), rtol=1e-7)
+    # to the accuracy of PyMC's log-densities (its StudentT's is 1e-8 at some scales)
+    assert dist.var() == pytest.approx(reference.var(), rel=1e-8)
+    np.testing.assert_allclose(pm.logp(priors.distribution(prior), x).eval(), reference.logpdf(x), rtol=1e-7, atol=1e-8)
+
+
+def test_variance_of_the_log_and_a_prior_without_variance():
+    assert priors.PriorDistribution(CASES[2][0]).var(log=True) == 0.4**2
+    assert priors.PriorDistribution(CASES[4][0]).var(log=True) == pytest.approx(float(polygamma(1, 3.0)), rel=1e-9)
+    assert priors.PriorDistribution(Prior("StudentT", (("nu", 2.0), ("mu", 0.0), ("sigma", 1.0)))).var() == np.inf
+
+
+def test_draws_have_the_scipy_moments_and_follow_the_seed():
+    named = [(p.family, p) for p, _ in CASES]
+    draws = priors.draw(named, np.random.default_rng(0), draws=20_000)
+    for prior, reference in CASES:
+        values = draws[prior.family]
+        assert values.shape == (20_000,)
+        # the mean within 5 standard errors, the median within 5% of the scale
+        assert np.mean(values) == pytest.approx(reference.mean(), abs=5 * reference.std() / np.sqrt(20_000)), prior.family
+        assert np.median(values) == pytest.approx(reference.median(), abs=0.05 * reference.std()), prior.family
+        assert stats.kstest(values, reference.cdf).pvalue > 1e-4, prior.family
+    one = priors.draw(named, np.random.default_rng(1))
+    assert one == priors.draw(named, np.random.default_rng(1)) and all(isinstance(v, float) for v in one.values())
+    assert one != priors.draw(named, np.random.default_rng(2))
+
+
+def test_variables_in_a_model_are_the_configured_distributions():
+    prior = CASES[4][0]
+    with pm.Model() as model:
+        priors.variable("g", prior)
+    value = np.array(1.3)
+    logp = model.compile_logp(jacobian=False)({"g_log__": np.log(value)})
+    assert logp == pytest.approx(CASES[4][1].logpdf(1.3), rel=1e-7)
