@@ -21,7 +21,7 @@ def test_fit_from_a_dataframe_and_from_a_stata_panel(tmp_path):
     bayes_spill.fit(data=frame, model=config, out=tmp_path / "frame", progress=False, report=False)
     dta = write_table(frame, tmp_path / "panel.dta")
     bayes_spill.fit(data=dta, model=config, out=tmp_path / "dta", progress=False, report=False)
-    from_frame, from_dta = bayes_spill.load(tmp_path / "frame"), bayes_spill.load(tmp_path / "dta")
+    from_frame, from_dta = bayes_spill.load(tmp_path / "frame").tree, bayes_spill.load(tmp_path / "dta").tree
     assert from_frame.attrs["data_source"] == "DataFrame" and from_dta.attrs["data_source"] == str(dta)
     assert from_frame.attrs["data_sha256"] == resolve_data(frame, config)[1]
     # the same data, configuration and seed give the same draws, whichever way the data came
