@@ -7,19 +7,15 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["fit", "load", "load_dataset", "load_panel", "simulate_industry", "__version__"]
+__all__ = ["Fit", "fit", "load", "load_dataset", "load_panel", "prepare", "simulate_industry", "__version__"]
 
 
 def __getattr__(name: str):
     # Lazy, so that `import bayes_spill` (and `bayes-spill --help`) does not import PyMC.
-    if name == "fit":
-        from bayes_spill.inference.fitting import fit
+    if name in ("Fit", "fit", "load"):
+        from bayes_spill import api
 
-        return fit
-    if name == "load":
-        from bayes_spill.inference.posterior_io import load
-
-        return load
+        return getattr(api, name)
     if name == "load_dataset":
         from bayes_spill.data.datasets import load_dataset
 
@@ -28,6 +24,10 @@ def __getattr__(name: str):
         from bayes_spill.data.inputs import load_panel
 
         return load_panel
+    if name == "prepare":
+        from bayes_spill.data.compustat import prepare
+
+        return prepare
     if name == "simulate_industry":
         from bayes_spill.model.simulate import simulate_industry
 

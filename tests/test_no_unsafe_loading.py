@@ -252,7 +252,7 @@ def test_netcdf_with_payloads_and_pickles(tmp_path, sentinel):
     fit_dir = tmp_path / "fit"
     crafted_posterior(fit_dir, sentinel)
     try:
-        tree = posterior_io.load(fit_dir)
+        tree = posterior_io.load_tree(fit_dir)
     except BayesSpillError:
         tree = xr.open_datatree(fit_dir / "posterior.nc", engine="h5netcdf").load()
     assert isinstance(posterior_io.config_from_tree(tree), ModelConfig)
@@ -263,4 +263,4 @@ def test_netcdf_with_payloads_and_pickles(tmp_path, sentinel):
     if figures is not None and hasattr(figures, "truth_parameters"):
         assert figures.truth_parameters(tree) == {}
     with pytest.raises(BayesSpillError):
-        posterior_io.load(fit_dir, config=load_config(REPO / "models" / "lychagin2010.toml"))
+        posterior_io.load_tree(fit_dir, config=load_config(REPO / "models" / "lychagin2010.toml"))

@@ -19,7 +19,7 @@ def recovery_fit():
     # A stronger sorting signal than the paper's so that gamma is informed at this size.
     settings = SimulationSettings(n_firms=350, gamma=0.5, county_shift=(("06085", 2.0), ("25017", 1.5)))
     panel = simulate_industry(settings, seed=2024)
-    tree = bayes_spill.fit(data=panel, draws=500, tune=500, chains=4, seed=1, progress=False, report=False)
+    tree = bayes_spill.fit(data=panel, draws=500, tune=500, chains=4, seed=1, progress=False, report=False).tree
     return panel, tree
 
 

@@ -526,7 +526,7 @@ def _fit_joint(panel, model_toml: str, seed: int):
 
     config = parse_config(model_toml, source="calibration study")
     start = time.perf_counter()
-    tree = fit(data=panel, model=config, seed=seed, progress=False, report=False)
+    tree = fit(data=panel, model=config, seed=seed, progress=False, report=False).tree
     return tree, time.perf_counter() - start
 
 

@@ -28,6 +28,7 @@ import pandas as pd
 import xarray as xr
 
 from bayes_spill.errors import BayesSpillError
+from bayes_spill.inference.results import as_fit
 from bayes_spill.model.likelihood import FIRM, FIRM_LOGLIK
 
 # Pareto-k classes (Vehtari et al. 2024): good below min(1 - 1/log10(S), 0.7), then bad up to 1.
@@ -43,11 +44,9 @@ class ComparisonError(BayesSpillError):
 
 
 # -- what a fit's log-likelihood covers -----------------------------------------------------------
-def likelihood_terms(tree: xr.DataTree) -> str:
-    """A description of the outcomes the per-firm log-likelihood covers."""
-    from bayes_spill.inference.posterior_io import config_from_tree
-
-    spec = config_from_tree(tree).model
+def likelihood_terms(fit) -> str:
+    """A description of the outcomes the per-firm log-likelihood covers (fit: a Fit or DataTree)."""
+    spec = as_fit(fit).config.model
     if not spec.location_block:
         return "log sales only (no location term)"
     return f"log sales and county choice over the {spec.choice_set} counties"
@@ -57,17 +56,19 @@ def _name(tree: xr.DataTree, fallback: str) -> str:
     return str(tree.attrs.get("model_name", fallback))
 
 
-def comparability_problems(trees: dict[str, xr.DataTree]) -> list[str]:
-    """Why these fits cannot be compared by LOO (empty when they can)."""
-    names = list(trees)
+def comparability_problems(fits: dict) -> list[str]:
+    """Why these fits (name -> Fit or DataTree) cannot be compared by LOO (empty when they can)."""
+    fits = {name: as_fit(f) for name, f in fits.items()}
+    names = list(fits)
     if len(names) < 2:
         return ["LOO comparison needs at least two fits"]
     problems = []
-    ref_name, ref = names[0], trees[names[0]]
-    ref_terms = likelihood_terms(ref)
+    ref_name, ref_fit = names[0], fits[names[0]]
+    ref = ref_fit.tree
+    ref_terms = likelihood_terms(ref_fit)
     ref_obs = ref["observed_data"].to_dataset()
     for name in names[1:]:
-        tree = trees[name]
+        tree = fits[name].tree
         if tree.attrs.get("data_sha256") != ref.attrs.get("data_sha256"):
             problems.append(
                 f"{name} was fitted to other data than {ref_name} (data sha256 {str(tree.attrs.get('data_sha256'))[:12]} "
@@ -81,7 +82,7 @@ def comparability_problems(trees: dict[str, xr.DataTree]) -> list[str]:
         if obs.sizes.get("obs") != ref_obs.sizes.get("obs") or not np.array_equal(obs["log_sales"].values, ref_obs["log_sales"].values):
             problems.append(f"{name} and {ref_name} model different firm-years of log sales")
             continue
-        terms = likelihood_terms(tree)
+        terms = likelihood_terms(fits[name])
         if terms != ref_terms:
             why = (
                 " The homogeneous variant (spec. 1) has no location block, so its elpd leaves out the county choices "
@@ -95,20 +96,21 @@ def comparability_problems(trees: dict[str, xr.DataTree]) -> list[str]:
     return problems
 
 
-def check_comparable(trees: dict[str, xr.DataTree]) -> None:
-    problems = comparability_problems(trees)
+def check_comparable(fits: dict) -> None:
+    problems = comparability_problems(fits)
     if problems:
         raise ComparisonError("cannot compare these fits by LOO: " + " | ".join(problems))
 
 
 # -- LOO ------------------------------------------------------------------------------------------
-def loo(tree: xr.DataTree):
-    """PSIS-LOO of one fit over its per-firm log-likelihood (arviz_stats.loo, pointwise)."""
+def loo(fit):
+    """PSIS-LOO of one fit (a Fit or DataTree) over its per-firm log-likelihood (arviz_stats.loo,
+    pointwise)."""
     import arviz_stats as azs
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the Pareto-k warning is reported by pareto_k_table
-        return azs.loo(tree, pointwise=True, var_name=FIRM_LOGLIK)
+        return azs.loo(as_fit(fit).tree, pointwise=True, var_name=FIRM_LOGLIK)
 
 
 def pareto_k_counts(elpd) -> dict:
@@ -152,27 +154,43 @@ class Comparison:
     verdicts: list[str]
 
 
-def load_fits(dirs) -> dict[str, xr.DataTree]:
-    from bayes_spill.inference.posterior_io import load
+def load_fits(dirs) -> dict:
+    """{model name: Fit} of fit folders (the folder added to a repeated name)."""
+    from bayes_spill.inference.results import FittedModel
 
-    trees: dict[str, xr.DataTree] = {}
+    fits: dict = {}
     for d in dirs:
-        tree = load(d)
-        name = _name(tree, Path(d).name)
-        if name in trees:
+        fit = FittedModel.load(d)
+        name = _name(fit.tree, Path(d).name)
+        if name in fits:
             name = f"{name} ({Path(d)})"
-        trees[name] = tree
-    return trees
+        fits[name] = fit
+    return fits
 
 
 def compare(fits) -> Comparison:
-    """LOO comparison of fits (a dict name -> DataTree, or a list of fit folders), refusing fits
-    whose log-likelihoods do not cover the same data (ComparisonError, saying why)."""
+    """LOO comparison of fits, refusing fits whose log-likelihoods do not cover the same data.
+
+    Parameters
+    ----------
+    fits : dict or list
+        {name: Fit or DataTree}, or a list of fit folders.
+
+    Returns
+    -------
+    Comparison
+        arviz_stats.compare's table (best first), Pareto-k counts per fit and the verdicts.
+
+    Raises
+    ------
+    ComparisonError
+        Saying why the fits cannot be compared.
+    """
     import arviz_stats as azs
 
-    trees = fits if isinstance(fits, dict) else load_fits(fits)
-    check_comparable(trees)
-    elpds = {name: loo(tree) for name, tree in trees.items()}
+    fits = {name: as_fit(f) for name, f in fits.items()} if isinstance(fits, dict) else load_fits(fits)
+    check_comparable(fits)
+    elpds = {name: loo(fit) for name, fit in fits.items()}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         table = azs.compare(elpds, round_to="none")
@@ -225,16 +243,28 @@ def prior_variance(prior, log: bool = False, n_samples: int = 400_000, seed: int
     return float(np.var(np.log(draws[draws > 0])))
 
 
-def contraction(tree: xr.DataTree, parameters=CONTRACTION_PARAMETERS) -> pd.DataFrame:
+def contraction(fit, parameters=CONTRACTION_PARAMETERS) -> pd.DataFrame:
     """Posterior contraction 1 - var_post / var_prior for each key parameter with a prior in the
     fit's stored configuration, plus log(half-life) (the scale on which its LogNormal prior is
     spread evenly: the variance of the half-life itself is dominated by the prior's right tail).
 
-    Near 1: the data pinned the parameter down; near 0: the posterior is the prior."""
-    from bayes_spill.inference.posterior_io import config_from_tree
+    Near 1: the data pinned the parameter down; near 0: the posterior is the prior.
 
-    config = config_from_tree(tree)
-    post = tree["posterior"].to_dataset()
+    Parameters
+    ----------
+    fit : Fit or xarray.DataTree
+        The fit; its priors come from its stored configuration.
+    parameters : sequence of str
+        The parameters to report.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Prior and posterior sd and the contraction, one row per parameter.
+    """
+    fit = as_fit(fit)
+    config = fit.config
+    post = fit.tree["posterior"].to_dataset()
     given = dict(config.priors)
     rows = []
     for name in parameters:

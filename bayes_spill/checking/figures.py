@@ -93,11 +93,9 @@ def trace_plot(tree: xr.DataTree, out_dir: Path) -> Path:
     return _arviz_plot("plot_trace_dist", tree, out_dir, "trace.png")
 
 
-def halflife_gamma_plot(tree: xr.DataTree, out_dir: Path) -> Path:
+def halflife_gamma_plot(fit, out_dir: Path) -> Path:
     """Posterior (histogram), prior (line), the paper's estimate and the truth when simulated."""
-    from bayes_spill.inference.posterior_io import config_from_tree
-
-    config = config_from_tree(tree)
+    tree, config = fit.tree, fit.config
     priors = dict(config.priors)
     post = tree["posterior"]
     truth = truth_parameters(tree)
@@ -218,18 +216,17 @@ def _alpha_summary(tree: xr.DataTree) -> np.ndarray | None:
     return np.quantile(values, [0.05, 0.5, 0.95], axis=0)
 
 
-def absorptive_capacity_plot(tree: xr.DataTree, panel, out_dir: Path) -> Path | None:
+def absorptive_capacity_plot(fit, out_dir: Path) -> Path | None:
     """Figure 3 with posteriors: alpha_i (median, 90% interval) against Sbar at the firm's county
     (at the posterior median half-life, $ bil, log axis); the naive within-firm OLS alpha_hat at
     the posterior medians in grey (its outliers are eq. 12's noise nu_i)."""
-    from bayes_spill.inference.posterior_io import config_from_tree
     from bayes_spill.twostep.table4 import naive_alpha_hat, spillover_at_firm_county
 
-    q = _alpha_summary(tree)
+    q = _alpha_summary(fit.tree)
     if q is None:
         return None
-    post = tree["posterior"]
-    spec = config_from_tree(tree).model
+    post, panel = fit.tree["posterior"], fit.panel
+    spec = fit.config.model
     h = float(post["halflife_km"].median())
     s = spillover_at_firm_county(panel, h)  # levels: the x-axis is $ bil
     beta = [float(post[n].median()) for n in ("beta_k", "beta_l", "beta_r", "beta_zero_rd")]
@@ -252,12 +249,13 @@ def absorptive_capacity_plot(tree: xr.DataTree, panel, out_dir: Path) -> Path | 
     return _save(fig, Path(out_dir), "absorptive_capacity_vs_spillover.png")
 
 
-def county_values(tree: xr.DataTree, panel) -> dict:
+def county_values(fit) -> dict:
     """Per county: the mean posterior-mean alpha of its firms and its firm count (occupied
     counties), and Sbar at the posterior median half-life for every county (levels, $ bil)."""
     from bayes_spill.spillover import kernel
     from bayes_spill.data.geography import distance_matrix_km
 
+    tree, panel = fit.tree, fit.panel
     post = tree["posterior"]
     h = float(post["halflife_km"].median())
     sources, pool = panel.rd_pool()
@@ -274,11 +272,11 @@ def county_values(tree: xr.DataTree, panel) -> dict:
     return out
 
 
-def county_map_plot(tree: xr.DataTree, panel, out_dir: Path) -> Path:
+def county_map_plot(fit, out_dir: Path) -> Path:
     from matplotlib.colors import LogNorm, TwoSlopeNorm
 
-    values = county_values(tree, panel)
-    c = panel.counties
+    values = county_values(fit)
+    c = fit.panel.counties
     rows = [("sbar", "Spillover field Sbar ($ bil)")]
     if "alpha" in values:
         rows.insert(0, ("alpha", "Mean absorptive capacity of the county's firms"))
@@ -316,17 +314,32 @@ def county_map_plot(tree: xr.DataTree, panel, out_dir: Path) -> Path:
     return _save(fig, Path(out_dir), "county_map.png")
 
 
-def write_all(tree: xr.DataTree, panel, statistics, out_dir: Path) -> dict[str, Path]:
-    """Every figure above into out_dir; returns {name: path} for those that apply to the model."""
+def write_all(fit, statistics, out_dir: Path) -> dict[str, Path]:
+    """Every figure above into out_dir; returns {name: path} for those that apply to the model.
+
+    Parameters
+    ----------
+    fit : Fit
+        The fit checked.
+    statistics : list of ppc.Statistic
+        The predictive checks' statistics.
+    out_dir : str or pathlib.Path
+        The figures folder.
+
+    Returns
+    -------
+    dict of str to pathlib.Path
+    """
     out_dir = Path(out_dir)
+    tree = fit.tree
     paths = {
         "rank": rank_plot(tree, out_dir),
         "trace": trace_plot(tree, out_dir),
-        "halflife_gamma": halflife_gamma_plot(tree, out_dir),
+        "halflife_gamma": halflife_gamma_plot(fit, out_dir),
         "decay_curve": decay_curve_plot(tree, out_dir),
         "ppc_statistics": ppc_statistics_plot(statistics, out_dir),
         "ppc_log_sales": ppc_log_sales_plot(tree, out_dir),
-        "absorptive_capacity_vs_spillover": absorptive_capacity_plot(tree, panel, out_dir),
-        "county_map": county_map_plot(tree, panel, out_dir),
+        "absorptive_capacity_vs_spillover": absorptive_capacity_plot(fit, out_dir),
+        "county_map": county_map_plot(fit, out_dir),
     }
     return {k: v for k, v in paths.items() if v is not None}

@@ -45,8 +45,11 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from bayes_spill.inference.draws import PosteriorDraws
+from bayes_spill.inference.results import as_fit
+from bayes_spill.model import integrated
+from bayes_spill.model.likelihood import FIRM, ModelData
 from bayes_spill.spillover import kernel
-from bayes_spill.model.likelihood import FIRM, ModelData, model_data
 from bayes_spill.twostep.table4 import TABLE4_COLUMNS, _alpha_hat, _firm_matrix, _within, table4_slopes
 
 PPC_GROUP = "posterior_predictive"
@@ -54,86 +57,19 @@ OBS = "obs"
 DEFAULT_PPC_DRAWS = 200
 TOP_COUNTIES = 5
 EXTREME_P = 0.05  # two-sided: p < 0.05 or p > 0.95
-ALPHA_GRID = 241  # grid for drawing alpha | county
-
-
-# -- the draws and the parameters -----------------------------------------------------------------
-def thinned_draws(posterior: xr.Dataset, n_draws: int = DEFAULT_PPC_DRAWS) -> tuple[np.ndarray, np.ndarray]:
-    """(chain labels, draw labels): about n_draws posterior draws, the same evenly spaced draw
-    indices in every chain (all draws when there are fewer)."""
-    chains = posterior["chain"].values
-    draws = posterior["draw"].values
-    per_chain = max(1, min(len(draws), int(np.ceil(n_draws / len(chains)))))
-    positions = np.unique(np.linspace(0, len(draws) - 1, per_chain).round().astype(int))
-    return chains, draws[positions]
-
-
-@dataclass(frozen=True, eq=False)
-class DrawParameters:
-    """Posterior parameters at the thinned draws, flattened to a leading axis of S draws."""
-
-    chains: np.ndarray
-    draws: np.ndarray
-    beta: np.ndarray  # (S, 4)
-    year_effect: np.ndarray  # (S, Y)
-    sigma_w: np.ndarray  # (S,)
-    halflife_km: np.ndarray  # (S,)
-    alpha: np.ndarray  # (S, N) (homogeneous: the common alpha repeated)
-    mu_alpha: np.ndarray | None = None  # (S,)
-    sigma_alpha: np.ndarray | None = None
-    gamma: np.ndarray | None = None  # (S,), zeros when sorting is off
-    county_effect: np.ndarray | None = None  # (S, L_choice)
-
-    @property
-    def n(self) -> int:
-        return len(self.sigma_w)
-
-    @property
-    def location_block(self) -> bool:
-        return self.county_effect is not None
-
-
-def draw_parameters(tree: xr.DataTree, n_draws: int = DEFAULT_PPC_DRAWS) -> DrawParameters:
-    post = tree["posterior"].to_dataset()
-    chains, draws = thinned_draws(post, n_draws)
-    sub = post.sel(chain=chains, draw=draws)
-
-    def flat(name: str) -> np.ndarray:
-        da = sub[name]
-        return da.values.reshape(len(chains) * len(draws), *da.shape[2:])
-
-    n_firms = tree["observed_data"].sizes[FIRM]
-    beta = np.column_stack([flat(n) for n in ("beta_k", "beta_l", "beta_r", "beta_zero_rd")])
-    alpha = flat("alpha")
-    if alpha.ndim == 1:  # homogeneous: one alpha for every firm
-        alpha = np.repeat(alpha[:, None], n_firms, axis=1)
-    location = "county_effect" in sub
-    s = len(chains) * len(draws)
-    return DrawParameters(
-        chains=chains,
-        draws=draws,
-        beta=beta,
-        year_effect=flat("year_effect"),
-        sigma_w=flat("sigma_w"),
-        halflife_km=flat("halflife_km"),
-        alpha=alpha,
-        mu_alpha=flat("mu_alpha") if "mu_alpha" in sub else None,
-        sigma_alpha=flat("sigma_alpha") if "sigma_alpha" in sub else None,
-        gamma=(flat("gamma") if "gamma" in sub else np.zeros(s)) if location else None,
-        county_effect=flat("county_effect") if location else None,
-    )
+ALPHA_Z = np.linspace(-6.0, 6.0, 241)  # grid for drawing alpha | county, in sd of Normal(mu, sigma)
 
 
 # -- spillovers at every draw ---------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
 class CheckData:
-    """What every check needs from a fit, rebuilt once: the panel, the model's numbers and the
-    spillovers at each thinned draw."""
+    """What every check needs from a fit, rebuilt once: the panel, the model's numbers, the
+    parameters at the thinned draws and the spillovers at each of them."""
 
     panel: object
     config: object
     data: ModelData
-    params: DrawParameters
+    params: PosteriorDraws  # the same draw positions in every chain (a chain x draw grid)
     s_it: np.ndarray  # (S, n_obs) S_it(lambda_s), as the production equation uses it
     sbar: np.ndarray | None  # (S, L_choice) Sbar_l(lambda_s) over the choice set, transformed
     s_county: np.ndarray  # (S, N) Sbar at each firm's county (the Table-4 regressor), transformed
@@ -141,20 +77,30 @@ class CheckData:
 
     @property
     def has_location(self) -> bool:
-        return self.params.location_block
+        return self.params.has_location
 
 
-def check_data(tree: xr.DataTree, n_draws: int = DEFAULT_PPC_DRAWS, panel=None, counties=None) -> CheckData:
-    """Rebuild the panel (unless given) and evaluate the spillovers at the thinned draws."""
-    from bayes_spill.inference.posterior_io import config_from_tree, panel_from_tree
+def check_data(fit, n_draws: int = DEFAULT_PPC_DRAWS) -> CheckData:
+    """The fit's panel and model data, its parameters at about ``n_draws`` draws (the same draw
+    positions in every chain) and the spillovers at each of them.
 
-    config = config_from_tree(tree)
-    panel = panel if panel is not None else panel_from_tree(tree, counties)
-    data = model_data(panel, config)
-    params = draw_parameters(tree, n_draws)
+    Parameters
+    ----------
+    fit : Fit, xarray.DataTree, str or pathlib.Path
+        The fit (a tree or a fit folder is opened as a Fit).
+    n_draws : int
+        Posterior draws wanted, over all chains.
+
+    Returns
+    -------
+    CheckData
+    """
+    fit = as_fit(fit)
+    config, panel, data = fit.config, fit.panel, fit.model_data
+    params = fit.draws.thin_per_chain(n_draws)
     spec = config.model
-    s_it = np.empty((params.n, panel.n_obs))
-    sbar = np.empty((params.n, len(data.spill.choice_set)))
+    s_it = np.empty((params.n_draws, panel.n_obs))
+    sbar = np.empty((params.n_draws, len(data.spill.choice_set)))
     for k, h in enumerate(params.halflife_km):
         s_it[k] = kernel.transform(kernel.firm_year_spillover(data.spill, float(h)), spec.spillover, spec.log_floor_bil)
         sbar[k] = kernel.transform(kernel.choice_spillover(data.spill, float(h)), spec.spillover, spec.log_floor_bil)
@@ -199,8 +145,8 @@ def replicate(cd: CheckData, rng: np.random.Generator) -> Replicates:
     log_sales = observed_mean[None, :] + fitted_within + noise
     choice = None
     if cd.has_location:
-        choice = np.empty((p.n, panel.n_firms), dtype=np.int64)
-        for k in range(p.n):
+        choice = np.empty((p.n_draws, panel.n_firms), dtype=np.int64)
+        for k in range(p.n_draws):
             logits = p.county_effect[k][None, :] + p.gamma[k] * p.alpha[k][:, None] * cd.sbar[k][None, :]
             choice[k] = np.argmax(logits + rng.gumbel(size=logits.shape), axis=1)  # Gumbel-max draw
     return Replicates(log_sales=log_sales, noise=noise, choice=choice)
@@ -209,23 +155,15 @@ def replicate(cd: CheckData, rng: np.random.Generator) -> Replicates:
 def alpha_given_county(cd: CheckData, rng: np.random.Generator) -> np.ndarray:
     """Fresh alpha_i from the model's distribution of alpha given the firm's county at each draw:
     density proportional to N(alpha; mu_alpha, sigma_alpha) * P(l_i | alpha) (Proposition 1's
-    f(alpha | l)), drawn on a fine grid over mu +- 6 sigma with uniform jitter within a cell."""
+    f(alpha | l), ``integrated.conditional_cdf`` for one population), drawn by inverse CDF on a
+    grid of mu +- 6 sigma."""
     p = cd.params
-    out = np.empty((p.n, cd.panel.n_firms))
+    out = np.empty((p.n_draws, cd.panel.n_firms))
     chosen = cd.data.spill.firm_choice
-    unit = np.linspace(-6.0, 6.0, ALPHA_GRID)
-    step = unit[1] - unit[0]
-    for k in range(p.n):
-        grid = p.mu_alpha[k] + p.sigma_alpha[k] * unit
-        logits = p.county_effect[k][None, :] + p.gamma[k] * grid[:, None] * cd.sbar[k][None, :]  # (G, L)
-        top = logits.max(axis=1, keepdims=True)
-        lse = (top + np.log(np.exp(logits - top).sum(axis=1, keepdims=True)))[:, 0]
-        log_w = -0.5 * unit[None, :] ** 2 + (logits[:, chosen].T - lse[None, :])  # (N, G)
-        w = np.exp(log_w - log_w.max(axis=1, keepdims=True))
-        cdf = np.cumsum(w, axis=1)
-        u = rng.uniform(size=(cd.panel.n_firms, 1)) * cdf[:, -1:]
-        cell = np.minimum((cdf < u).sum(axis=1), ALPHA_GRID - 1)
-        out[k] = grid[cell] + (rng.uniform(size=cd.panel.n_firms) - 0.5) * step * p.sigma_alpha[k]
+    counties = np.arange(len(cd.data.spill.choice_set))
+    for k in range(p.n_draws):
+        alpha, cdf = integrated.conditional_cdf(p.mu_alpha[k], p.sigma_alpha[k], p.gamma[k], p.county_effect[k], cd.sbar[k], counties, ALPHA_Z)
+        out[k] = integrated.inverse_cdf(rng.uniform(size=cd.panel.n_firms), alpha, cdf[chosen])
     return out
 
 
@@ -233,8 +171,9 @@ def posterior_predictive(cd: CheckData, reps: Replicates) -> xr.Dataset:
     """The ``posterior_predictive`` group: log_sales (chain, draw, obs) and county (chain, draw,
     firm) as FIPS codes, at the thinned draws (coordinates are the posterior's draw labels)."""
     p, panel = cd.params, cd.panel
-    shape = (len(p.chains), len(p.draws))
-    coords = {"chain": p.chains, "draw": p.draws, OBS: np.arange(panel.n_obs), FIRM: panel.firms.astype(str)}
+    chains, draws = p.chain_labels, p.draw_labels
+    shape = (len(chains), len(draws))
+    coords = {"chain": chains, "draw": draws, OBS: np.arange(panel.n_obs), FIRM: panel.firms.astype(str)}
     variables = {"log_sales": (("chain", "draw", OBS), reps.log_sales.reshape(*shape, panel.n_obs))}
     if reps.choice is not None:
         fips = panel.counties.fips[cd.data.spill.choice_set][reps.choice].astype(str)
@@ -301,7 +240,7 @@ def location_statistics(cd: CheckData, reps: Replicates, top: int = TOP_COUNTIES
     for pos in largest:
         index = cd.data.spill.choice_set[pos]
         label = f"{counties.name[index]}, {counties.state[index]} ({counties.fips[index]})"
-        obs = np.full(cd.params.n, np.mean(observed == pos))
+        obs = np.full(cd.params.n_draws, np.mean(observed == pos))
         stats.append(
             Statistic(f"share of firms in {label}", "locations", obs, np.mean(reps.choice == pos, axis=1), "firm share of a largest county")
         )
@@ -310,7 +249,7 @@ def location_statistics(cd: CheckData, reps: Replicates, top: int = TOP_COUNTIES
         Statistic(
             "Herfindahl index of firms across counties",
             "locations",
-            np.full(cd.params.n, hhi_obs),
+            np.full(cd.params.n_draws, hhi_obs),
             herfindahl(reps.choice, n_alt),
             "sum over counties of squared firm shares",
         )
@@ -418,12 +357,26 @@ class PPCResult:
         return pd.DataFrame(rows).set_index("statistic")
 
 
-def run_ppc(tree: xr.DataTree, n_draws: int = DEFAULT_PPC_DRAWS, seed: int | None = None, panel=None, counties=None) -> PPCResult:
+def run_ppc(fit, n_draws: int = DEFAULT_PPC_DRAWS, seed: int | None = None) -> PPCResult:
     """Replicate the data at thinned draws and compute every test statistic.
 
-    seed: None uses the fit's seed (so a check is reproducible)."""
-    cd = check_data(tree, n_draws, panel, counties)
-    seed = int(tree.attrs.get("seed", 0)) if seed is None else seed
+    Parameters
+    ----------
+    fit : Fit, xarray.DataTree, str or pathlib.Path
+        The fit (a tree or a fit folder is opened as a Fit).
+    n_draws : int
+        Posterior draws to replicate at, over all chains.
+    seed : int, optional
+        None uses the fit's seed, so a check is reproducible.
+
+    Returns
+    -------
+    PPCResult
+        The statistics and the ``posterior_predictive`` group.
+    """
+    fit = as_fit(fit)
+    cd = check_data(fit, n_draws)
+    seed = fit.seed if seed is None else seed
     rng = np.random.default_rng([seed, 4])  # stream 4: tracker issue 4's checks
     reps = replicate(cd, rng)
     stats = [*location_statistics(cd, reps), *sorting_statistics(cd, reps, rng), *production_statistics(cd, reps)]

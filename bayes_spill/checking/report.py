@@ -89,14 +89,13 @@ def sampler_verdict(tree: xr.DataTree) -> tuple[str, pd.DataFrame]:
     return ("OK: " if ok else "PROBLEMS: ") + " ".join(lines), diag
 
 
-def observed_table4(tree: xr.DataTree, panel, n_bootstrap: int, seed: int) -> pd.DataFrame:
+def observed_table4(fit, n_bootstrap: int, seed: int) -> pd.DataFrame:
     """Table 4 on the observed data at the posterior medians of beta, the year effects and the
     half-life (the paper plugs in its GMM estimates the same way)."""
-    from bayes_spill.inference.posterior_io import config_from_tree
     from bayes_spill.twostep.table4 import naive_alpha_hat, spillover_at_firm_county, table4, top_spillover_firms
 
-    spec = config_from_tree(tree).model
-    post = tree["posterior"]
+    spec, panel = fit.config.model, fit.panel
+    post = fit.tree["posterior"]
     h = float(post["halflife_km"].median())
     beta = [float(post[n].median()) for n in ("beta_k", "beta_l", "beta_r", "beta_zero_rd")]
     year = post["year_effect"].median(("chain", "draw")).values
@@ -116,50 +115,70 @@ def add_posterior_predictive(tree: xr.DataTree, group: xr.Dataset, fit_dir: Path
 
 
 def check(
-    fit_dir: str | Path,
+    fit,
     n_draws: int | None = None,
     n_bootstrap: int = DEFAULT_BOOTSTRAP,
     seed: int | None = None,
     make_figures: bool = True,
     counties=None,
+    out_dir: str | Path | None = None,
 ) -> CheckReport:
-    """Run every check on the fit in ``fit_dir``; write the report, the figures, checks.csv and
-    the posterior_predictive group; return the verdicts and tables.
+    """Run every check on a fit; write the report, the figures, checks.csv and the
+    posterior_predictive group into its folder; return the verdicts and tables.
 
-    n_draws: posterior draws used for the predictive checks (default 200, thinned evenly).
-    n_bootstrap: bootstrap resamples for Table 4's t-statistics on the observed data.
-    seed: None uses the fit's seed, so a check is reproducible.
-    counties: the county table of the fit when it was not the built-in one.
+    Parameters
+    ----------
+    fit : Fit, str or pathlib.Path
+        The fit, or its folder (opened as a Fit).
+    n_draws : int, optional
+        Posterior draws used for the predictive checks (default 200, thinned evenly).
+    n_bootstrap : int
+        Bootstrap resamples for Table 4's t-statistics on the observed data.
+    seed : int, optional
+        None uses the fit's seed, so a check is reproducible.
+    make_figures : bool
+        Draw the figures.
+    counties : str or pathlib.Path, optional
+        The county table of the fit when it was not the built-in one (when ``fit`` is a folder).
+    out_dir : str or pathlib.Path, optional
+        Where to write; default the fit's folder (``fit.path``).
+
+    Returns
+    -------
+    CheckReport
     """
     from bayes_spill.checking import ppc as checks
     from bayes_spill.checking import comparison
     from bayes_spill.checking import figures
-    from bayes_spill.inference.posterior_io import load, panel_from_tree
+    from bayes_spill.errors import BayesSpillError
+    from bayes_spill.inference.results import as_fit
 
-    fit_dir = Path(fit_dir)
-    tree = load(fit_dir)
-    seed = int(tree.attrs.get("seed", 0)) if seed is None else int(seed)
-    panel = panel_from_tree(tree, counties)
+    fit = as_fit(fit, counties)
+    if out_dir is None and fit.path is None:
+        raise BayesSpillError("the checks write into the fit's folder: save the fit first (fit.save(DIR)) or give out_dir")
+    fit_dir = Path(out_dir) if out_dir is not None else fit.path
+    tree = fit.tree
+    seed = fit.seed if seed is None else int(seed)
     n_draws = checks.DEFAULT_PPC_DRAWS if n_draws is None else int(n_draws)
 
     verdicts: dict[str, str] = {}
     verdicts["sampler"], diag = sampler_verdict(tree)
 
-    contraction = comparison.contraction(tree)
+    contraction = comparison.contraction(fit)
     ident = comparison.contraction_verdicts(contraction)
     verdicts["identification"] = " ".join(ident.values()) if ident else "no gamma or half-life in this model."
 
-    ppc = checks.run_ppc(tree, n_draws=n_draws, seed=seed, panel=panel)
+    ppc = checks.run_ppc(fit, n_draws=n_draws, seed=seed)
     ppc_table = ppc.table()
     verdicts.update(checks.ppc_verdicts(ppc_table))
     add_posterior_predictive(tree, ppc.group, fit_dir)
 
-    elpd = comparison.loo(tree)
+    elpd = comparison.loo(fit)
     loo = comparison.loo_row(str(tree.attrs.get("model_name", fit_dir.name)), elpd)
     verdicts["loo"] = comparison.loo_verdict(comparison.pareto_k_counts(elpd))
 
-    table4 = observed_table4(tree, panel, n_bootstrap, seed)
-    figure_paths = figures.write_all(tree, panel, ppc.statistics, fit_dir / figures.FIGURES_DIR) if make_figures else {}
+    table4 = observed_table4(fit, n_bootstrap, seed)
+    figure_paths = figures.write_all(fit, ppc.statistics, fit_dir / figures.FIGURES_DIR) if make_figures else {}
 
     report = CheckReport(verdicts, ppc_table, table4, contraction, loo, diag, figure_paths)
     report.report_path = write_report(report, tree, fit_dir, n_draws=len(ppc.statistics[0].replicated) if ppc.statistics else 0)

@@ -13,9 +13,9 @@ DEFAULT_OUT_ROOT = Path("posterior")
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    from bayes_spill.inference.fitting import fit, output_folder
+    from bayes_spill.inference.fitting import fit
 
-    tree = fit(
+    result = fit(
         data=args.data,
         model=args.model,
         out=args.out,
@@ -28,8 +28,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         counties=args.counties,
         progress=not args.no_progress,
     )
-    out = output_folder(args.out, DEFAULT_OUT_ROOT, tree.attrs["model_name"])
-    print(f"\nwrote {out / 'posterior.nc'} and {out / 'summary.csv'}")
+    print(f"\nwrote {result.path / 'posterior.nc'} and {result.path / 'summary.csv'}")
     return 0
 
 

@@ -60,18 +60,27 @@ def _write_csv(frame, path: Path) -> None:
         frame.to_csv(tmp, index=False)
 
 
-def cmd_counterfactual(args: argparse.Namespace) -> int:
-    from bayes_spill.policy import counterfactual as cf
+def _world(args: argparse.Namespace):
+    """The fitted world of DIR with --draws draws (its configuration parsed once, by the Fit)."""
+    from bayes_spill.inference.results import FittedModel
+    from bayes_spill.policy.world import load_world
 
-    world = cf.load_world(args.dir, counties=args.counties, max_draws=args.draws)
+    return load_world(FittedModel.load(args.dir, counties=args.counties), max_draws=args.draws)
+
+
+def cmd_counterfactual(args: argparse.Namespace) -> int:
+    from bayes_spill.policy import table6 as t6
+    from bayes_spill.policy.world import attach_truth
+
+    world = _world(args)
     if args.truth:
-        world = cf.attach_truth(world, args.truth)
-    sales = cf.read_county_sales(args.county_sales) if args.county_sales else None
+        world = attach_truth(world, args.truth)
+    sales = t6.read_county_sales(args.county_sales) if args.county_sales else None
     options = dict(neighbors=args.neighbors, alpha=args.alpha, county_sales=sales, radius_km=args.radius_km)
-    result = cf.table6(world, args.county, args.rd_stock, args.year, **options)
+    result = t6.table6(world, args.county, args.rd_stock, args.year, **options)
     if world.panel.truth is not None and "alpha" in world.panel.truth:
-        result = result.with_truth(cf.table6_truth(world, args.county, args.rd_stock, args.year, **options))
-    print(cf.format_table6(result))
+        result = result.with_truth(t6.table6_truth(world, args.county, args.rd_stock, args.year, **options))
+    print(t6.format_table6(result))
     for note in world.notes:
         print(f"note: {note}")
     out = Path(args.out) if args.out else Path(args.dir) / f"counterfactual_{args.county}_{args.year}_{args.alpha}.csv"
@@ -81,10 +90,9 @@ def cmd_counterfactual(args: argparse.Namespace) -> int:
 
 
 def cmd_sorting(args: argparse.Namespace) -> int:
-    from bayes_spill.policy import counterfactual as cf
     from bayes_spill.policy import proposition1 as p1
 
-    world = cf.load_world(args.dir, counties=args.counties, max_draws=args.draws)
+    world = _world(args)
     pairs = p1.parse_pairs(args.pairs) if args.pairs else p1.default_pairs(world)
     results = p1.sorting_dominance(world, pairs)
     print(p1.format_sorting(results, world.draws.n_draws))
@@ -124,10 +132,9 @@ def _panel_a_taus(table) -> list[float]:
 
 
 def cmd_counties(args: argparse.Namespace) -> int:
-    from bayes_spill.policy import counterfactual as cf
     from bayes_spill.policy import equilibrium as eq
 
-    world = cf.load_world(args.dir, counties=args.counties, max_draws=args.draws)
+    world = _world(args)
     result = eq.county_shock(world, args.shock_county, args.shock_rd_stock, damping=args.damping)
     print(eq.format_county_shock(result))
     out = Path(args.out) if args.out else Path(args.dir) / f"equilibrium_{args.shock_county}.csv"

@@ -1,9 +1,10 @@
-"""Fitting: data and configuration in, a posterior DataTree out (sampled with NUTS).
+"""Fitting: data and configuration in, a ``FittedModel`` (the posterior DataTree and what it holds) out.
 
 ``fit()`` is what ``bayes-spill fit`` calls. It resolves the data and the model configuration,
 builds the PyMC model, samples, assembles the DataTree (posterior, sample_stats, a per-firm
 log_likelihood, observed_data, constant_data, provenance attrs) and, when given an output
-folder, writes it atomically with a summary (see ``posterior_io.py``).
+folder, writes it atomically with a summary (see ``posterior_io.py``); it returns the tree as a
+``results.FittedModel`` (``bayes_spill.fit`` wraps it as the public ``Fit``).
 """
 
 from __future__ import annotations
@@ -260,15 +261,40 @@ def fit(
     progress: bool = True,
     report: bool = True,
 ):
-    """Fit the joint model; returns the posterior DataTree (and writes it when ``out`` is given).
+    """Fit the joint model with NUTS; write the fit when given a folder.
 
-    data: None for the embedded default, a CSV/Parquet path, or a PreparedPanel.
-    model: a TOML path, a name in ``models/``, or a ModelConfig; None: config.default_model for
-    the panel's number of firms (alpha_i integrated out up to config.LARGE_PANEL_FIRMS, latent above).
-    out_root: write to out_root/<model name> when out is not given (the command line's default).
+    Parameters
+    ----------
+    data : str, pathlib.Path or PreparedPanel, optional
+        A CSV/Parquet panel, or a prepared panel; None fits the embedded default dataset.
+    model : str, pathlib.Path or ModelConfig, optional
+        A TOML path, the name of a file in ``models/``, or a ModelConfig; None chooses
+        ``config.default_model`` for the panel's number of firms (alpha_i integrated out up to
+        ``config.LARGE_PANEL_FIRMS`` firms, latent above).
+    out : str or pathlib.Path, optional
+        The fit folder to write (posterior.nc, summary.csv, versions.json, atomically).
+    out_root : str or pathlib.Path, optional
+        Write to ``out_root/<model name>`` when ``out`` is not given (the command line's default).
+    seed, chains, draws, tune : int, optional
+        Override the configuration's sampler settings.
+    backend : str, optional
+        Override the sampler: "nutpie", "pymc" or "numpyro".
+    counties : str or pathlib.Path, optional
+        A county table other than the built-in one.
+    progress : bool, default True
+        Show the sampler's progress bar.
+    report : bool, default True
+        Print the parameter table and the sampler diagnostics.
+
+    Returns
+    -------
+    FittedModel
+        The posterior (``fitted.tree``) with its configuration, panel and draws; ``fitted.path``
+        is the folder written, or None. ``bayes_spill.fit`` returns it as a ``Fit``.
     """
     from bayes_spill.inference import posterior_io
     from bayes_spill.inference import summary as reporting
+    from bayes_spill.inference.results import FittedModel
 
     config, panel, data_hash = resolve_model_and_data(model, data, counties)
     config = config.with_sampler(seed=seed, chains=chains, draws=draws, tune=tune, backend=backend)
@@ -287,7 +313,7 @@ def fit(
         posterior_io.save(tree, out)
     if report:
         print(reporting.fit_report(tree, panel.truth))
-    return tree
+    return FittedModel(tree, path=out, counties=counties)
 
 
 def output_folder(out, out_root, model_name: str) -> Path | None:

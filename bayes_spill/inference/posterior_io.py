@@ -88,11 +88,11 @@ def require_writable(out_dir: str | Path) -> None:
         raise BayesSpillError(f"cannot write the fit to {out}: {exc.strerror or exc}") from None
 
 
-def load(path: str | Path, config=None) -> xr.DataTree:
-    """Open a saved fit (a folder or its posterior.nc) fully into memory.
+def open_tree(path: str | Path, config=None):
+    """(tree, the configuration it stores or None): a saved fit read fully into memory and checked.
 
-    With ``config`` (a ModelConfig), check that the fit was made with that configuration and say
-    what differs; a fit from another package version is reported too.
+    The configuration comes back when checking the file's claims parsed it (fits of this package
+    version), so that a Fit need not parse it again.
     """
     path = Path(path)
     file = path / POSTERIOR_FILE if path.is_dir() else path
@@ -105,10 +105,28 @@ def load(path: str | Path, config=None) -> xr.DataTree:
     missing = [g for g in REQUIRED_GROUPS if g not in tree.children]
     if missing:
         raise PosteriorError(f"{file} lacks the group(s) {', '.join(missing)}: it was not written by bayes-spill fit")
-    check_claims(tree, file)
+    stored = check_claims(tree, file)
     if config is not None:
         check_matches(tree, config, file)
-    return tree
+    return tree, stored
+
+
+def load_tree(path: str | Path, config=None) -> xr.DataTree:
+    """Open a saved fit (a folder or its posterior.nc) fully into memory, as a bare DataTree.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        A fit folder or its posterior.nc.
+    config : ModelConfig, optional
+        When given, the fit must have been made with this configuration; the PosteriorError says
+        what differs. A fit from another package version is reported too.
+
+    Returns
+    -------
+    xarray.DataTree
+    """
+    return open_tree(path, config)[0]
 
 
 def config_from_tree(tree: xr.DataTree):
@@ -118,10 +136,11 @@ def config_from_tree(tree: xr.DataTree):
     return parse_config(tree.attrs["model_config"], source=f"{tree.attrs.get('model_name', '?')} (stored in the posterior)")
 
 
-def panel_from_tree(tree: xr.DataTree, counties=None):
+def panel_from_tree(tree: xr.DataTree, counties=None, config=None):
     """Rebuild the PreparedPanel a fit was made on from its observed and constant data.
 
     counties: the county table used for the fit when it was not the built-in one.
+    config: the fit's ModelConfig when already parsed (else parsed from the tree).
     """
     import numpy as np
     import pandas as pd
@@ -144,7 +163,7 @@ def panel_from_tree(tree: xr.DataTree, counties=None):
             "fips": [firm_county[f] for f in firms],
         }
     )
-    config = config_from_tree(tree)
+    config = config if config is not None else config_from_tree(tree)
     return build_panel(frame, resolve_counties(counties), source=tree.attrs.get("data_source", "posterior"), settings=config.panel)
 
 
@@ -163,12 +182,13 @@ def check_matches(tree: xr.DataTree, config, file: Path | str = "posterior") -> 
         raise PosteriorError(f"{file} does not match: " + "; ".join(problems))
 
 
-def check_claims(tree: xr.DataTree, file: Path | str = "posterior") -> None:
+def check_claims(tree: xr.DataTree, file: Path | str = "posterior"):
     """PosteriorError if the configuration text a fit stores does not hash to the hash it records
-    (an altered file). Only for fits of this package version: hashing may change between versions."""
+    (an altered file). Only for fits of this package version: hashing may change between versions.
+    Returns the configuration it parsed, or None when it did not check."""
     attrs = tree.attrs
     if attrs.get("bayes_spill_version") != __version__ or "model_config" not in attrs or "model_config_hash" not in attrs:
-        return
+        return None
     from bayes_spill.errors import ConfigError
 
     try:
@@ -180,6 +200,7 @@ def check_claims(tree: xr.DataTree, file: Path | str = "posterior") -> None:
             f"{file}: the model configuration it stores hashes to {claimed.hash()[:12]}, not to the recorded "
             f"{str(attrs['model_config_hash'])[:12]}: the file was altered after it was written"
         )
+    return claimed
 
 
 def config_differences(tree: xr.DataTree, config) -> list[str]:

@@ -133,8 +133,50 @@ def evaluate_log_denominator_slope(table, c: np.ndarray) -> np.ndarray:
 
 
 def conditional_log_density(mean, sd, gamma: float, county_effect, sbar, choice: np.ndarray, z: np.ndarray):
-    """log of Normal(alpha; m_i, s_i) x P(l_i | alpha), up to a constant per firm, at
-    alpha = m_i + s_i z (firms x len(z))."""
+    """The density of alpha given the chosen county, Normal(alpha; mean, sd) x P(l | alpha), on a grid.
+
+    log f(alpha) = -z^2 / 2 + log P(l | alpha) + const,  alpha = mean + sd z,
+    log P(l | alpha) = a_l + c Sbar_l - LSE(c),  c = gamma alpha,  LSE(c) = log sum_l' exp(a_l' + c Sbar_l').
+
+    The one formula serves two normals, which differ only in how LSE(c) is evaluated:
+
+    * per firm (mean, sd arrays): alpha_i | theta, q_i of the production block, for drawing alpha_i
+      back after sampling. Each of the N x len(z) points has its own c, so LSE comes from the cubic
+      Hermite table in c (error below 3e-8), and the constant a_l is left out.
+    * one population (mean, sd scalars: mu_alpha, sigma_alpha): Proposition 1's f(alpha | l), for the
+      predictive checks and the policy experiments. One grid of alpha serves every row, so LSE is
+      exact (a log-softmax over the counties, len(z) x L work).
+
+    Parameters
+    ----------
+    mean, sd : float or numpy.ndarray
+        The normal: scalars (one population) or (N,) arrays (per firm).
+    gamma : float
+        Sorting coefficient.
+    county_effect : numpy.ndarray
+        (L,) county effects a_l over the choice set.
+    sbar : numpy.ndarray
+        (L,) spillover field Sbar_l over the choice set, transformed as the model uses it.
+    choice : array_like of int
+        Positions in the choice set: the chosen county of each firm (per firm, (N,)), or the
+        counties wanted as rows (one population).
+    z : numpy.ndarray
+        (G,) grid in standard deviations of the normal.
+
+    Returns
+    -------
+    alpha : numpy.ndarray
+        (N, G) per firm, or (G,) for one population.
+    log_density : numpy.ndarray
+        (rows, G), up to a constant per row.
+    """
+    choice = np.atleast_1d(np.asarray(choice))
+    if np.ndim(mean) == 0:
+        from scipy.special import log_softmax
+
+        alpha = mean + sd * z
+        logits = county_effect[None, :] + gamma * alpha[:, None] * sbar[None, :]  # (G, L)
+        return alpha, -0.5 * z[None, :] ** 2 + log_softmax(logits, axis=1)[:, choice].T
     alpha = mean[:, None] + sd[:, None] * z[None, :]
     c = gamma * alpha
     table = log_denominator_table(county_effect, sbar, float(c.min()), float(c.max()))
@@ -197,21 +239,32 @@ def _conditional_mode(mean, sd, gamma: float, county_effect, sbar, sbar_chosen):
 
 
 def conditional_cdf(mean, sd, gamma: float, county_effect, sbar, choice: np.ndarray, z: np.ndarray):
-    """(alpha, CDF) of Normal(m_i, s_i^2) x P(l_i | alpha) at alpha = m_i + s_i z (firms x len(z)),
-    by the trapezoid rule, normalised over the grid."""
+    """(alpha, CDF) of Normal(alpha; mean, sd) x P(l | alpha) at alpha = mean + sd z, by the trapezoid
+    rule, normalised over the grid; per firm or for one population as ``conditional_log_density``."""
     alpha, log_density = conditional_log_density(mean, sd, gamma, county_effect, sbar, choice, z)
-    density = np.exp(log_density - log_density.max(axis=1, keepdims=True))
-    cdf = np.concatenate([np.zeros((len(mean), 1)), np.cumsum(0.5 * (density[:, 1:] + density[:, :-1]), axis=1)], axis=1)
-    return alpha, cdf / cdf[:, -1:]
+    return alpha, trapezoid_cdf(np.exp(log_density - log_density.max(axis=1, keepdims=True)))
+
+
+def trapezoid_cdf(density: np.ndarray) -> np.ndarray:
+    """The CDF of each row of a density on an evenly spaced grid (cumulative trapezoid rule),
+    normalised to end at exactly 1."""
+    cdf = np.concatenate([np.zeros((len(density), 1)), np.cumsum(0.5 * (density[:, 1:] + density[:, :-1]), axis=1)], axis=1)
+    return cdf / cdf[:, -1:]
+
+
+def inverse_cdf(u: np.ndarray, alpha: np.ndarray, cdf: np.ndarray) -> np.ndarray:
+    """One value per row at probability u (rows,) from a CDF on a grid, linear within a cell; alpha
+    is the grid of each row (rows, G) or one grid (G,) shared by every row."""
+    alpha = np.broadcast_to(alpha, cdf.shape)
+    j = np.clip((cdf < u[:, None]).sum(axis=1) - 1, 0, cdf.shape[1] - 2)
+    rows = np.arange(len(u))
+    lo, hi = cdf[rows, j], cdf[rows, j + 1]
+    t = np.where(hi > lo, (u - lo) / np.where(hi > lo, hi - lo, 1.0), 0.0)
+    return alpha[rows, j] + t * (alpha[rows, j + 1] - alpha[rows, j])
 
 
 def _draw_alpha_on_grid(rng: np.random.Generator, mean, sd, gamma: float, county_effect, sbar, choice: np.ndarray) -> np.ndarray:
     """The inverse-CDF draw on a grid of +-GRID_SPAN s_i (firms x GRID_POINTS work)."""
     z = np.linspace(-GRID_SPAN, GRID_SPAN, GRID_POINTS)
     alpha, cdf = conditional_cdf(mean, sd, gamma, county_effect, sbar, choice, z)
-    u = rng.uniform(size=len(mean))
-    j = np.clip((cdf < u[:, None]).sum(axis=1) - 1, 0, len(z) - 2)
-    rows = np.arange(len(mean))
-    lo, hi = cdf[rows, j], cdf[rows, j + 1]
-    t = np.where(hi > lo, (u - lo) / np.where(hi > lo, hi - lo, 1.0), 0.0)
-    return alpha[rows, j] + t * (alpha[rows, j + 1] - alpha[rows, j])
+    return inverse_cdf(rng.uniform(size=len(mean)), alpha, cdf)

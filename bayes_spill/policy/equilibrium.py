@@ -423,7 +423,28 @@ def county_problem(world, d: int, sources: np.ndarray, distance: np.ndarray, exo
 
 def county_shock(world, shock_fips: str, shock_rd_mil: float, damping: float = 0.5, tol: float = 1e-12) -> CountyShockResult:
     """Re-solve the location equilibrium of every draw of ``world`` after adding ``shock_rd_mil``
-    ($ million of R&D stock, exogenous) to the pool of ``shock_fips``."""
+    ($ million of R&D stock, exogenous) to the pool of ``shock_fips``.
+
+    Parameters
+    ----------
+    world : FittedWorld or Fit
+        The fitted world (``world.load_world``), or a Fit (every draw).
+    shock_fips : str
+        FIPS of the county where the R&D appears.
+    shock_rd_mil : float
+        The exogenous R&D stock added there, $ million.
+    damping : float
+        Weight of the new iterate in the damped fixed point.
+    tol : float
+        Convergence tolerance of the fixed point.
+
+    Returns
+    -------
+    CountyShockResult
+    """
+    from bayes_spill.policy.world import as_world
+
+    world = as_world(world)
     draws = world.draws
     if not draws.has_location:
         raise BayesSpillError("the equilibrium re-solve needs a fit with the location block (gamma and county effects)")

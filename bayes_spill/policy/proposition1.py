@@ -6,7 +6,7 @@ density of absorptive capacity among the firms that choose l (Bayes' rule on the
 
     f(alpha | l) = softmax_l(a + gamma alpha Sbar(lambda)) Normal(alpha; mu_alpha, sigma_alpha) / n_l
 
-evaluated on a grid of alpha (``counterfactual.implied_alpha_density``: mu ± 8 sigma, 801 points,
+evaluated on a grid of alpha (``implied.implied_alpha_density``: mu ± 8 sigma, 801 points,
 trapezoid rule). The likelihood ratio f(alpha | l2) / f(alpha | l1) ∝ exp(gamma alpha (Sbar_l2 -
 Sbar_l1)) increases in alpha when gamma (Sbar_l2 - Sbar_l1) > 0, so F(. | l2) first-order
 stochastically dominates F(. | l1) exactly then.
@@ -30,14 +30,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from bayes_spill.policy.counterfactual import (
-    INTERVAL,
-    FittedWorld,
+from bayes_spill.errors import BayesSpillError
+from bayes_spill.policy.implied import (
     implied_alpha_density,
     implied_cdf,
     implied_expectation,
 )
-from bayes_spill.errors import BayesSpillError
+from bayes_spill.policy.world import INTERVAL, FittedWorld, as_world
 
 DOMINANCE_TOL = 1e-12
 
@@ -114,7 +113,21 @@ def default_pairs(world: FittedWorld, n: int = 4) -> list[tuple[str, str]]:
 
 
 def sorting_dominance(world: FittedWorld, pairs: list[tuple[str, str]]) -> list[PairDraws]:
-    """Proposition 1 per pair and posterior draw (see the module docstring)."""
+    """Proposition 1 per pair and posterior draw (see the module docstring).
+
+    Parameters
+    ----------
+    world : FittedWorld or Fit
+        The fitted world (``world.load_world``), or a Fit (every draw).
+    pairs : list of (str, str)
+        County pairs as FIPS codes, all in the fit's choice set.
+
+    Returns
+    -------
+    list of PairDraws
+        One per pair, oriented high (larger median Sbar) against low.
+    """
+    world = as_world(world)
     draws = world.draws
     if not draws.has_location:
         raise BayesSpillError("the sorting check needs a fit with the location block (gamma and county effects)")

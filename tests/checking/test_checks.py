@@ -3,6 +3,8 @@ turn extreme when the replicates come from a deliberately wrong model), and `bay
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -17,18 +19,23 @@ N_DRAWS = 30
 
 
 @pytest.fixture(scope="module")
-def tree():
+def fit():
     return bayes_spill.load(tiny_fit("lychagin2010"))
 
 
 @pytest.fixture(scope="module")
-def cd(tree):
-    return checks.check_data(tree, N_DRAWS)
+def tree(fit):
+    return fit.tree
 
 
 @pytest.fixture(scope="module")
-def ppc(tree, cd):
-    return checks.run_ppc(tree, n_draws=N_DRAWS, panel=cd.panel)
+def cd(fit):
+    return checks.check_data(fit, N_DRAWS)
+
+
+@pytest.fixture(scope="module")
+def ppc(fit, cd):
+    return checks.run_ppc(fit, n_draws=N_DRAWS)
 
 
 # -- p-values ------------------------------------------------------------------------------------
@@ -87,10 +94,11 @@ def test_herfindahl():
 
 
 # -- replicated data ------------------------------------------------------------------------------
-def test_thinned_draws_are_spread_over_every_chain(tree):
-    chains, draws = checks.thinned_draws(tree["posterior"].to_dataset(), 10)
+def test_thinned_draws_are_spread_over_every_chain(fit, tree):
+    thinned = fit.draws.thin_per_chain(10)
+    chains, draws = thinned.chain_labels, thinned.draw_labels
     assert list(chains) == [0, 1] and len(draws) == 5 and draws[0] == 0 and draws[-1] == tree["posterior"].sizes["draw"] - 1
-    _, every = checks.thinned_draws(tree["posterior"].to_dataset(), 10_000)
+    every = fit.draws.thin_per_chain(10_000).draw_labels
     assert len(every) == tree["posterior"].sizes["draw"]
 
 
@@ -100,14 +108,14 @@ def test_replicated_log_sales_keep_firm_means_and_replace_within_part(cd):
     panel = cd.panel
     q = cd.data.q
     firm_mean = lambda x: np.bincount(panel.obs_firm, weights=x, minlength=panel.n_firms) / panel.years_per_firm  # noqa: E731
-    for k in (0, cd.params.n - 1):
+    for k in (0, cd.params.n_draws - 1):
         np.testing.assert_allclose(firm_mean(reps.log_sales[k]), firm_mean(q), atol=1e-10)
         # within-firm: replicated residuals are exactly the demeaned fresh noise
         mu = checks._linear_predictor(cd, cd.params.alpha)[k]
         within = _within((reps.log_sales[k] - mu)[None, :], panel.obs_firm, panel.n_firms)[0]
         np.testing.assert_allclose(within, reps.noise[k], atol=1e-10)
         assert np.std(reps.noise[k]) == pytest.approx(cd.params.sigma_w[k] * np.sqrt(1 - panel.n_firms / panel.n_obs), rel=0.25)
-    assert reps.choice.shape == (cd.params.n, panel.n_firms)
+    assert reps.choice.shape == (cd.params.n_draws, panel.n_firms)
     assert reps.choice.min() >= 0 and reps.choice.max() < len(cd.data.spill.choice_set)
 
 
@@ -116,14 +124,14 @@ def test_replicated_choices_follow_the_logit(cd):
     p = cd.params
     effect = p.county_effect.copy()
     effect[:, 3] += 50.0
-    rigged = checks.CheckData(**{**cd.__dict__, "params": checks.DrawParameters(**{**p.__dict__, "county_effect": effect})})
+    rigged = checks.CheckData(**{**cd.__dict__, "params": replace(p, county_effect=effect)})
     reps = checks.replicate(rigged, np.random.default_rng(2))
     assert np.all(reps.choice == 3)
 
 
 def test_alpha_given_county_follows_the_population_without_sorting(cd):
     p = cd.params
-    no_sorting = checks.DrawParameters(**{**p.__dict__, "gamma": np.zeros(p.n)})
+    no_sorting = replace(p, gamma=np.zeros(p.n_draws))
     fresh = checks.alpha_given_county(checks.CheckData(**{**cd.__dict__, "params": no_sorting}), np.random.default_rng(3))
     z = (fresh - p.mu_alpha[:, None]) / p.sigma_alpha[:, None]
     assert abs(z.mean()) < 0.1 and abs(z.std() - 1) < 0.1
@@ -181,7 +189,7 @@ def test_check_command_writes_report_and_group(tmp_path, capsys):
         assert title in out
     report = (fit_dir / "report.md").read_text()
     assert "## Verdicts" in report and "## Table 4 on these data" in report and "t (bootstrap)" in report
-    tree = bayes_spill.load(fit_dir)
+    tree = bayes_spill.load(fit_dir).tree
     assert tree["posterior_predictive"]["log_sales"].sizes["draw"] == 10
     assert (fit_dir / "checks.csv").is_file()
     assert not list(fit_dir.glob(".*.tmp"))
@@ -208,3 +216,10 @@ def test_check_leaves_the_posterior_whole_when_writing_fails(tmp_path, monkeypat
 def test_check_of_a_missing_fit_is_a_clean_error(tmp_path, capsys):
     assert main(["check", str(tmp_path / "nothing")]) == 2
     assert "no posterior" in capsys.readouterr().err
+
+
+def test_check_of_a_fit_held_in_memory_needs_a_folder(tree):
+    from bayes_spill.errors import BayesSpillError
+
+    with pytest.raises(BayesSpillError, match="save the fit first"):
+        bayes_spill.Fit(tree).check(n_draws=10, n_bootstrap=0, make_figures=False)

@@ -14,7 +14,6 @@ from tiny_fits import fit_copy  # noqa: E402
 
 import bayes_spill  # noqa: E402
 from bayes_spill.checking import figures  # noqa: E402
-from bayes_spill.inference.posterior_io import panel_from_tree  # noqa: E402
 from bayes_spill.twostep.table4 import spillover_at_firm_county  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -22,12 +21,40 @@ EXPECTED = ("rank", "trace", "halflife_gamma", "decay_curve", "ppc_statistics", 
 
 
 @pytest.fixture(scope="module")
-def checked(tmp_path_factory):
+def checked_and_parses(tmp_path_factory):
+    """One full check (figures included) of a copy of the tiny fit, counting how often it parsed
+    the fit's configuration and rebuilt its panel."""
     from bayes_spill.checking.report import check
+    from bayes_spill.inference import posterior_io
+
+    calls = {"config_from_tree": 0, "panel_from_tree": 0}
+
+    def counted(name):
+        real = getattr(posterior_io, name)
+
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return real(*args, **kwargs)
+
+        return wrapper
 
     fit_dir = fit_copy("lychagin2010", tmp_path_factory.mktemp("figs") / "fit")
-    report = check(fit_dir, n_draws=16, n_bootstrap=0)
+    with pytest.MonkeyPatch.context() as mp:
+        for name in calls:
+            mp.setattr(posterior_io, name, counted(name))
+        report = check(fit_dir, n_draws=16, n_bootstrap=0)
+    return fit_dir, report, calls
+
+
+@pytest.fixture(scope="module")
+def checked(checked_and_parses):
+    fit_dir, report, _ = checked_and_parses
     return fit_dir, report
+
+
+def test_one_check_parses_the_configuration_and_rebuilds_the_panel_once(checked_and_parses):
+    _, _, calls = checked_and_parses
+    assert calls == {"config_from_tree": 1, "panel_from_tree": 1}
 
 
 def test_every_figure_is_a_png_linked_from_the_report(checked):
@@ -53,9 +80,9 @@ def test_decay_bands():
 
 def test_county_values_match_firm_level_numbers(checked):
     fit_dir, _ = checked
-    tree = bayes_spill.load(fit_dir)
-    panel = panel_from_tree(tree)
-    values = figures.county_values(tree, panel)
+    fit = bayes_spill.load(fit_dir)
+    tree, panel = fit.tree, fit.panel
+    values = figures.county_values(fit)
     h = values["halflife_km"]
     s_firm = spillover_at_firm_county(panel, h)
     np.testing.assert_allclose(values["sbar"][panel.firm_county], s_firm, rtol=1e-10)

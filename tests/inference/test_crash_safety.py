@@ -73,7 +73,7 @@ def check_outcome(out: Path, before: bytes | None) -> str:
         return "absent"
     if before is not None and target.read_bytes() == before:
         return "previous"
-    tree = bayes_spill.load(out)  # complete: every group, readable
+    tree = bayes_spill.load(out).tree  # complete: every group, readable
     assert tree["posterior"].sizes["draw"] == 20 and tree["posterior"].sizes["chain"] == 2
     return "new"
 
@@ -166,7 +166,7 @@ def test_load_names_what_differs_from_the_configuration(tmp_path):
         {"model_config": config.to_toml(), "model_config_hash": config.hash(), "bayes_spill_version": bayes_spill.__version__}
     )
     posterior_io.save(tree, tmp_path / "run")
-    assert bayes_spill.load(tmp_path / "run", config=config).attrs["model_config_hash"] == config.hash()
+    assert bayes_spill.load(tmp_path / "run", config=config).tree.attrs["model_config_hash"] == config.hash()
     other = load_config(REPO / "models" / "lychagin2010.toml").with_sampler(seed=4, draws=7)
     with pytest.raises(PosteriorError) as info:
         bayes_spill.load(tmp_path / "run", config=other)

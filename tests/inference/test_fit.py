@@ -8,30 +8,26 @@ import json
 import numpy as np
 import pytest
 import xarray as xr
+from tiny_fits import NUTPIE_SEED, nutpie_cli_args, nutpie_cli_fit, nutpie_csv, nutpie_fit
 
 import bayes_spill
 from bayes_spill.inference import posterior_io
 from bayes_spill.cli.main import main
 from bayes_spill.config import DEFAULT_MODEL, load_config
 from bayes_spill.errors import PosteriorError
-from bayes_spill.model.simulate import SimulationSettings, simulate_industry, write_simulation
 
-TINY = ["--draws", "40", "--tune", "40", "--chains", "2", "--no-progress"]
-
-
-@pytest.fixture(scope="module")
-def tiny_csv(tmp_path_factory):
-    panel = simulate_industry(SimulationSettings(n_firms=40, first_year=1995, last_year=2004), seed=5)
-    csv_path, _ = write_simulation(panel, tmp_path_factory.mktemp("tiny"))
-    return csv_path
+TINY = nutpie_cli_args()  # --draws 40 --tune 40 --chains 2 --no-progress
 
 
 @pytest.fixture(scope="module")
-def cli_fit(tiny_csv, tmp_path_factory):
-    out = tmp_path_factory.mktemp("fit") / "run"
-    code = main(["fit", "--data", str(tiny_csv), "--out", str(out), "--seed", "3", *TINY])
-    assert code == 0
-    return out
+def tiny_csv():
+    return nutpie_csv()
+
+
+@pytest.fixture(scope="module")
+def cli_fit():
+    """`bayes-spill fit --seed 3` of tiny_csv (40 draws, 2 chains), shared with the reproducibility tests."""
+    return nutpie_cli_fit()
 
 
 def test_cli_fit_writes_posterior_and_summary(cli_fit, capsys):
@@ -41,7 +37,7 @@ def test_cli_fit_writes_posterior_and_summary(cli_fit, capsys):
 
 
 def test_posterior_groups_dims_and_names(cli_fit):
-    tree = bayes_spill.load(cli_fit)
+    tree = bayes_spill.load(cli_fit).tree
     for group in ("posterior", "sample_stats", "log_likelihood", "observed_data", "constant_data"):
         assert group in tree.children
     post = tree["posterior"]
@@ -58,7 +54,7 @@ def test_posterior_groups_dims_and_names(cli_fit):
 def test_attrs_carry_provenance(cli_fit, tiny_csv):
     import hashlib
 
-    attrs = bayes_spill.load(cli_fit).attrs
+    attrs = bayes_spill.load(cli_fit).tree.attrs
     config = load_config(f"models/{DEFAULT_MODEL}.toml")  # the CLI's default
     assert attrs["model_config_hash"] == config.with_sampler(seed=3, draws=40, tune=40, chains=2).hash()
     assert attrs["data_sha256"] == hashlib.sha256(tiny_csv.read_bytes()).hexdigest()
@@ -70,30 +66,30 @@ def test_attrs_carry_provenance(cli_fit, tiny_csv):
 def test_arviz_summary_works_on_the_loaded_tree(cli_fit):
     import arviz_stats as azs
 
-    table = azs.summary(bayes_spill.load(cli_fit), var_names=["gamma", "halflife_km"])
+    table = azs.summary(bayes_spill.load(cli_fit).tree, var_names=["gamma", "halflife_km"])
     assert len(table) == 2
 
 
 def test_loaded_equals_written(cli_fit, tmp_path):
-    tree = bayes_spill.load(cli_fit)
+    tree = bayes_spill.load(cli_fit).tree
     again = tmp_path / "again"
     posterior_io.save(tree, again)
-    reloaded = bayes_spill.load(again)
+    reloaded = bayes_spill.load(again).tree
     xr.testing.assert_identical(tree["posterior"].to_dataset(), reloaded["posterior"].to_dataset())
     assert tree.attrs == reloaded.attrs
 
 
 def test_load_checks_the_configuration(cli_fit):
     with pytest.raises(PosteriorError, match="model configuration hash"):
-        posterior_io.load(cli_fit, config=load_config("models/no_sorting.toml"))
+        posterior_io.load_tree(cli_fit, config=load_config("models/no_sorting.toml"))
 
 
 def test_load_rejects_missing_and_corrupt_files(tmp_path):
     with pytest.raises(PosteriorError, match="no posterior"):
-        posterior_io.load(tmp_path)
+        posterior_io.load_tree(tmp_path)
     (tmp_path / "posterior.nc").write_bytes(b"not a netcdf file")
     with pytest.raises(PosteriorError, match="not a readable posterior"):
-        posterior_io.load(tmp_path)
+        posterior_io.load_tree(tmp_path)
 
 
 def test_summary_csv_has_interval_and_diagnostics(cli_fit):
@@ -105,11 +101,12 @@ def test_summary_csv_has_interval_and_diagnostics(cli_fit):
     assert (table["q5"] <= table["median"]).all() and (table["median"] <= table["q95"]).all()
 
 
-def test_same_seed_same_draws(tiny_csv):
-    kwargs = dict(data=str(tiny_csv), draws=20, tune=20, chains=2, progress=False, report=False)
-    first = bayes_spill.fit(seed=11, **kwargs)
-    second = bayes_spill.fit(seed=11, **kwargs)
-    other = bayes_spill.fit(seed=12, **kwargs)
+def test_same_seed_same_draws(cli_fit):
+    # the command line's fit and the same fit from Python (each compile of a nutpie fit costs
+    # seconds, so the pair is shared with test_reproducibility.py)
+    first = bayes_spill.load(cli_fit).tree
+    second = nutpie_fit(NUTPIE_SEED)
+    other = nutpie_fit(NUTPIE_SEED + 1)
     for name in ("gamma", "halflife_km", "alpha"):
         np.testing.assert_array_equal(first["posterior"][name].values, second["posterior"][name].values)
     assert not np.array_equal(first["posterior"]["halflife_km"].values, other["posterior"]["halflife_km"].values)
@@ -117,7 +114,7 @@ def test_same_seed_same_draws(tiny_csv):
 
 def test_crash_while_writing_keeps_the_previous_posterior(cli_fit, tmp_path, monkeypatch):
     out = tmp_path / "run"
-    tree = bayes_spill.load(cli_fit)
+    tree = bayes_spill.load(cli_fit).tree
     posterior_io.save(tree, out)
     before = (out / "posterior.nc").read_bytes()
 
@@ -147,7 +144,7 @@ def test_fit_without_a_model_chooses_by_the_number_of_firms(tiny_csv, tmp_path, 
     assert main(["fit", "--data", str(tiny_csv), "--seed", "3", *TINY]) == 0
     out = capsys.readouterr().out
     assert f"model: {config.LARGE_PANEL_MODEL} (40 firms; the default above 39 firms" in out
-    tree = bayes_spill.load(tmp_path / "posterior" / config.LARGE_PANEL_MODEL)
+    tree = bayes_spill.load(tmp_path / "posterior" / config.LARGE_PANEL_MODEL).tree
     assert tree.attrs["model_name"] == config.LARGE_PANEL_MODEL
     assert "alpha_raw" in tree["posterior"]  # latent alpha_i were sampled
 
@@ -158,7 +155,7 @@ def test_fit_report_prints_truth_and_diagnostics(tiny_csv, tmp_path, capsys):
     from bayes_spill.inference.summary import fit_report
 
     tree = bayes_spill.load_dataset  # noqa: F841  (lazy attribute resolves)
-    fitted = bayes_spill.fit(data=str(tiny_csv), draws=20, tune=20, chains=2, progress=False, report=False)
+    fitted = nutpie_fit(NUTPIE_SEED + 1)  # a fit of tiny_csv made in Python, shared with test_same_seed_same_draws
     text = fit_report(fitted, truth)
     assert "truth" in text and "halflife_km" in text
     assert "divergences" in text and "e_bfmi" in text
@@ -177,9 +174,61 @@ def test_bad_data_is_a_clear_error_not_a_traceback(tmp_path, capsys):
 def test_panel_and_config_rebuilt_from_the_posterior(cli_fit, tiny_csv):
     from bayes_spill.data.inputs import load_panel
 
-    tree = bayes_spill.load(cli_fit)
+    tree = bayes_spill.load(cli_fit).tree
     rebuilt = posterior_io.panel_from_tree(tree)
     original = load_panel(tiny_csv)
     for name in ("firms", "years", "obs_firm", "obs_year", "sale", "emp", "ppent", "xrd", "rd_stock", "firm_county"):
         np.testing.assert_array_equal(getattr(rebuilt, name), getattr(original, name), err_msg=name)
     assert posterior_io.config_from_tree(tree).hash() == tree.attrs["model_config_hash"]
+
+
+def test_load_returns_a_fit_that_parses_lazily_and_once(cli_fit, monkeypatch):
+    """bayes_spill.load gives a Fit holding the tree and its folder; the configuration (parsed
+    once while loading, to check the file's claims), the panel, the model data and the draws are
+    each built on first use and then kept."""
+    from bayes_spill.inference import results
+    from bayes_spill.model import likelihood
+
+    calls = {"config_from_tree": 0, "panel_from_tree": 0, "model_data": 0}
+
+    def counted(module, name):
+        real = getattr(module, name)
+
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, wrapper)
+
+    counted(posterior_io, "config_from_tree")
+    counted(posterior_io, "panel_from_tree")
+    counted(likelihood, "model_data")
+    fit = bayes_spill.load(cli_fit)
+    assert isinstance(fit, bayes_spill.Fit) and isinstance(fit, results.FittedModel)
+    assert isinstance(fit.tree, xr.DataTree) and fit.path == cli_fit
+    assert calls == {"config_from_tree": 1, "panel_from_tree": 0, "model_data": 0}  # nothing built yet
+    assert not {"panel", "model_data", "draws"} & set(vars(fit))
+    assert fit.config.hash() == fit.tree.attrs["model_config_hash"]
+    assert fit.panel.n_firms == 40 and fit.model_data.panel is fit.panel
+    draws = fit.draws
+    post = fit.tree["posterior"]
+    assert draws.n_draws == post.sizes["chain"] * post.sizes["draw"]
+    np.testing.assert_array_equal(draws.alpha[1], post["alpha"].values[0, 1])  # chain-major, firms in panel order
+    for _ in range(2):
+        assert fit.config is fit.config and fit.panel is fit.panel and fit.draws is draws and fit.model_data is fit.model_data
+    assert calls == {"config_from_tree": 1, "panel_from_tree": 1, "model_data": 1}
+    thinned = draws.thin(7)
+    assert thinned.n_draws == 7 and thinned.halflife_km[0] == draws.halflife_km[0] and thinned.halflife_km[-1] == draws.halflife_km[-1]
+    assert fit.truth is None  # not the embedded dataset
+    assert "Fit" in repr(fit) and str(cli_fit) in repr(fit)
+    # a tree in memory parses on first use too
+    lazy = results.FittedModel(fit.tree)
+    assert lazy.path is None and lazy.config.hash() == fit.config.hash()
+    assert calls["config_from_tree"] == 2
+
+
+def test_fit_methods_delegate_to_the_after_fit_steps(cli_fit):
+    fit = bayes_spill.load(cli_fit)
+    table = fit.summary()
+    assert "gamma" in table.index and {"median", "q5", "q95", "r_hat"} <= set(table.columns)
+    assert fit.loo().elpd < 0

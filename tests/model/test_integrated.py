@@ -13,7 +13,8 @@ import pytensor
 import pytensor.tensor as pt
 import pytest
 from scipy import integrate, stats
-from tiny_fits import tiny_config, tiny_csv, tiny_fit
+import tiny_fits
+from tiny_fits import tiny_fit
 
 import bayes_spill
 from bayes_spill.model import integrated
@@ -171,6 +172,45 @@ def test_log_denominator_table_matches_the_direct_sum():
     np.testing.assert_allclose(integrated.evaluate_log_denominator(table, c), exact, rtol=0, atol=1e-7)
 
 
+@pytest.mark.parametrize("per_firm", [False, True])
+def test_conditional_density_and_cdf_match_quadrature(per_firm):
+    """The one density of alpha given the chosen county (conditional_log_density, and the CDF from
+    it) against scipy quadrature of Normal(alpha; mu, sigma) x P(l | alpha), normalised: for one
+    population (the shared grid, exact log-sum-exp: checks and Table 6) and per firm (the cubic
+    Hermite table: alpha drawn back), where the logit pulls the mass well off the normal's."""
+    rng = np.random.default_rng(11)
+    a, sbar = rng.normal(size=30), rng.gamma(1.0, 2.0, size=30)
+    gamma, mu, sigma = 1.5, -0.2, 0.7
+    rows = np.array([int(np.argmax(sbar)), int(np.argmin(sbar)), 4])
+    z = np.linspace(-8.0, 8.0, 1601)
+    if per_firm:
+        mean, sd = np.full(len(rows), mu), np.full(len(rows), sigma)
+    else:
+        mean, sd = mu, sigma
+    alpha, log_density = integrated.conditional_log_density(mean, sd, gamma, a, sbar, rows, z)
+    _, cdf = integrated.conditional_cdf(mean, sd, gamma, a, sbar, rows, z)
+    alpha = np.broadcast_to(alpha, log_density.shape)
+    for r, l in enumerate(rows):
+
+        def log_f(x, l=l):
+            logits = a + gamma * x * sbar
+            return stats.norm.logpdf(x, mu, sigma) + logits[l] - (logits.max() + math.log(np.exp(logits - logits.max()).sum()))
+
+        lo, hi = mu - 8 * sigma, mu + 8 * sigma
+        log_z = _integral(log_f, lo, hi)
+        at = alpha[r, ::100]
+        exact = np.array([log_f(x) - log_z for x in at])
+        density = np.exp(log_density[r] - log_density[r].max())
+        normalised = np.log(density[::100] / (np.sum(0.5 * (density[1:] + density[:-1])) * (alpha[r, 1] - alpha[r, 0])))
+        shown = exact > -20  # where the density is not negligible
+        np.testing.assert_allclose(normalised[shown], exact[shown], rtol=0, atol=1e-5)
+        quad_cdf = [integrate.quad(lambda t: math.exp(log_f(t) - log_z), lo, x, epsabs=1e-12)[0] for x in at]
+        np.testing.assert_allclose(cdf[r, ::100], quad_cdf, rtol=0, atol=1e-5)
+        if r == 0:  # the county with the largest Sbar: the logit pulls alpha well above mu
+            mean = integrate.quad(lambda t: t * math.exp(log_f(t) - log_z), lo, hi)[0]
+            assert mean - mu > 0.2, "the test needs a logit that moves alpha"
+
+
 @pytest.mark.parametrize("rounds", [integrated.REJECTION_ROUNDS, 0])
 def test_drawn_alpha_follow_their_conditional_posterior(monkeypatch, rounds):
     """Draws for 20,000 copies of one firm against the CDF of Normal(m, s) x P(l | alpha) (KS), where
@@ -221,7 +261,7 @@ def test_integrate_alpha_settings_are_checked():
 
 
 def test_fit_with_alpha_integrated_out_has_alpha_draws_for_the_checks():
-    tree = bayes_spill.load(tiny_fit("integrated_alpha"))
+    tree = bayes_spill.load(tiny_fit("integrated_alpha")).tree
     post = tree["posterior"]
     assert "alpha_raw" not in post and set(post["alpha"].dims) == {"chain", "draw", "firm"}
     assert np.all(np.isfinite(post["alpha"].values))
@@ -248,27 +288,12 @@ def test_within_firm_numpy_equals_pytensor_and_removes_firm_means():
     np.testing.assert_allclose(symbolic(values[:, 2]), demeaned[:, 2], atol=1e-12)
 
 
-def test_fit_prepares_the_data_and_the_halflife_table_once(monkeypatch, tmp_path):
-    """assemble and the alpha draws reuse the ModelData and half-life table the model was built on."""
-    from bayes_spill.inference import fitting
-    from bayes_spill.spillover import interpolation
-
-    calls = {"model_data": 0, "table": 0}
-    real_data, real_table = fitting.model_data, interpolation.build_halflife_table
-
-    def counting_data(*args, **kwargs):
-        calls["model_data"] += 1
-        return real_data(*args, **kwargs)
-
-    def counting_table(*args, **kwargs):
-        calls["table"] += 1
-        return real_table(*args, **kwargs)
-
-    monkeypatch.setattr(fitting, "model_data", counting_data)
-    monkeypatch.setattr(interpolation, "build_halflife_table", counting_table)
-    config = tiny_config("integrated_alpha").with_sampler(draws=4, tune=4, chains=1)
-    tree = bayes_spill.fit(data=tiny_csv(), model=config, out=tmp_path / "fit", progress=False, report=False)
-    assert tree["posterior"]["alpha"].sizes["draw"] == 4
+def test_fit_prepares_the_data_and_the_halflife_table_once():
+    """assemble and the alpha draws reuse the ModelData and half-life table the model was built on
+    (counted while the shared tiny fit ran: tiny_fits.PREPARATIONS)."""
+    tree = bayes_spill.load(tiny_fit("integrated_alpha")).tree
+    assert tree["posterior"]["alpha"].sizes["draw"] == tiny_fits.DRAWS
+    calls = tiny_fits.PREPARATIONS["integrated_alpha"]
     assert calls == {"model_data": 1, "table": 1}, calls
 
 

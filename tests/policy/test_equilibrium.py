@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bayes_spill.policy import counterfactual as cf
+from bayes_spill.policy.world import load_world
 from bayes_spill.policy import equilibrium as eq
 from bayes_spill.cli.main import main
 from bayes_spill.errors import BayesSpillError
@@ -124,7 +124,7 @@ def fit_dir(tmp_path_factory):
 
 
 def test_county_shock_zero_is_no_change_and_positive_moves_the_field(fit_dir):
-    world = cf.load_world(fit_dir)
+    world = load_world(fit_dir)
     fips = str(world.choice_fips[int(np.argmax(np.bincount(world.spill.firm_choice)))])
     zero = eq.county_shock(world, fips, 0.0)
     np.testing.assert_array_equal(zero.shocked, zero.base)
@@ -139,10 +139,21 @@ def test_county_shock_zero_is_no_change_and_positive_moves_the_field(fit_dir):
     assert "several equilibria" in text and "change in mean alpha" in text
 
 
+def test_fit_county_shock_is_that_of_its_world(fit_dir):
+    import bayes_spill
+
+    fit = bayes_spill.load(fit_dir)
+    fips = str(fit.panel.counties.fips[fit.model_data.spill.choice_set[0]])
+    ours = fit.county_shock(fips, 500.0, n_draws=3)
+    direct = eq.county_shock(load_world(fit_dir, max_draws=3), fips, 500.0)
+    assert ours.n_draws == 3
+    np.testing.assert_array_equal(ours.shocked, direct.shocked)
+
+
 def test_cli_counties(fit_dir, tmp_path, capsys):
     import pandas as pd
 
-    world = cf.load_world(fit_dir)
+    world = load_world(fit_dir)
     fips = str(world.choice_fips[0])
     out = tmp_path / "eq.csv"
     code = main(["equilibrium", "counties", str(fit_dir), "--shock-county", fips, "--shock-rd-stock", "1000", "--draws", "4", "--out", str(out)])

@@ -3,10 +3,13 @@ condition gamma (Sbar_high - Sbar_low) > 0 draw by draw; the CLI on a stand-in p
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
-from bayes_spill.policy import counterfactual as cf
+from bayes_spill.policy.world import FittedWorld, load_world
+from bayes_spill.policy.implied import implied_alpha_density, implied_cdf
 from bayes_spill.policy import proposition1 as p1
 from bayes_spill.cli.main import main
 from bayes_spill.errors import BayesSpillError
@@ -21,7 +24,7 @@ def fit_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def world(fit_dir):
-    return cf.load_world(fit_dir)
+    return load_world(fit_dir)
 
 
 def test_dominance_from_cdfs_equals_the_analytic_condition(world):
@@ -48,8 +51,8 @@ def test_implied_mean_gap_has_the_sign_of_gamma_dS(world):
 
 def test_without_sorting_there_is_no_dominance(world):
     draws = world.draws
-    flat = cf.ParameterDraws(draws.halflife_km, draws.alpha, np.zeros_like(draws.gamma), draws.mu_alpha, draws.sigma_alpha, draws.county_effect)
-    w0 = cf.FittedWorld(world.panel, world.config, world.spill, flat)
+    flat = replace(draws, gamma=np.zeros_like(draws.gamma))
+    w0 = FittedWorld(world.panel, world.config, world.spill, flat)
     (r,) = p1.sorting_dominance(w0, p1.default_pairs(w0, n=1))
     assert not r.dominates.any() and not r.analytic.any()
     np.testing.assert_allclose(r.implied_gap, 0.0, atol=1e-10)
@@ -57,8 +60,8 @@ def test_without_sorting_there_is_no_dominance(world):
 
 def test_dominance_at_a_known_positive_tilt():
     """Two counties, gamma > 0, Sbar_2 > Sbar_1: F(. | 2) <= F(. | 1) on the whole grid."""
-    grid, dens = cf.implied_alpha_density(np.array([0.0, 0.5, -0.2]), 0.8, np.array([0.1, 2.0, 0.5]), -0.05, 0.64, [0, 1])
-    cdf = cf.implied_cdf(grid, dens)
+    grid, dens = implied_alpha_density(np.array([0.0, 0.5, -0.2]), 0.8, np.array([0.1, 2.0, 0.5]), -0.05, 0.64, [0, 1])
+    cdf = implied_cdf(grid, dens)
     assert np.all(cdf[1] <= cdf[0] + 1e-15) and (cdf[0] - cdf[1]).max() > 0.1
 
 
@@ -86,3 +89,15 @@ def test_cli_sorting(fit_dir, world, tmp_path, capsys):
     assert {table.loc[0, "high"], table.loc[0, "low"]} == {a, b}
     assert table.loc[0, "p_dominance"] == pytest.approx(table.loc[0, "p_gamma_dS"])
     assert main(["sorting", str(fit_dir), "--pairs", "06085"]) == 2
+
+
+def test_fit_sorting_dominance_is_that_of_its_world(fit_dir):
+    import bayes_spill
+
+    fit = bayes_spill.load(fit_dir)
+    world = load_world(fit_dir, max_draws=20)
+    pairs = p1.default_pairs(world, n=1)
+    (ours,) = fit.sorting_dominance(pairs, n_draws=20)
+    (direct,) = p1.sorting_dominance(world, pairs)
+    np.testing.assert_array_equal(ours.dominates, direct.dominates)
+    np.testing.assert_array_equal(ours.implied_gap, direct.implied_gap)

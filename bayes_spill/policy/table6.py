@@ -1,4 +1,4 @@
-"""Policy counterfactual of Table 6 (paper Section 5.4): an entrant with an R&D stock enters a
+"""Table 6 (paper Section 5.4), the policy counterfactual: an entrant with an R&D stock enters a
 county, and the firms of that county and its neighbours gain sales through spillovers — as
 posterior distributions, under the paper's three mechanisms.
 
@@ -52,267 +52,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bayes_spill.spillover import kernel
-from bayes_spill.errors import BayesSpillError, InputError, PosteriorError
 from bayes_spill.data.geography import distance_matrix_km
-from bayes_spill.model.likelihood import COUNTY, FIRM
 from bayes_spill.data.panel import MILLION_PER_BILLION, PreparedPanel
+from bayes_spill.errors import BayesSpillError, InputError
+from bayes_spill.policy.implied import implied_alpha_density, implied_expectation
+from bayes_spill.policy.world import (
+    INTERVAL,
+    FittedWorld,
+    as_world,
+    truth_world,
+    world_from_panel,
+)
+from bayes_spill.spillover import kernel
 
 MECHANISMS = ("decay", "sorting", "both")
 MECHANISM_LABELS = {"decay": "Dist. decay", "sorting": "Sorting", "both": "Both"}
 ALPHA_MODES = ("firm", "implied")
 DEFAULT_RADIUS_KM = 100.0
-INTERVAL = (0.05, 0.95)
-GRID_HALF_WIDTH = 8.0  # alpha grid: mu ± 8 sigma
-GRID_POINTS = 801
-
-
-# ---------------------------------------------------------------------------------------------
-# The fitted world: panel, configuration, spillover inputs and parameter draws
-# ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True, eq=False)
-class ParameterDraws:
-    """Posterior draws (or one 'draw' at the truth) of what counterfactuals need.
-
-    alpha: (D, N) per firm, in the panel's firm order. county_effect: (D, L) over the choice
-    set. gamma / mu_alpha / sigma_alpha / county_effect are None for a fit without a location
-    block (the homogeneous specification).
-    """
-
-    halflife_km: np.ndarray
-    alpha: np.ndarray
-    gamma: np.ndarray | None = None
-    mu_alpha: np.ndarray | None = None
-    sigma_alpha: np.ndarray | None = None
-    county_effect: np.ndarray | None = None
-    label: str = "posterior"
-
-    @property
-    def n_draws(self) -> int:
-        return len(self.halflife_km)
-
-    @property
-    def has_location(self) -> bool:
-        return self.county_effect is not None
-
-
-@dataclass(frozen=True, eq=False)
-class FittedWorld:
-    """A fit's panel, configuration, spillover inputs (choice set, pools) and parameter draws."""
-
-    panel: PreparedPanel
-    config: object  # ModelConfig
-    spill: kernel.SpilloverInputs
-    draws: ParameterDraws
-    notes: tuple[str, ...] = ()
-
-    @property
-    def choice_fips(self) -> np.ndarray:
-        return self.panel.counties.fips[self.spill.choice_set]
-
-    def sbar(self, draws: ParameterDraws | None = None) -> np.ndarray:
-        """Sbar_l(lambda) of the choice set per draw, transformed as the fit does: (D, L)."""
-        draws = draws or self.draws
-        spec = self.config.model
-        raw = np.stack([kernel.choice_spillover(self.spill, h) for h in draws.halflife_km])
-        return kernel.transform(raw, spec.spillover, spec.log_floor_bil)
-
-    def choice_position(self, fips: str) -> int | None:
-        """Position of a county in the choice set, or None when it is not in it."""
-        where = np.flatnonzero(self.choice_fips == fips)
-        return int(where[0]) if len(where) else None
-
-
-def thin_indices(total: int, keep: int | None) -> np.ndarray:
-    """Evenly spaced indices of ``keep`` of ``total`` draws (all when keep is None or larger)."""
-    if keep is None or keep >= total:
-        return np.arange(total)
-    if keep < 1:
-        raise BayesSpillError(f"the number of draws must be at least 1, got {keep}")
-    return np.unique(np.linspace(0, total - 1, keep).round().astype(int))
-
-
-def draws_from_tree(tree, panel: PreparedPanel, max_draws: int | None = None) -> ParameterDraws:
-    """Stack chains and draws of the parameters counterfactuals use (thinned to max_draws)."""
-    post = tree["posterior"].to_dataset()
-
-    def stacked(name: str) -> np.ndarray:
-        da = post[name]
-        extra = [d for d in da.dims if d not in ("chain", "draw")]
-        values = da.transpose("chain", "draw", *extra).values
-        return values.reshape(-1, *values.shape[2:])
-
-    if "halflife_km" not in post:
-        raise PosteriorError("the posterior has no halflife_km: was it written by bayes-spill fit?")
-    halflife = stacked("halflife_km")
-    keep = thin_indices(len(halflife), max_draws)
-    alpha = stacked("alpha")[keep]
-    if alpha.ndim == 1:  # homogeneous specification: one alpha for every firm
-        alpha = np.repeat(alpha[:, None], panel.n_firms, axis=1)
-    else:
-        firms = post[FIRM].values.astype(str)
-        if not np.array_equal(firms, panel.firms.astype(str)):
-            raise PosteriorError("the posterior's firms do not match the rebuilt panel (was the data file changed?)")
-    has_location = "county_effect" in post
-    return ParameterDraws(
-        halflife_km=halflife[keep],
-        alpha=alpha,
-        gamma=(stacked("gamma")[keep] if "gamma" in post else np.zeros(len(keep))) if has_location else None,
-        mu_alpha=stacked("mu_alpha")[keep] if has_location else None,
-        sigma_alpha=stacked("sigma_alpha")[keep] if has_location else None,
-        county_effect=stacked("county_effect")[keep] if has_location else None,
-    )
-
-
-def draws_from_truth(panel: PreparedPanel, spill: kernel.SpilloverInputs) -> ParameterDraws:
-    """The simulation's true parameters as a single draw, on the fit's firms and choice set.
-
-    The true county effects are those of the simulator (defined on every county); restricted to
-    the fit's choice set they give the conditional logit the fit estimates (IIA).
-    """
-    truth = panel.truth
-    if not truth or "alpha" not in truth:
-        raise BayesSpillError("this panel carries no simulation truth (panel.truth with 'alpha'): it is not simulated")
-    p = truth["parameters"]
-    alpha_by_firm = {str(k): float(v) for k, v in truth["alpha"].items()}
-    missing = [f for f in panel.firms.astype(str) if f not in alpha_by_firm]
-    if missing:
-        raise BayesSpillError(f"the truth has no alpha for firm(s) {', '.join(missing[:5])}")
-    alpha = np.array([[alpha_by_firm[f] for f in panel.firms.astype(str)]])
-    effects = {str(k): float(v) for k, v in truth.get("county_effect", {}).items()}
-    choice_fips = panel.counties.fips[spill.choice_set].astype(str)
-    county_effect = np.array([[effects[f] for f in choice_fips]]) if all(f in effects for f in choice_fips) else None
-    return ParameterDraws(
-        halflife_km=np.array([p["halflife_km"]], dtype=float),
-        alpha=alpha,
-        gamma=np.array([p["gamma"]], dtype=float),
-        mu_alpha=np.array([p["mu_alpha"]], dtype=float),
-        sigma_alpha=np.array([p["sigma_alpha"]], dtype=float),
-        county_effect=county_effect,
-        label="truth",
-    )
-
-
-def load_world(source, counties=None, max_draws: int | None = None) -> FittedWorld:
-    """The fitted world of a saved fit (a folder, a posterior.nc, or a loaded DataTree)."""
-    from bayes_spill.inference import posterior_io
-    from bayes_spill.model.likelihood import model_data
-
-    tree = source if hasattr(source, "children") else posterior_io.load(source)
-    panel = posterior_io.panel_from_tree(tree, counties=counties)
-    config = posterior_io.config_from_tree(tree)
-    spill = model_data(panel, config).spill
-    post = tree["posterior"]
-    if COUNTY in post.coords:
-        stored = post[COUNTY].values.astype(str)
-        if not np.array_equal(stored, panel.counties.fips[spill.choice_set].astype(str)):
-            raise PosteriorError("the posterior's choice set does not match the rebuilt panel (another county table?)")
-    notes = []
-    truth = _embedded_truth(tree)
-    if truth is not None:
-        panel = PreparedPanel(**{**panel.__dict__, "truth": truth})
-        notes.append(f"the fit's data is the embedded dataset {tree.attrs.get('data_source')}: its true parameters are known")
-    return FittedWorld(panel, config, spill, draws_from_tree(tree, panel, max_draws), tuple(notes))
-
-
-def _embedded_truth(tree) -> dict | None:
-    """The truth of the embedded (simulated) dataset when the fit was made on it."""
-    source = str(tree.attrs.get("data_source", ""))
-    if not source.startswith("embedded:"):
-        return None
-    import json
-
-    from bayes_spill.data.datasets import DATASETS, dataset_path
-
-    name = source.split(":", 1)[1]
-    if name not in DATASETS:
-        return None
-    path = dataset_path(name).with_name(DATASETS[name][1])
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def attach_truth(world: FittedWorld, truth_file: str | Path) -> FittedWorld:
-    """The same world with a simulation's truth (truth.json of ``bayes-spill simulate``) attached."""
-    import json
-
-    path = Path(truth_file)
-    try:
-        truth = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(path, None, f"cannot read the truth file ({exc})") from None
-    panel = PreparedPanel(**{**world.panel.__dict__, "truth": truth})
-    return FittedWorld(panel, world.config, world.spill, world.draws, world.notes)
-
-
-def truth_world(world: FittedWorld) -> FittedWorld:
-    """The world with its draws replaced by the simulation's truth (one draw)."""
-    return FittedWorld(world.panel, world.config, world.spill, draws_from_truth(world.panel, world.spill), world.notes)
-
-
-def world_from_panel(panel: PreparedPanel, config=None, draws: ParameterDraws | None = None) -> FittedWorld:
-    """A world from a panel and configuration (default: the lychagin2010 model); draws default
-    to the panel's truth."""
-    from bayes_spill.inference.fitting import resolve_config
-    from bayes_spill.model.likelihood import model_data
-
-    config = resolve_config(config) if config is not None else resolve_config()
-    spill = model_data(panel, config).spill
-    return FittedWorld(panel, config, spill, draws if draws is not None else draws_from_truth(panel, spill))
-
-
-# ---------------------------------------------------------------------------------------------
-# The model-implied distribution of absorptive capacity in a county (Appendix 7.2)
-# ---------------------------------------------------------------------------------------------
-def alpha_grid(mu: float, sigma: float, points: int = GRID_POINTS) -> np.ndarray:
-    return mu + sigma * np.linspace(-GRID_HALF_WIDTH, GRID_HALF_WIDTH, points)
-
-
-def trapezoid_weights(grid: np.ndarray) -> np.ndarray:
-    dx = np.diff(grid)
-    w = np.zeros(len(grid))
-    w[:-1] += dx / 2.0
-    w[1:] += dx / 2.0
-    return w
-
-
-def implied_alpha_density(county_effect, gamma, sbar, mu, sigma, rows, grid=None, tilt=None) -> tuple[np.ndarray, np.ndarray]:
-    """f(alpha | l) for the choice-set positions ``rows`` on a grid of alpha (one draw).
-
-    f(alpha | l) = softmax_l(a + gamma alpha Sbar) Normal(alpha; mu, sigma) / n_l, normalised on
-    the grid with the trapezoid rule. With ``tilt`` (one number t_r per row) the density is
-    re-weighted by exp(alpha t_r) and normalised again (the sales weighting of Table 6); the
-    default grid then widens to cover the tilted mass. Returns (grid, density (len(rows), G)).
-    """
-    from scipy.special import log_softmax
-    from scipy.stats import norm
-
-    rows = np.atleast_1d(np.asarray(rows))
-    tilt = np.zeros(len(rows)) if tilt is None else np.asarray(tilt, dtype=float)
-    if grid is None:
-        lo = mu - GRID_HALF_WIDTH * sigma + sigma**2 * min(0.0, float(tilt.min()))
-        hi = mu + GRID_HALF_WIDTH * sigma + sigma**2 * max(0.0, float(tilt.max()))
-        points = max(GRID_POINTS, int(np.ceil((hi - lo) / sigma * GRID_POINTS / (2 * GRID_HALF_WIDTH))) | 1)
-        grid = np.linspace(lo, hi, points)
-    logits = county_effect[None, :] + gamma * grid[:, None] * sbar[None, :]
-    log_p = log_softmax(logits, axis=1)[:, rows]  # (G, R)
-    log_f = log_p.T + norm.logpdf(grid, mu, sigma)[None, :] + tilt[:, None] * grid[None, :]
-    log_f -= log_f.max(axis=1, keepdims=True)
-    f = np.exp(log_f)
-    f /= (f * trapezoid_weights(grid)[None, :]).sum(axis=1, keepdims=True)
-    return grid, f
-
-
-def implied_expectation(grid: np.ndarray, density: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """∫ values(alpha) f(alpha | l) dalpha per row; values broadcast against density (R, G)."""
-    return (density * values * trapezoid_weights(grid)[None, :]).sum(axis=1)
-
-
-def implied_cdf(grid: np.ndarray, density: np.ndarray) -> np.ndarray:
-    """CDF of each row on the grid (cumulative trapezoid, ending at exactly 1)."""
-    dx = np.diff(grid)
-    pieces = (density[:, 1:] + density[:, :-1]) / 2.0 * dx[None, :]
-    cdf = np.concatenate([np.zeros((density.shape[0], 1)), np.cumsum(pieces, axis=1)], axis=1)
-    return cdf / cdf[:, -1:]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -465,7 +221,33 @@ def table6(
     county_sales: dict[str, float] | None = None,
     radius_km: float = DEFAULT_RADIUS_KM,
 ) -> Table6Result:
-    """The Table-6 cells per draw of ``world.draws`` (see the module docstring)."""
+    """The Table-6 cells per draw of ``world.draws`` (see the module docstring).
+
+    Parameters
+    ----------
+    world : FittedWorld or Fit
+        The fitted world (``world.load_world``), or a Fit (every draw).
+    county : str
+        FIPS of the county the entrant enters.
+    rd_stock_mil : float
+        The entrant's R&D stock, $ million.
+    year : int
+        The year of entry.
+    neighbors : list of str, optional
+        Counties to report besides the entrant's (default: those with sample firms within
+        ``radius_km``).
+    alpha : {"firm", "implied"}
+        Where alpha comes from (see the module docstring).
+    county_sales : dict, optional
+        {fips: sales, $ million} for the dollar gains.
+    radius_km : float
+        Radius of the default neighbours.
+
+    Returns
+    -------
+    Table6Result
+    """
+    world = as_world(world)
     panel, spec = world.panel, world.config.model
     draws = world.draws
     if alpha not in ALPHA_MODES:

@@ -1,4 +1,4 @@
-"""Table 6 (counterfactual.py): the mechanics by hand, exact zero for a zero-size entrant, the
+"""Table 6 (policy/table6.py, implied.py, world.py): the mechanics by hand, exact zero for a zero-size entrant, the
 implied f(alpha | county), the CLI on a stand-in posterior, and (slow) the coverage of the truth
 by the 90% intervals over small simulated industries fitted with NUTS."""
 
@@ -7,7 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bayes_spill.policy import counterfactual as cf
+from bayes_spill.policy.world import FittedWorld, load_world, world_from_panel
+from bayes_spill.policy.implied import implied_alpha_density, implied_cdf, implied_expectation, trapezoid_weights
+from bayes_spill.policy.table6 import ALPHA_MODES, MECHANISMS, _field_rows, coverage, default_neighbors, format_table6, read_county_sales, table6, table6_truth
 from bayes_spill.cli.main import main
 from bayes_spill.errors import BayesSpillError, InputError
 from bayes_spill.model.simulate import SimulationSettings, simulate_industry
@@ -30,8 +32,8 @@ def fit_dir(panel, tmp_path_factory):
 def world(fit_dir, panel):
     from bayes_spill.data.panel import PreparedPanel
 
-    w = cf.load_world(fit_dir)
-    return cf.FittedWorld(PreparedPanel(**{**w.panel.__dict__, "truth": dict(panel.truth)}), w.config, w.spill, w.draws)
+    w = load_world(fit_dir)
+    return FittedWorld(PreparedPanel(**{**w.panel.__dict__, "truth": dict(panel.truth)}), w.config, w.spill, w.draws)
 
 
 def occupied_fips(world):
@@ -40,7 +42,7 @@ def occupied_fips(world):
 
 def test_zero_size_entrant_gives_exactly_zero(world):
     for alpha in ("firm", "implied"):
-        r = cf.table6(world, "06085", 0.0, 2002, neighbors=PAPER_NEIGHBORS, alpha=alpha, county_sales={"06085": 7640.0})
+        r = table6(world, "06085", 0.0, 2002, neighbors=PAPER_NEIGHBORS, alpha=alpha, county_sales={"06085": 7640.0})
         finite = np.isfinite(r.percent)
         assert finite.any()
         assert np.all(r.percent[finite] == 0.0), alpha
@@ -52,7 +54,7 @@ def test_zero_size_entrant_gives_exactly_zero(world):
 def test_both_mechanism_by_hand(world):
     """The 'both' cell of every listed county equals sum_i sale_i expm1(alpha_i w R) / sum_i sale_i."""
     panel, draws = world.panel, world.draws
-    r = cf.table6(world, "06085", 220.0, 2002, neighbors=PAPER_NEIGHBORS)
+    r = table6(world, "06085", 220.0, 2002, neighbors=PAPER_NEIGHBORS)
     for c, row in enumerate(r.rows):
         if row.firms == 0:
             assert np.all(np.isnan(r.percent[:, c, 1:]))
@@ -70,7 +72,7 @@ def test_both_mechanism_by_hand(world):
 
 def test_entrant_row_is_the_same_under_every_mechanism(world):
     for alpha in ("firm", "implied"):
-        r = cf.table6(world, "06085", 220.0, 2002, neighbors=PAPER_NEIGHBORS, alpha=alpha)
+        r = table6(world, "06085", 220.0, 2002, neighbors=PAPER_NEIGHBORS, alpha=alpha)
         row = r.percent[:, 0, :]
         np.testing.assert_allclose(row[:, 0], row[:, 2], rtol=1e-12)
         np.testing.assert_allclose(row[:, 1], row[:, 2], rtol=1e-12)
@@ -80,7 +82,7 @@ def test_entrant_row_is_the_same_under_every_mechanism(world):
 def test_decay_column_uses_the_entrant_county_firms(world):
     """Distance decay only: the entrant county's firms at the neighbour's distance."""
     panel, draws = world.panel, world.draws
-    r = cf.table6(world, "06085", 220.0, 2002, neighbors=PAPER_NEIGHBORS)
+    r = table6(world, "06085", 220.0, 2002, neighbors=PAPER_NEIGHBORS)
     obs = np.flatnonzero((panel.obs_county == panel.counties.index_of(["06085"])[0]) & (panel.years[panel.obs_year] == 2002))
     a, sale = draws.alpha[:, panel.obs_firm[obs]], panel.sale[obs]
     for c, row in enumerate(r.rows):
@@ -91,9 +93,9 @@ def test_decay_column_uses_the_entrant_county_firms(world):
 
 def test_default_neighbors_are_occupied_counties_within_100_km(world):
     entrant = world.panel.counties.index_of(["06085"])[0]
-    listed = cf.default_neighbors(world, entrant)
+    listed = default_neighbors(world, entrant)
     assert set(listed) <= occupied_fips(world)
-    r = cf.table6(world, "06085", 220.0, 2002)
+    r = table6(world, "06085", 220.0, 2002)
     assert r.rows[0].fips == "06085"
     assert [row.fips for row in r.rows[1:]] == listed
     assert all(row.distance_km <= 100.0 for row in r.rows)
@@ -109,7 +111,7 @@ def test_county_without_firms_in_the_year_uses_an_earlier_year_and_says_so(world
         if last not in years:
             fips = str(panel.counties.fips[county])
             break
-    r = cf.table6(world, fips, 100.0, last, neighbors=[])
+    r = table6(world, fips, 100.0, last, neighbors=[])
     assert r.rows[0].year_used == int(years.max()) and r.rows[0].year_used != last
     assert any("no sample firm in" in n for n in r.notes)
 
@@ -121,16 +123,16 @@ def test_implied_density_is_a_density_and_matches_gauss_hermite(world):
     draws = world.draws
     sbar = world.sbar()[d]
     pos = world.choice_position("06085")
-    grid, dens = cf.implied_alpha_density(draws.county_effect[d], draws.gamma[d], sbar, draws.mu_alpha[d], draws.sigma_alpha[d], [pos])
-    assert np.isclose((dens * cf.trapezoid_weights(grid)).sum(), 1.0)
-    assert np.isclose(cf.implied_cdf(grid, dens)[0, -1], 1.0)
+    grid, dens = implied_alpha_density(draws.county_effect[d], draws.gamma[d], sbar, draws.mu_alpha[d], draws.sigma_alpha[d], [pos])
+    assert np.isclose((dens * trapezoid_weights(grid)).sum(), 1.0)
+    assert np.isclose(implied_cdf(grid, dens)[0, -1], 1.0)
     # E_f[expm1(alpha c)] against Gauss-Hermite: ∫ P_l(alpha) expm1(alpha c) N / ∫ P_l(alpha) N
     z, w = np.polynomial.hermite_e.hermegauss(80)
     nodes = draws.mu_alpha[d] + draws.sigma_alpha[d] * z
     p = softmax(draws.county_effect[d][None, :] + draws.gamma[d] * nodes[:, None] * sbar[None, :], axis=1)[:, pos]
     c = 0.5
     gh = (w * p * np.expm1(nodes * c)).sum() / (w * p).sum()
-    ours = cf.implied_expectation(grid, dens, np.expm1(grid * c)[None, :])[0]
+    ours = implied_expectation(grid, dens, np.expm1(grid * c)[None, :])[0]
     assert ours == pytest.approx(gh, rel=1e-6)
 
 
@@ -142,7 +144,7 @@ def test_sales_tilted_implied_expectation_matches_gauss_hermite(world):
     sbar = world.sbar()[d]
     pos = world.choice_position("06085")
     s_field = 4.0  # a large field: the tilted mass sits far in the upper tail of Normal(mu, sigma)
-    grid, dens = cf.implied_alpha_density(
+    grid, dens = implied_alpha_density(
         draws.county_effect[d], draws.gamma[d], sbar, draws.mu_alpha[d], draws.sigma_alpha[d], [pos], tilt=[s_field]
     )
     assert grid.max() > draws.mu_alpha[d] + draws.sigma_alpha[d] ** 2 * s_field + 7 * draws.sigma_alpha[d]
@@ -152,41 +154,41 @@ def test_sales_tilted_implied_expectation_matches_gauss_hermite(world):
     weight = w * p * np.exp(nodes * s_field)
     c = 0.22
     gh = (weight * np.expm1(nodes * c)).sum() / weight.sum()
-    assert cf.implied_expectation(grid, dens, np.expm1(grid * c)[None, :])[0] == pytest.approx(gh, rel=1e-6)
+    assert implied_expectation(grid, dens, np.expm1(grid * c)[None, :])[0] == pytest.approx(gh, rel=1e-6)
 
 
 def test_implied_density_without_sorting_is_the_population_normal(world):
     L = len(world.choice_fips)
-    grid, dens = cf.implied_alpha_density(np.zeros(L), 0.0, np.ones(L), 0.3, 0.7, [0, 1])
-    mean = cf.implied_expectation(grid, dens, grid[None, :])
+    grid, dens = implied_alpha_density(np.zeros(L), 0.0, np.ones(L), 0.3, 0.7, [0, 1])
+    mean = implied_expectation(grid, dens, grid[None, :])
     np.testing.assert_allclose(mean, [0.3, 0.3], atol=1e-9)
 
 
 def test_truth_cells_and_coverage_bookkeeping(world):
-    post = cf.table6(world, "06085", 220.0, 2002, neighbors=PAPER_NEIGHBORS, county_sales={"06085": 7640.0})
-    truth = cf.table6_truth(world, "06085", 220.0, 2002, neighbors=PAPER_NEIGHBORS, county_sales={"06085": 7640.0})
+    post = table6(world, "06085", 220.0, 2002, neighbors=PAPER_NEIGHBORS, county_sales={"06085": 7640.0})
+    truth = table6_truth(world, "06085", 220.0, 2002, neighbors=PAPER_NEIGHBORS, county_sales={"06085": 7640.0})
     assert truth.percent.shape == (1, len(post.rows), 3) and truth.label == "truth"
     both = post.with_truth(truth)
     table = both.summary()
     assert "both_pct_truth" in table and "both_usd_mil_truth" in table
-    inside, total = cf.coverage([both])
+    inside, total = coverage([both])
     mask = both.comparable()
     assert total == int(mask.sum()) and not mask[0, 0] and not mask[0, 1]
     assert 0 <= inside <= total
-    text = cf.format_table6(both)
+    text = format_table6(both)
     assert "truth" in text and "distinct cells" in text
 
 
 def test_log_spillover_variant_by_hand(panel):
-    world = cf.world_from_panel(panel, "log_spillover")
-    r = cf.table6(world, "06085", 220.0, 2002, neighbors=[])
-    zero = cf.table6(world, "06085", 0.0, 2002, neighbors=[])
+    world = world_from_panel(panel, "log_spillover")
+    r = table6(world, "06085", 220.0, 2002, neighbors=[])
+    zero = table6(world, "06085", 0.0, 2002, neighbors=[])
     assert np.all(zero.percent == 0.0)
     # one firm by hand: gain = alpha (log(S_it + R) - log(S_it)), S_it own stock excluded
     p = world.panel
     county = p.counties.index_of(["06085"])[0]
     obs = np.flatnonzero((p.obs_county == county) & (p.years[p.obs_year] == 2002))
-    field = cf._field_rows(world, np.array([county]), int(np.flatnonzero(p.years == 2002)[0]), world.draws.halflife_km)[0, 0]
+    field = _field_rows(world, np.array([county]), int(np.flatnonzero(p.years == 2002)[0]), world.draws.halflife_km)[0, 0]
     s_it = np.maximum(field - p.rd_stock[obs] / 1000.0, 0.001)
     gain = world.draws.alpha[0, p.obs_firm[obs]] * (np.log(s_it + 0.22) - np.log(s_it))
     expected = 100 * (np.expm1(gain) * p.sale[obs]).sum() / p.sale[obs].sum()
@@ -195,16 +197,30 @@ def test_log_spillover_variant_by_hand(panel):
 
 def test_bad_inputs_are_clear_errors(world, tmp_path):
     with pytest.raises(BayesSpillError, match="unknown county"):
-        cf.table6(world, "99999", 220.0, 2002)
+        table6(world, "99999", 220.0, 2002)
     with pytest.raises(BayesSpillError, match="non-negative"):
-        cf.table6(world, "06085", -1.0, 2002)
+        table6(world, "06085", -1.0, 2002)
     bad = tmp_path / "sales.csv"
     bad.write_text("fips,sales\n6085,7640\n")
     with pytest.raises(InputError, match="5-digit"):
-        cf.read_county_sales(bad)
+        read_county_sales(bad)
     bad.write_text("fips,revenue\n06085,7640\n")
     with pytest.raises(InputError, match="sales"):
-        cf.read_county_sales(bad)
+        read_county_sales(bad)
+
+
+def test_fit_counterfactual_is_table6_of_its_world(fit_dir):
+    """Fit.counterfactual thins the draws as the command line does and gives table6's cells; a Fit
+    (all its draws) is accepted where a world is."""
+    import bayes_spill
+
+    fit = bayes_spill.load(fit_dir)
+    ours = fit.counterfactual("06085", 220.0, 2002, neighbors=PAPER_NEIGHBORS, n_draws=10)
+    direct = table6(load_world(fit_dir, max_draws=10), "06085", 220.0, 2002, neighbors=PAPER_NEIGHBORS)
+    np.testing.assert_array_equal(ours.percent, direct.percent)
+    assert ours.percent.shape[0] == 10 and ours.truth is None  # a stand-in fit: no embedded truth
+    every = table6(fit, "06085", 220.0, 2002, neighbors=PAPER_NEIGHBORS)
+    assert every.percent.shape[0] == fit.draws.n_draws
 
 
 def test_cli_paper_example_in_one_command(fit_dir, panel, tmp_path, capsys):
@@ -225,7 +241,7 @@ def test_cli_paper_example_in_one_command(fit_dir, panel, tmp_path, capsys):
     assert "Santa Clara" in text and "San Mateo" in text and "truth" in text
     table = pd.read_csv(out, dtype={"fips": str})
     assert table["fips"].tolist() == ["06085", *PAPER_NEIGHBORS]
-    for m in cf.MECHANISMS:
+    for m in MECHANISMS:
         assert {f"{m}_pct_median", f"{m}_pct_q5", f"{m}_pct_q95", f"{m}_pct_truth"} <= set(table.columns)
     assert "both_usd_mil_median" in table
 
@@ -255,15 +271,15 @@ def test_table6_intervals_cover_the_truth_at_about_the_nominal_rate():
     for seed in COVERAGE_SEEDS:
         panel = simulate_industry(SimulationSettings(n_firms=120, first_year=1994, last_year=2004, county_shift=BAY), seed=seed)
         tree = bayes_spill.fit(data=panel, draws=100, tune=100, chains=2, seed=seed, progress=False, report=False)
-        world = cf.load_world(tree)
-        world = cf.FittedWorld(type(world.panel)(**{**world.panel.__dict__, "truth": dict(panel.truth)}), world.config, world.spill, world.draws)
-        for alpha in cf.ALPHA_MODES:
-            post = cf.table6(world, "06085", 220.0, 2002, alpha=alpha)
-            result = post.with_truth(cf.table6_truth(world, "06085", 220.0, 2002, alpha=alpha))
+        world = load_world(tree)
+        world = FittedWorld(type(world.panel)(**{**world.panel.__dict__, "truth": dict(panel.truth)}), world.config, world.spill, world.draws)
+        for alpha in ALPHA_MODES:
+            post = table6(world, "06085", 220.0, 2002, alpha=alpha)
+            result = post.with_truth(table6_truth(world, "06085", 220.0, 2002, alpha=alpha))
             results.append(result)
-            inside, total = cf.coverage([result])
-            lines.append(f"seed {seed} alpha={alpha}: {inside}/{total}\n{cf.format_table6(result)}")
-    inside, total = cf.coverage(results)
+            inside, total = coverage([result])
+            lines.append(f"seed {seed} alpha={alpha}: {inside}/{total}\n{format_table6(result)}")
+    inside, total = coverage(results)
     report = "\n\n".join(lines) + f"\n\noverall: {inside}/{total} = {inside / total:.2f}"
     print(report)
     assert total >= 20, report
