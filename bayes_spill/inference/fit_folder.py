@@ -50,12 +50,13 @@ RUN_ATTR = "run_id"  # the posterior's attribute holding the run id of the fit t
 FIT_FILES = ("posterior.nc", "summary.csv", "versions.json")
 # What the commands that add to a run leave in its folder, removed by the next fit even from a
 # folder written before run.json existed. A user's own files there are never touched.
-DERIVED_PATTERNS = ("report.md", "checks.csv", "figures", "counterfactual_*.csv", "sorting.csv")
+DERIVED_PATTERNS = ("report.md", "checks.csv", "figures", "counterfactual_*.csv", "sorting.csv", "equilibrium_*.csv")
 LOCK_WAIT_SECONDS = 60.0
 STAGE_GRACE_SECONDS = 60.0  # a stage without its owner's name is left alone this long
 # Test hook: "STEP" or "STEP=SECONDS". STEP is a step name of ``Transaction`` ("staged",
-# "locked") to wait at, or "apply:N" to end the process (os._exit, as a kill -9 would) after
-# the journal's N-th action. tests/inference/test_fit_folder.py uses it to stop between writes.
+# "locked") to wait at (the marker .STEP.held in the stage says it waits), or "apply:N" to end
+# the process (os._exit, as a kill -9 would) after the journal's N-th action.
+# tests/inference/test_fit_folder.py and tests/checking/test_fit_folders.py use it.
 TEST_STOP_ENV = "BAYES_SPILL_TEST_FOLDER_STOP"
 
 
@@ -263,6 +264,8 @@ class Transaction:
         self._identity: tuple | None = None
 
     def __enter__(self) -> Transaction:
+        if not self.new_run and not self.folder.is_dir():
+            raise BayesSpillError(f"no fit folder at {self.folder}: run 'bayes-spill fit --out {self.folder}' first")
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             recover(self.folder)
@@ -303,11 +306,11 @@ class Transaction:
 
     def commit(self) -> None:
         """Move the staged files into the folder as one step (see the module's description)."""
-        _test_stop("staged")
+        _test_stop("staged", self.stage)
         files = _staged_files(self.stage)
         records = {rel: {"sha256": _sha256(self.stage / rel), "size": (self.stage / rel).stat().st_size, "by": self.command} for rel in files}
         with locked(self.folder, self.command):
-            _test_stop("locked")
+            _test_stop("locked", self.stage)
             manifest = read_manifest(self.folder)
             if not self.new_run:
                 self._require_same_run(manifest)
@@ -351,9 +354,41 @@ class Transaction:
         return {"stage": self.stage.name, "aside": aside, "remove": remove, "moves": files, "manifest": new_manifest}
 
 
-def transaction_for_fit(folder: str | Path) -> Transaction:
-    """The Transaction a fit writes its posterior, summary and versions in (a new run)."""
-    return Transaction(folder, "fit", new_run=True)
+@contextmanager
+def output_file(path: str | Path, fit: str | Path, command: str):
+    """Where a command that reads a fit writes one output file, checked before it computes.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file the command writes.
+    fit : str or Path
+        The fit folder (or its posterior.nc) the command reads.
+    command : str
+        The command, for the run record and messages.
+
+    Returns
+    -------
+    contextmanager
+        Yields the path to write. A file inside the fit folder is written into a Transaction's
+        stage and committed onto the run the folder held when the block began (FolderChanged if
+        a fit replaced it meanwhile); a file elsewhere is written where it is asked, once its
+        folder proved writable. Either way a folder that cannot be written fails on entry.
+    """
+    path, fit = Path(path), Path(fit)
+    folder = fit.parent if fit.is_file() else fit
+    if path.parent.resolve() == folder.resolve():
+        with Transaction(folder, command) as tx:
+            yield tx.stage / path.name
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.probe"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise BayesSpillError(f"cannot write to {path.parent}: {exc.strerror or exc}; nothing was computed") from None
+    yield path
 
 
 def recover(folder: str | Path) -> None:
@@ -422,7 +457,8 @@ def _top_levels(files: dict) -> list[str]:
 
 
 def _staged_files(stage: Path) -> list[str]:
-    files = sorted(str(p.relative_to(stage)).replace(os.sep, "/") for p in stage.rglob("*") if p.is_file() and p.name != OWNER)
+    # hidden files are a writer's temporaries and markers, never outputs
+    files = sorted(str(p.relative_to(stage)).replace(os.sep, "/") for p in stage.rglob("*") if p.is_file() and not p.name.startswith("."))
     # the posterior last: a reader that sees the new posterior sees the run's other files already there
     return sorted(files, key=lambda rel: rel == FIT_FILES[0])
 
@@ -511,10 +547,11 @@ def _signals_held():
                 signal.raise_signal(signum)
 
 
-def _test_stop(step: str) -> None:
+def _test_stop(step: str, stage: Path) -> None:
     setting = os.environ.get(TEST_STOP_ENV, "")
     name, _, seconds = setting.partition("=")
     if name == step:
+        (stage / f".{step}.held").touch()  # tells the test that the wait began
         time.sleep(float(seconds or 3600))
 
 
