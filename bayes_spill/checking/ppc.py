@@ -352,6 +352,7 @@ class PPCResult:
                     "replicated_q95": float(np.quantile(rep, 0.95)) if len(rep) else np.nan,
                     "p_value": s.p_value,
                     "extreme": is_extreme(s.p_value),
+                    "finite_draws": int(np.sum(np.isfinite(np.broadcast_to(s.observed, np.shape(s.replicated))) & np.isfinite(s.replicated))),
                 }
             )
         return pd.DataFrame(rows).set_index("statistic")
@@ -405,8 +406,20 @@ def ppc_verdicts(table: pd.DataFrame) -> dict[str, str]:
         if rows.empty:
             verdicts[check] = "not applicable: this model has no location choice."
             continue
+        known = rows[np.isfinite(rows["p_value"].astype(float))]
+        unknown = _not_computable(rows[~np.isfinite(rows["p_value"].astype(float))])
+        if known.empty:
+            verdicts[check] = f"CANNOT BE COMPUTED: {unknown}."
+            continue
+        rows = known
         bad = rows[rows["extreme"]]
         p_range = f"p from {rows['p_value'].min():.2f} to {rows['p_value'].max():.2f}"
+        if unknown:
+            if bad.empty:
+                verdicts[check] = (
+                    f"INCOMPLETE: {unknown}; the other {len(rows)} statistic(s) are inside what the model replicates ({p_range})."
+                )
+                continue
         if bad.empty:
             what = {
                 "locations": "the firm shares of the largest counties and the concentration of firms across counties are inside what the model replicates",
@@ -424,4 +437,21 @@ def ppc_verdicts(table: pd.DataFrame) -> dict[str, str]:
                     f"(90% [{_fmt(r['replicated_q5'])}, {_fmt(r['replicated_q95'])}], p = {r['p_value']:.3f})"
                 )
             verdicts[check] = f"MISFIT in {len(bad)} of {len(rows)} statistics: " + "; ".join(parts) + "."
+            if unknown:
+                verdicts[check] += f" Besides, {unknown}."
     return verdicts
+
+
+def _not_computable(rows: pd.DataFrame) -> str:
+    """'<statistic> cannot be computed because ...' for statistics whose p-value is not a number
+    (empty when there are none)."""
+    parts = []
+    for name, r in rows.iterrows():
+        if not np.isfinite(r["observed"]):
+            why = "it is not defined on the observed data (too few firms, counties or years for it, or constant values)"
+        elif not np.isfinite(r["replicated_median"]):
+            why = "it is not defined on any replicated dataset (non-finite posterior draws, or too few firms or counties)"
+        else:
+            why = "its observed and replicated values are never finite in the same draw"
+        parts.append(f"{name} cannot be computed because {why}")
+    return "; ".join(parts)

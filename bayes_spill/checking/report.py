@@ -86,12 +86,60 @@ def markdown_table(frame: pd.DataFrame, index_name: str | None = None) -> str:
 
 # -- the checks ------------------------------------------------------------------------------------
 def sampler_verdict(tree: xr.DataTree) -> tuple[str, pd.DataFrame]:
+    """The sampler's verdict and per-chain diagnostics; never OK when a posterior draw, an R-hat
+    or an ESS is not a finite number (those are named with the reason)."""
     from bayes_spill.inference.summary import advice, chain_diagnostics, summary_table
 
     diag = chain_diagnostics(tree)
-    lines = advice(diag, summary_table(tree))
-    ok = len(lines) == 1 and lines[0].startswith("No sampler problems")
-    return ("OK: " if ok else "PROBLEMS: ") + " ".join(lines), diag
+    table = summary_table(tree)
+    lines = advice(diag, table)
+    unknown = nonfinite_lines(tree, table)
+    ok = not unknown and len(lines) == 1 and lines[0].startswith("No sampler problems")
+    if unknown and len(lines) == 1 and lines[0].startswith("No sampler problems"):
+        lines = []  # "no problems" was read from numbers that are not there
+    return ("OK: " if ok else "PROBLEMS: ") + " ".join([*unknown, *lines]), diag
+
+
+def nonfinite_draws(tree: xr.DataTree) -> dict[str, tuple[int, int]]:
+    """{posterior variable: (non-finite values, all values)} for every variable holding a NaN or
+    an infinity.
+
+    Parameters
+    ----------
+    tree : xarray.DataTree
+        A fit.
+
+    Returns
+    -------
+    dict
+        Empty for a posterior of finite numbers.
+    """
+    out = {}
+    for name, values in tree["posterior"].to_dataset().data_vars.items():
+        if np.issubdtype(values.dtype, np.number):
+            bad = int(np.sum(~np.isfinite(values.values)))
+            if bad:
+                out[str(name)] = (bad, int(values.size))
+    return out
+
+
+def nonfinite_lines(tree: xr.DataTree, table: pd.DataFrame) -> list[str]:
+    """Sentences naming the non-finite posterior draws, and the parameters whose R-hat or ESS
+    cannot be computed and why."""
+    lines = []
+    bad = nonfinite_draws(tree)
+    if bad:
+        listed = ", ".join(f"{name} ({n} of {total})" for name, (n, total) in bad.items())
+        lines.append(f"The posterior holds draws that are not finite numbers: {listed}; nothing computed from them can be trusted.")
+    stats = [c for c in ("r_hat", "ess_bulk", "ess_tail") if c in table.columns]
+    for name, row in table[stats].iterrows():
+        missing = [c for c in stats if not np.isfinite(float(row[c]))]
+        if not missing:
+            continue
+        base = str(name).split("[")[0]
+        why = "its draws are not all finite numbers" if base in bad else "its draws do not vary (constant within the chains)"
+        lines.append(f"{' and '.join(m.replace('_', ' ').replace('r hat', 'R-hat') for m in missing)} of {name} cannot be computed because {why}.")
+    return lines
 
 
 def observed_table4(fit, n_bootstrap: int, seed: int) -> pd.DataFrame:

@@ -54,7 +54,8 @@ DERIVED_PATTERNS = ("report.md", "checks.csv", "figures", "counterfactual_*.csv"
 LOCK_WAIT_SECONDS = 60.0
 STAGE_GRACE_SECONDS = 60.0  # a stage without its owner's name is left alone this long
 # Test hook: "STEP" or "STEP=SECONDS". STEP is a step name of ``Transaction`` ("staged",
-# "locked") to wait at (the marker .STEP.held in the stage says it waits), or "apply:N" to end
+# "locked") to wait at, for SECONDS (default 600) or until the test removes the marker
+# .STEP.held that the wait puts in the stage; or "apply:N" to end
 # the process (os._exit, as a kill -9 would) after the journal's N-th action.
 # tests/inference/test_fit_folder.py and tests/checking/test_fit_folders.py use it.
 TEST_STOP_ENV = "BAYES_SPILL_TEST_FOLDER_STOP"
@@ -551,8 +552,12 @@ def _test_stop(step: str, stage: Path) -> None:
     setting = os.environ.get(TEST_STOP_ENV, "")
     name, _, seconds = setting.partition("=")
     if name == step:
-        (stage / f".{step}.held").touch()  # tells the test that the wait began
-        time.sleep(float(seconds or 3600))
+        # the marker tells the test that the wait began; removing it ends the wait
+        marker = stage / f".{step}.held"
+        marker.touch()
+        end = time.monotonic() + float(seconds or 600)
+        while marker.exists() and time.monotonic() < end:
+            time.sleep(0.05)
 
 
 def _test_kill_after(step: int) -> int:
