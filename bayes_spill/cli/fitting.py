@@ -13,22 +13,29 @@ DEFAULT_OUT_ROOT = Path("posterior")
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
+    from bayes_spill.inference import fit_folder
     from bayes_spill.inference.fitting import fit
 
-    result = fit(
-        data=args.data,
-        model=args.model,
-        out=args.out,
-        out_root=DEFAULT_OUT_ROOT,
-        seed=args.seed,
-        chains=args.chains,
-        draws=args.draws,
-        tune=args.tune,
-        backend=args.sampler,
-        counties=args.counties,
-        progress=not args.no_progress,
-    )
-    print(f"\nwrote {result.path / 'posterior.nc'} and {result.path / 'summary.csv'}")
+    try:
+        result = fit(
+            data=args.data,
+            model=args.model,
+            out=args.out,
+            out_root=DEFAULT_OUT_ROOT,
+            seed=args.seed,
+            chains=args.chains,
+            draws=args.draws,
+            tune=args.tune,
+            backend=args.sampler,
+            counties=args.counties,
+            progress=not args.no_progress,
+        )
+    except KeyboardInterrupt as exc:
+        # interrupted before the fit's files were staged (sampling, say): say what --out holds
+        if args.out is None or isinstance(exc, fit_folder.Interrupted):
+            raise
+        raise fit_folder.Interrupted(f"no partial output was written: {args.out} holds {fit_folder.describe_run(args.out)}, as before") from None
+    print(f"\nwrote {result.path / 'posterior.nc'}, {result.path / 'summary.csv'} and {result.path / fit_folder.MANIFEST}")
     return 0
 
 

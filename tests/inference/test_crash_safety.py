@@ -122,6 +122,7 @@ def test_an_interrupt_in_sampling_exits_cleanly(tiny_csv, tmp_path, monkeypatch,
     err = capsys.readouterr().err
     assert code == 128 + signum, err
     assert "interrupted" in err and "Traceback" not in err
+    assert f"{out} holds the fit of" in err and "as before" in err  # says what the folder holds
     assert check_outcome(out, before) == "previous"
     assert signal.getsignal(signal.SIGTERM) == handler  # main restores the handler it replaced
 
