@@ -12,7 +12,7 @@ fit: $(STAMP)
 	$(VENV)/bin/bayes-spill fit
 
 test: $(STAMP)
-	$(PY) -m pytest -m "not slow" -q
+	$(PY) -m pytest -m "not slow" -q -n 2 --dist loadgroup
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow -q

@@ -26,3 +26,22 @@ _COMMON = dict(
 settings.register_profile("fast", max_examples=FAST_EXAMPLES, derandomize=True, **_COMMON)
 settings.register_profile("slow", max_examples=SLOW_EXAMPLES, **_COMMON)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fast"))
+
+
+# With pytest-xdist (`make test` runs two workers, `--dist loadgroup`) each file runs whole on
+# one worker, so its module fixtures are built once; the files that read the same shared fit
+# (tests/tiny_fits.py: made once per process) run on the same worker, so it is sampled once.
+SHARED_FIT_GROUPS = {
+    "tiny_pymc_fits": ("test_checks.py", "test_figures.py", "test_readme.py", "test_integrated.py"),
+    "nutpie_fits": ("test_fit.py", "test_reproducibility.py"),
+    "tiny_csv": ("test_frames_and_formats.py", "test_fit_inputs.py"),
+}
+GROUP_OF_FILE = {name: group for group, names in SHARED_FIT_GROUPS.items() for name in names}
+
+
+def pytest_collection_modifyitems(config, items):
+    import pytest
+
+    for item in items:
+        name = item.path.name
+        item.add_marker(pytest.mark.xdist_group(GROUP_OF_FILE.get(name, str(item.path))))
