@@ -153,6 +153,7 @@ def test_changed_data_is_other_data(tmp_path):
     assert comparison.data_identity(stored_panel_tree(changed, "x")) != comparison.data_identity(stored_panel_tree(tiny_csv(), "x"))
 
 
+@pytest.mark.slow
 def test_compare_accepts_fits_of_the_same_data_read_from_different_bytes(tmp_path):
     """Two fit folders of one panel, one read from LF and one from CRLF: compare runs."""
     crlf = tmp_path / "panel_crlf.csv"
