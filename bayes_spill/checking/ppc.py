@@ -399,7 +399,9 @@ def _fmt(v: float) -> str:
 def ppc_verdicts(table: pd.DataFrame) -> dict[str, str]:
     """A plain-language verdict per check group ("locations", "sorting", "production") from the
     statistics table: OK when every p-value is between EXTREME_P and 1 - EXTREME_P, else MISFIT
-    naming each statistic in the tail and which way the data lean."""
+    naming each statistic in the tail and which way the data lean. A statistic whose p-value is
+    not a number is named with why it cannot be computed: the verdict is then CANNOT BE COMPUTED
+    (none left), INCOMPLETE (the rest inside) or MISFIT, never OK."""
     verdicts = {}
     for check in CHECK_TITLES:
         rows = table[table["check"] == check]
@@ -414,12 +416,9 @@ def ppc_verdicts(table: pd.DataFrame) -> dict[str, str]:
         rows = known
         bad = rows[rows["extreme"]]
         p_range = f"p from {rows['p_value'].min():.2f} to {rows['p_value'].max():.2f}"
-        if unknown:
-            if bad.empty:
-                verdicts[check] = (
-                    f"INCOMPLETE: {unknown}; the other {len(rows)} statistic(s) are inside what the model replicates ({p_range})."
-                )
-                continue
+        if unknown and bad.empty:  # never OK while a statistic is missing
+            verdicts[check] = f"INCOMPLETE: {unknown}; the other {len(rows)} statistic(s) are inside what the model replicates ({p_range})."
+            continue
         if bad.empty:
             what = {
                 "locations": "the firm shares of the largest counties and the concentration of firms across counties are inside what the model replicates",
