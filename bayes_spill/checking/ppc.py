@@ -444,13 +444,17 @@ def ppc_verdicts(table: pd.DataFrame) -> dict[str, str]:
 def _not_computable(rows: pd.DataFrame) -> str:
     """'<statistic> cannot be computed because ...' for statistics whose p-value is not a number
     (empty when there are none)."""
-    parts = []
+    reasons: dict[str, list[str]] = {}
     for name, r in rows.iterrows():
         if not np.isfinite(r["observed"]):
-            why = "it is not defined on the observed data (too few firms, counties or years for it, or constant values)"
+            why = "not defined on the observed data (too few firms, counties or years for it, or constant values)"
         elif not np.isfinite(r["replicated_median"]):
-            why = "it is not defined on any replicated dataset (non-finite posterior draws, or too few firms or counties)"
+            why = "not defined on any replicated dataset (non-finite posterior draws, or too few firms or counties)"
         else:
-            why = "its observed and replicated values are never finite in the same draw"
-        parts.append(f"{name} cannot be computed because {why}")
+            why = "never finite in the observed and the replicated data of the same draw"
+        reasons.setdefault(why, []).append(str(name))
+    parts = []
+    for why, names in reasons.items():
+        listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+        parts.append(f"{listed} cannot be computed because {'it is' if len(names) == 1 else 'they are'} {why}")
     return "; ".join(parts)

@@ -44,7 +44,7 @@ def ppc_table(p_values, observed=None) -> pd.DataFrame:
 def test_all_statistics_nan_is_not_ok():
     verdict = ppc.ppc_verdicts(ppc_table([np.nan, np.nan], observed=[np.nan, np.nan]))["sorting"]
     assert verdict.startswith("CANNOT BE COMPUTED")
-    assert "slope 0 cannot be computed because it is not defined on the observed data" in verdict
+    assert "slope 0 and slope 1 cannot be computed because they are not defined on the observed data" in verdict
     assert "OK" not in verdict and not NAN_PERCENT.search(verdict)
 
 
