@@ -171,3 +171,18 @@ def test_compare_accepts_fits_of_the_same_data_read_from_different_bytes(tmp_pat
 def test_ppp_value_of_nonfinite_draws_only_is_nan_and_not_extreme(value):
     p = ppc.ppp_value(np.array([value] * 4), np.array([value] * 4))
     assert np.isnan(p) and not ppc.is_extreme(p)
+
+
+@pytest.mark.slow
+def test_check_of_a_one_firm_fit_says_what_cannot_be_computed(tmp_path, capsys):
+    """The case of the issue: Table 4's slopes have no value on one firm, so the sorting check
+    cannot be computed (it said OK with 'p from nan to nan'); the fit warned first."""
+    frame = pd.read_csv(tiny_csv(), dtype={"gvkey": str, "fips": str})
+    one = tmp_path / "one.csv"
+    frame[frame["gvkey"] == frame["gvkey"].iloc[0]].to_csv(one, index=False)
+    config = tiny_config().with_sampler(draws=20, tune=20, chains=2)
+    bayes_spill.fit(data=one, model=config, out=tmp_path / "fit", progress=False, report=False)
+    assert "the panel holds one firm: sigma_alpha, gamma" in capsys.readouterr().err
+    assert main(["check", str(tmp_path / "fit"), "--ppc-draws", "10", "--bootstrap", "0", "--no-figures"]) == 0
+    sorting = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("- Sorting"))
+    assert "CANNOT BE COMPUTED" in sorting and "OK" not in sorting and "nan" not in sorting
