@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import stat
 import tomllib
 from dataclasses import asdict, dataclass, fields
 from importlib import resources
@@ -117,6 +118,15 @@ POSITIVE_FAMILIES = {"HalfNormal", "LogNormal", "Exponential", "Gamma"}
 REAL_FAMILIES = {"Normal", "StudentT"}
 
 SAMPLERS = ("nutpie", "pymc", "numpyro")
+
+# A model file is a page of TOML; anything far larger is the wrong file (or /dev/zero).
+MAX_MODEL_FILE_BYTES = 1024**2
+# What the samplers and the saved posterior take: nutpie reads the seed as an unsigned 64-bit
+# integer, and the posterior's attributes and a TOML file hold signed 64-bit integers.
+MAX_SEED = 2**63 - 1
+# PyMC sizes its draw arrays with C ints; more draws or tuning steps than this is a typo.
+MAX_DRAWS = 2**31 - 1
+MAX_CHAINS = 1024
 
 
 @dataclass(frozen=True)
@@ -279,15 +289,50 @@ def required_priors(model: ModelSpec) -> tuple[str, ...]:
 
 
 def load_config(path: str | Path) -> ModelConfig:
-    """Parse and validate a model TOML file."""
+    """Parse and validate a model TOML file (a regular file of at most MAX_MODEL_FILE_BYTES)."""
+    path = Path(path)
+    text = read_small_text(path, MAX_MODEL_FILE_BYTES, "model configuration")
+    return parse_config(text, source=str(path))
+
+
+def read_small_text(path: str | Path, limit: int, what: str) -> str:
+    """The UTF-8 text of a small file, checked before it is opened: a regular file (so that
+    /dev/zero or a pipe is never read), of at most ``limit`` bytes.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file.
+    limit : int
+        The most bytes it may hold.
+    what : str
+        What the file is, for messages ("model configuration").
+
+    Returns
+    -------
+    str
+        Its text. ConfigError names the file and what is wrong.
+    """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        info = path.stat()
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such model configuration file") from None
+        raise ConfigError(f"{path}: no such {what} file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the {what} ({exc})") from None
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a folder" if stat.S_ISDIR(info.st_mode) else "a device, pipe or socket"
+        raise ConfigError(f"{path}: is {kind}, not a {what} file (a TOML file)")
+    if info.st_size > limit:
+        raise ConfigError(f"{path}: is {info.st_size:,} bytes, more than the {limit:,} a {what} file may hold; is it the right file?")
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(limit + 1)  # the file may have grown since stat
+        if len(raw) > limit:
+            raise ConfigError(f"{path}: holds more than the {limit:,} bytes a {what} file may hold; is it the right file?")
+        return raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the model configuration ({exc})") from None
-    return parse_config(text, source=str(path))
+        raise ConfigError(f"{path}: cannot read the {what} ({exc})") from None
 
 
 def parse_config(text: str, source: str = "<memory>") -> ModelConfig:
@@ -394,6 +439,9 @@ def _check_sampler(s: SamplerSpec, source: str) -> None:
             raise ConfigError(f"{source}: sampler.{key} must be at least 1, got {getattr(s, key)}")
     if s.tune < 0:
         raise ConfigError(f"{source}: sampler.tune must be non-negative, got {s.tune}")
+    for key, most in (("chains", MAX_CHAINS), ("draws", MAX_DRAWS), ("tune", MAX_DRAWS), ("seed", MAX_SEED)):
+        if getattr(s, key) > most:
+            raise ConfigError(f"{source}: sampler.{key} must be at most {most:,}, got {getattr(s, key):,}")
     if not 0.5 <= s.target_accept < 1.0:
         raise ConfigError(f"{source}: sampler.target_accept must be in [0.5, 1), got {s.target_accept}")
     if s.seed < 0:

@@ -50,11 +50,12 @@ SCHEMA = {
     },
     "sampler": {
         "backend": ("choice", ("nutpie", "pymc", "numpyro")),
-        "chains": ("int", lambda v: v >= 1),
-        "draws": ("int", lambda v: v >= 1),
-        "tune": ("int", lambda v: v >= 0),
+        # the upper bounds: what the samplers and the posterior file take (docs/outputs.md)
+        "chains": ("int", lambda v: 1 <= v <= 1024),
+        "draws": ("int", lambda v: 1 <= v <= 2**31 - 1),
+        "tune": ("int", lambda v: 0 <= v <= 2**31 - 1),
         "target_accept": ("float", lambda v: 0.5 <= v < 1.0),
-        "seed": ("int", lambda v: v >= 0),
+        "seed": ("int", lambda v: 0 <= v <= 2**63 - 1),
         "cores": ("int", lambda v: v >= 1),
         "adaptation": ("choice", ("diag", "low_rank")),
     },

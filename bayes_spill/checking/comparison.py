@@ -10,15 +10,17 @@ alpha_i. Both target the same elpd, log p(y_i | y_-i): left out, a firm's alpha_
 prior given theta. So the two formulations compare with each other; the integrated one's PSIS
 weights are better behaved.
 
-Two fits are comparable only when their log-likelihoods cover the same data: the same data file
-(data_sha256), the same firms, the same observed log sales and counties, and the same likelihood
-terms over the same outcomes (a location term over the same choice set, or none in both). The
+Two fits are comparable only when their log-likelihoods cover the same data: the same panel
+(``data_identity``: the panel each fit stores, not the bytes of the file it came from), the same
+firms, the same observed log sales and counties, and the same likelihood terms over the same
+outcomes (a location term over the same choice set, or none in both). The
 homogeneous variant (spec. 1) has no location term: its elpd measures log sales alone, a joint
 variant's measures log sales and county choices, so their difference is not a model comparison.
 """
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +58,39 @@ def _name(tree: xr.DataTree, fallback: str) -> str:
     return str(tree.attrs.get("model_name", fallback))
 
 
+PANEL_COLUMNS = ("obs_firm", "obs_year", "sale", "emp", "ppent", "xrd")
+
+
+def data_identity(tree: xr.DataTree) -> tuple[str, str]:
+    """What identifies the data a fit saw: ("panel sha256", digest) of the panel the fit stores
+    (firm, year, sales, employment, capital and R&D per firm-year, in firm-year order, and each
+    firm's county), so that the same data read from a CSV with other line ends, from Parquet or
+    from a DataFrame is the same data; ("data sha256", the recorded hash of the file's bytes)
+    for a tree that does not store the panel.
+
+    Parameters
+    ----------
+    tree : xarray.DataTree
+        A fit.
+
+    Returns
+    -------
+    tuple of str
+        (what the digest is of, the digest).
+    """
+    const = tree["constant_data"].to_dataset() if "constant_data" in tree.children else xr.Dataset()
+    obs = tree["observed_data"].to_dataset() if "observed_data" in tree.children else xr.Dataset()
+    if not all(c in const for c in PANEL_COLUMNS) or "county" not in obs:
+        return "data sha256", str(tree.attrs.get("data_sha256"))
+    frame = pd.DataFrame({c: const[c].values for c in PANEL_COLUMNS})
+    frame["obs_firm"] = frame["obs_firm"].astype(str)
+    frame["obs_year"] = frame["obs_year"].astype(np.int64)
+    counties = dict(zip(obs[FIRM].values.astype(str), obs["county"].values.astype(str)))
+    frame["county"] = frame["obs_firm"].map(counties)
+    frame = frame.sort_values(["obs_firm", "obs_year"], kind="stable").reset_index(drop=True)
+    return "panel sha256", hashlib.sha256(frame.to_csv(index=False, float_format="%.17g").encode()).hexdigest()
+
+
 def comparability_problems(fits: dict) -> list[str]:
     """Why these fits (name -> Fit or DataTree) cannot be compared by LOO (empty when they can)."""
     fits = {name: as_fit(f) for name, f in fits.items()}
@@ -69,10 +104,11 @@ def comparability_problems(fits: dict) -> list[str]:
     ref_obs = ref["observed_data"].to_dataset()
     for name in names[1:]:
         tree = fits[name].tree
-        if tree.attrs.get("data_sha256") != ref.attrs.get("data_sha256"):
+        mine, theirs = data_identity(tree), data_identity(ref)
+        if mine != theirs:
             problems.append(
-                f"{name} was fitted to other data than {ref_name} (data sha256 {str(tree.attrs.get('data_sha256'))[:12]} "
-                f"!= {str(ref.attrs.get('data_sha256'))[:12]}): elpd of different data sets cannot be compared"
+                f"{name} was fitted to other data than {ref_name} ({mine[0]} {mine[1][:12]} != {theirs[0]} {theirs[1][:12]}): "
+                "elpd of different data sets cannot be compared"
             )
             continue
         obs = tree["observed_data"].to_dataset()
@@ -114,16 +150,22 @@ def loo(fit):
 
 
 def pareto_k_counts(elpd) -> dict:
-    """Counts of firms by Pareto k class: good (k <= good_k), bad (good_k < k <= 1), very bad (k > 1)."""
+    """Counts of firms by Pareto k class: good (k <= good_k), bad (good_k < k <= 1), very bad
+    (k > 1), and ``unknown``: firms whose k or elpd is not a finite number."""
     k = np.asarray(elpd.pareto_k.values).ravel()
     good_k = float(elpd.good_k)
+    pointwise = np.asarray(getattr(elpd, "elpd_i", np.zeros_like(k)), dtype=float).ravel()
+    unknown = ~np.isfinite(k) | (~np.isfinite(pointwise) if pointwise.shape == k.shape else False)
+    finite = k[~unknown]
     return {
         "good_k": good_k,
-        "good": int((k <= good_k).sum()),
-        "bad": int(((k > good_k) & (k <= PARETO_BAD)).sum()),
-        "very_bad": int((k > PARETO_BAD).sum()),
-        "max_k": float(np.nanmax(k)),
+        "good": int((finite <= good_k).sum()),
+        "bad": int(((finite > good_k) & (finite <= PARETO_BAD)).sum()),
+        "very_bad": int((finite > PARETO_BAD).sum()),
+        "unknown": int(unknown.sum()),
+        "max_k": float(np.max(finite)) if finite.size else np.nan,
         "firms": int(k.size),
+        "elpd_finite": bool(np.isfinite(float(elpd.elpd))),
     }
 
 
@@ -134,6 +176,13 @@ def loo_row(name: str, elpd) -> dict:
 
 def loo_verdict(counts: dict) -> str:
     n = counts["firms"]
+    unknown = counts.get("unknown", 0)
+    if unknown or not counts.get("elpd_finite", True):
+        which = f"{unknown} of {n} firms have" if unknown else "the sum has"
+        return (
+            f"PSIS-LOO cannot be computed because {which} a log-likelihood or Pareto k that is not a finite number "
+            "(non-finite draws of the per-firm log-likelihood): no elpd from this fit is usable."
+        )
     high = counts["bad"] + counts["very_bad"]
     if high == 0:
         return f"PSIS-LOO is reliable: all {n} firms have Pareto k <= {counts['good_k']:.2f}."
@@ -199,6 +248,9 @@ def compare(fits) -> Comparison:
     verdicts = []
     for name in table.index[1:]:
         diff, dse = float(table.loc[name, "elpd_diff"]), float(table.loc[name, "dse"])
+        if not (np.isfinite(diff) and np.isfinite(dse)):
+            verdicts.append(f"{best} against {name}: the elpd difference cannot be computed because one of the elpds is not a finite number.")
+            continue
         clear = abs(diff) > 2 * dse if dse > 0 else abs(diff) > 0
         verdicts.append(
             f"{best} predicts held-out firms better than {name} by {abs(diff):.1f} elpd (se {dse:.1f}): "
@@ -249,14 +301,20 @@ def contraction(fit, parameters=CONTRACTION_PARAMETERS) -> pd.DataFrame:
             entries.append(("log(halflife_km)", np.log(values), True))
         for label, v, log in entries:
             var_prior = prior_variance(given[name], log=log)
-            var_post = float(np.var(v, ddof=1))
+            nonfinite = int(np.sum(~np.isfinite(v)))
+            var_post = float(np.var(v, ddof=1)) if nonfinite == 0 else np.nan
+            # a non-finite variance on either side leaves the contraction undefined (NaN), and
+            # contraction_verdicts says why instead of giving a percentage
+            defined = np.isfinite(var_prior) and var_prior > 0 and np.isfinite(var_post)
             rows.append(
                 {
                     "parameter": label,
                     "prior": f"{given[name].family}({', '.join(f'{k}={val:g}' for k, val in given[name].params)})",
                     "prior_sd": float(np.sqrt(var_prior)),
                     "posterior_sd": float(np.sqrt(var_post)),
-                    "contraction": 1.0 - var_post / var_prior if np.isfinite(var_prior) else 1.0,
+                    "contraction": 1.0 - var_post / var_prior if defined else np.nan,
+                    "nonfinite_draws": nonfinite,
+                    "draws": int(v.size),
                 }
             )
     return pd.DataFrame(rows).set_index("parameter")
@@ -269,6 +327,16 @@ def contraction_verdicts(table: pd.DataFrame) -> dict[str, str]:
             continue
         c = float(table.loc[name, "contraction"])
         label = "The half-life" if name.startswith("log") else "gamma"
+        if not np.isfinite(c):
+            row = table.loc[name]
+            if row.get("nonfinite_draws", 0):
+                why = f"{int(row['nonfinite_draws'])} of {int(row['draws'])} posterior draws are not finite numbers"
+            elif not np.isfinite(row["prior_sd"]):
+                why = "its prior has no finite variance"
+            else:
+                why = "its prior or posterior variance is not a positive finite number"
+            out[name] = f"{label}: the contraction from prior to posterior cannot be computed because {why}."
+            continue
         if c >= INFORMED:
             what = "the data pin it down"
         elif c >= WEAK:

@@ -350,6 +350,7 @@ class PPCResult:
                     "replicated_q95": float(np.quantile(rep, 0.95)) if len(rep) else np.nan,
                     "p_value": s.p_value,
                     "extreme": is_extreme(s.p_value),
+                    "finite_draws": int(np.sum(np.isfinite(np.broadcast_to(s.observed, np.shape(s.replicated))) & np.isfinite(s.replicated))),
                 }
             )
         return pd.DataFrame(rows).set_index("statistic")
@@ -396,15 +397,26 @@ def _fmt(v: float) -> str:
 def ppc_verdicts(table: pd.DataFrame) -> dict[str, str]:
     """A plain-language verdict per check group ("locations", "sorting", "production") from the
     statistics table: OK when every p-value is between EXTREME_P and 1 - EXTREME_P, else MISFIT
-    naming each statistic in the tail and which way the data lean."""
+    naming each statistic in the tail and which way the data lean. A statistic whose p-value is
+    not a number is named with why it cannot be computed: the verdict is then CANNOT BE COMPUTED
+    (none left), INCOMPLETE (the rest inside) or MISFIT, never OK."""
     verdicts = {}
     for check in CHECK_TITLES:
         rows = table[table["check"] == check]
         if rows.empty:
             verdicts[check] = "not applicable: this model has no location choice."
             continue
+        known = rows[np.isfinite(rows["p_value"].astype(float))]
+        unknown = _not_computable(rows[~np.isfinite(rows["p_value"].astype(float))])
+        if known.empty:
+            verdicts[check] = f"CANNOT BE COMPUTED: {unknown}."
+            continue
+        rows = known
         bad = rows[rows["extreme"]]
         p_range = f"p from {rows['p_value'].min():.2f} to {rows['p_value'].max():.2f}"
+        if unknown and bad.empty:  # never OK while a statistic is missing
+            verdicts[check] = f"INCOMPLETE: {unknown}; the other {len(rows)} statistic(s) are inside what the model replicates ({p_range})."
+            continue
         if bad.empty:
             what = {
                 "locations": "the firm shares of the largest counties and the concentration of firms across counties are inside what the model replicates",
@@ -422,4 +434,25 @@ def ppc_verdicts(table: pd.DataFrame) -> dict[str, str]:
                     f"(90% [{_fmt(r['replicated_q5'])}, {_fmt(r['replicated_q95'])}], p = {r['p_value']:.3f})"
                 )
             verdicts[check] = f"MISFIT in {len(bad)} of {len(rows)} statistics: " + "; ".join(parts) + "."
+            if unknown:
+                verdicts[check] += f" Besides, {unknown}."
     return verdicts
+
+
+def _not_computable(rows: pd.DataFrame) -> str:
+    """'<statistic> cannot be computed because ...' for statistics whose p-value is not a number
+    (empty when there are none)."""
+    reasons: dict[str, list[str]] = {}
+    for name, r in rows.iterrows():
+        if not np.isfinite(r["observed"]):
+            why = "not defined on the observed data (too few firms, counties or years for it, or constant values)"
+        elif not np.isfinite(r["replicated_median"]):
+            why = "not defined on any replicated dataset (non-finite posterior draws, or too few firms or counties)"
+        else:
+            why = "never finite in the observed and the replicated data of the same draw"
+        reasons.setdefault(why, []).append(str(name))
+    parts = []
+    for why, names in reasons.items():
+        listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+        parts.append(f"{listed} cannot be computed because {'it is' if len(names) == 1 else 'they are'} {why}")
+    return "; ".join(parts)

@@ -12,7 +12,10 @@ Runs, on the fit in DIR:
 5. the paper's Table 4 on these data at the posterior medians, with bootstrapped t-statistics;
 
 then writes DIR/figures/*.png, DIR/checks.csv (the test statistics) and DIR/report.md (the tables,
-the figures and a plain-language verdict per check), and returns the verdicts.
+the figures and a plain-language verdict per check), and returns the verdicts. Everything is
+written as one addition to the run in DIR (``inference.fit_folder``): into a stage first (so a
+folder that cannot be written fails before any check runs), then committed together, and only
+if DIR still holds the posterior that was checked.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import xarray as xr
+
+from bayes_spill.inference import fit_folder
 
 REPORT_FILE = "report.md"
 CHECKS_FILE = "checks.csv"
@@ -81,12 +86,60 @@ def markdown_table(frame: pd.DataFrame, index_name: str | None = None) -> str:
 
 # -- the checks ------------------------------------------------------------------------------------
 def sampler_verdict(tree: xr.DataTree) -> tuple[str, pd.DataFrame]:
+    """The sampler's verdict and per-chain diagnostics; never OK when a posterior draw, an R-hat
+    or an ESS is not a finite number (those are named with the reason)."""
     from bayes_spill.inference.summary import advice, chain_diagnostics, summary_table
 
     diag = chain_diagnostics(tree)
-    lines = advice(diag, summary_table(tree))
-    ok = len(lines) == 1 and lines[0].startswith("No sampler problems")
-    return ("OK: " if ok else "PROBLEMS: ") + " ".join(lines), diag
+    table = summary_table(tree)
+    lines = advice(diag, table)
+    unknown = nonfinite_lines(tree, table)
+    ok = not unknown and len(lines) == 1 and lines[0].startswith("No sampler problems")
+    if unknown and len(lines) == 1 and lines[0].startswith("No sampler problems"):
+        lines = []  # "no problems" was read from numbers that are not there
+    return ("OK: " if ok else "PROBLEMS: ") + " ".join([*unknown, *lines]), diag
+
+
+def nonfinite_draws(tree: xr.DataTree) -> dict[str, tuple[int, int]]:
+    """{posterior variable: (non-finite values, all values)} for every variable holding a NaN or
+    an infinity.
+
+    Parameters
+    ----------
+    tree : xarray.DataTree
+        A fit.
+
+    Returns
+    -------
+    dict
+        Empty for a posterior of finite numbers.
+    """
+    out = {}
+    for name, values in tree["posterior"].to_dataset().data_vars.items():
+        if np.issubdtype(values.dtype, np.number):
+            bad = int(np.sum(~np.isfinite(values.values)))
+            if bad:
+                out[str(name)] = (bad, int(values.size))
+    return out
+
+
+def nonfinite_lines(tree: xr.DataTree, table: pd.DataFrame) -> list[str]:
+    """Sentences naming the non-finite posterior draws, and the parameters whose R-hat or ESS
+    cannot be computed and why."""
+    lines = []
+    bad = nonfinite_draws(tree)
+    if bad:
+        listed = ", ".join(f"{name} ({n} of {total})" for name, (n, total) in bad.items())
+        lines.append(f"The posterior holds draws that are not finite numbers: {listed}; nothing computed from them can be trusted.")
+    stats = [c for c in ("r_hat", "ess_bulk", "ess_tail") if c in table.columns]
+    for name, row in table[stats].iterrows():
+        missing = [c for c in stats if not np.isfinite(float(row[c]))]
+        if not missing:
+            continue
+        base = str(name).split("[")[0]
+        why = "its draws are not all finite numbers" if base in bad else "its draws do not vary (constant within the chains)"
+        lines.append(f"{' and '.join(m.replace('_', ' ').replace('r hat', 'R-hat') for m in missing)} of {name} cannot be computed because {why}.")
+    return lines
 
 
 def observed_table4(fit, n_bootstrap: int, seed: int) -> pd.DataFrame:
@@ -105,13 +158,13 @@ def observed_table4(fit, n_bootstrap: int, seed: int) -> pd.DataFrame:
 
 
 def add_posterior_predictive(tree: xr.DataTree, group: xr.Dataset, fit_dir: Path) -> Path:
-    """Put the group into the tree (replacing an older one) and rewrite DIR/posterior.nc
-    atomically through posterior_io.save."""
+    """Put the group into the tree (replacing an older one) and write the fit's files with it
+    into ``fit_dir`` (the check's stage: ``check`` commits them with its other outputs)."""
     from bayes_spill.inference import posterior_io
     from bayes_spill.checking.ppc import PPC_GROUP
 
     tree[PPC_GROUP] = xr.DataTree(group)
-    return posterior_io.save(tree, fit_dir)
+    return posterior_io.write_files(tree, fit_dir)
 
 
 def check(
@@ -147,8 +200,6 @@ def check(
     -------
     CheckReport
     """
-    from bayes_spill.checking import ppc as checks
-    from bayes_spill.checking import comparison
     from bayes_spill.checking import figures
     from bayes_spill.errors import BayesSpillError
     from bayes_spill.inference.results import as_fit
@@ -157,6 +208,24 @@ def check(
     if out_dir is None and fit.path is None:
         raise BayesSpillError("the checks write into the fit's folder: save the fit first (fit.save(DIR)) or give out_dir")
     fit_dir = Path(out_dir) if out_dir is not None else fit.path
+    fit_dir = fit_dir.parent if fit_dir.is_file() else fit_dir  # a posterior.nc given for its folder
+    # the outputs are committed only onto the run that was read (None: the folder's run now)
+    same_folder = fit.path is not None and fit_dir.resolve() == (fit.path.parent if fit.path.is_file() else fit.path).resolve()
+    expect = fit.tree.attrs.get(fit_folder.RUN_ATTR) if same_folder else None
+    if not same_folder:
+        fit_dir.mkdir(parents=True, exist_ok=True)
+    with fit_folder.Transaction(fit_dir, "check", expect_run=expect, replaces=(figures.FIGURES_DIR,)) as tx:
+        report = _run_checks(fit, fit_dir, tx.stage, n_draws, n_bootstrap, seed, make_figures)
+    return report
+
+
+def _run_checks(fit, fit_dir: Path, stage: Path, n_draws, n_bootstrap: int, seed, make_figures: bool) -> CheckReport:
+    """Every check of ``check``, its files written into ``stage`` under the names they get in
+    ``fit_dir``; the report's paths are those in ``fit_dir``."""
+    from bayes_spill.checking import ppc as checks
+    from bayes_spill.checking import comparison
+    from bayes_spill.checking import figures
+
     tree = fit.tree
     seed = fit.seed if seed is None else int(seed)
     n_draws = checks.DEFAULT_PPC_DRAWS if n_draws is None else int(n_draws)
@@ -171,20 +240,22 @@ def check(
     ppc = checks.run_ppc(fit, n_draws=n_draws, seed=seed)
     ppc_table = ppc.table()
     verdicts.update(checks.ppc_verdicts(ppc_table))
-    add_posterior_predictive(tree, ppc.group, fit_dir)
+    add_posterior_predictive(tree, ppc.group, stage)
 
     elpd = comparison.loo(fit)
     loo = comparison.loo_row(str(tree.attrs.get("model_name", fit_dir.name)), elpd)
     verdicts["loo"] = comparison.loo_verdict(comparison.pareto_k_counts(elpd))
 
     table4 = observed_table4(fit, n_bootstrap, seed)
-    figure_paths = figures.write_all(fit, ppc.statistics, fit_dir / figures.FIGURES_DIR) if make_figures else {}
+    staged = figures.write_all(fit, ppc.statistics, stage / figures.FIGURES_DIR) if make_figures else {}
+    figure_paths = {name: fit_dir / Path(path).relative_to(stage) for name, path in staged.items()}
 
     report = CheckReport(verdicts, ppc_table, table4, contraction, loo, diag, figure_paths)
-    report.report_path = write_report(report, tree, fit_dir, n_draws=len(ppc.statistics[0].replicated) if ppc.statistics else 0)
+    n_replicated = len(ppc.statistics[0].replicated) if ppc.statistics else 0
+    report.report_path = fit_dir / write_report(report, tree, fit_dir, n_draws=n_replicated, into=stage).relative_to(stage)
     from bayes_spill.inference.posterior_io import atomic_path
 
-    with atomic_path(fit_dir / CHECKS_FILE) as tmp:
+    with atomic_path(stage / CHECKS_FILE) as tmp:
         ppc_table.to_csv(tmp)
     return report
 
@@ -197,7 +268,9 @@ def _figure_line(report: CheckReport, name: str, caption: str, fit_dir: Path) ->
     return [f"![{caption}]({Path(path).relative_to(fit_dir).as_posix()})", ""]
 
 
-def write_report(report: CheckReport, tree: xr.DataTree, fit_dir: Path, n_draws: int) -> Path:
+def write_report(report: CheckReport, tree: xr.DataTree, fit_dir: Path, n_draws: int, into: Path | None = None) -> Path:
+    """Write report.md for the fit in ``fit_dir`` (figures linked relative to it) into ``into``
+    (default ``fit_dir``; ``check`` writes into its stage); returns the file written."""
     attrs = tree.attrs
     post = tree["posterior"]
     lines = [
@@ -257,7 +330,7 @@ def write_report(report: CheckReport, tree: xr.DataTree, fit_dir: Path, n_draws:
         markdown_table(pd.DataFrame([report.loo]).set_index("model")),
         "",
     ]
-    path = fit_dir / REPORT_FILE
+    path = (fit_dir if into is None else into) / REPORT_FILE
     from bayes_spill.inference.posterior_io import atomic_path
 
     with atomic_path(path) as tmp:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import math
 
+from bayes_spill.config import MAX_CHAINS, MAX_DRAWS, MAX_SEED
+
 
 def non_negative_int(text: str) -> int:
     value = int(text)
@@ -32,3 +34,34 @@ def year(text: str) -> int:
     if not 1000 <= value <= 9999:
         raise argparse.ArgumentTypeError(f"must be a 4-digit year, got {text}")
     return value
+
+
+def _bounded(text: str, least: int, most: int, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+    if not least <= value <= most:
+        raise argparse.ArgumentTypeError(f"must be {what} from {least:,} to {most:,}, got {text}")
+    return value
+
+
+def seed(text: str) -> int:
+    """A random seed: 0 to config.MAX_SEED (what nutpie and the posterior file hold)."""
+    return _bounded(text, 0, MAX_SEED, "a whole number")
+
+
+def draws(text: str) -> int:
+    """Draws per chain: 1 to config.MAX_DRAWS (whether they fit in memory is checked once the
+    model's size is known)."""
+    return _bounded(text, 1, MAX_DRAWS, "a whole number")
+
+
+def tune(text: str) -> int:
+    """Tuning steps per chain: 0 to config.MAX_DRAWS."""
+    return _bounded(text, 0, MAX_DRAWS, "a whole number")
+
+
+def chains(text: str) -> int:
+    """Chains: 1 to config.MAX_CHAINS."""
+    return _bounded(text, 1, MAX_CHAINS, "a whole number")

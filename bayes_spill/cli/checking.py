@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from bayes_spill.cli.arguments import non_negative_int, positive_int
+from bayes_spill.cli.arguments import non_negative_int, positive_int, seed
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -56,7 +56,7 @@ def add_commands(sub) -> None:
     p.add_argument("dir", help="a fit folder (holding posterior.nc)")
     p.add_argument("--ppc-draws", type=positive_int, help="posterior draws for the predictive checks (default 200)")
     p.add_argument("--bootstrap", type=non_negative_int, default=200, help="bootstrap resamples for Table 4's t-statistics (default 200)")
-    p.add_argument("--seed", type=non_negative_int, help="random seed (default: the fit's)")
+    p.add_argument("--seed", type=seed, help="random seed (default: the fit's)")
     p.add_argument("--counties", help="the county table of the fit, when it was not the built-in one")
     p.add_argument("--no-figures", action="store_true", help="skip the figures")
     p.set_defaults(func=cmd_check)

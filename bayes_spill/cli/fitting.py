@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bayes_spill.cli.arguments import finite_float, non_negative_int, positive_int, year
+from bayes_spill.cli.arguments import chains, draws, finite_float, positive_int, seed, tune, year
 from bayes_spill.config import DEFAULT_MODEL, LARGE_PANEL_FIRMS, LARGE_PANEL_MODEL
 from bayes_spill.errors import BayesSpillError
 
@@ -13,22 +13,29 @@ DEFAULT_OUT_ROOT = Path("posterior")
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
+    from bayes_spill.inference import fit_folder
     from bayes_spill.inference.fitting import fit
 
-    result = fit(
-        data=args.data,
-        model=args.model,
-        out=args.out,
-        out_root=DEFAULT_OUT_ROOT,
-        seed=args.seed,
-        chains=args.chains,
-        draws=args.draws,
-        tune=args.tune,
-        backend=args.sampler,
-        counties=args.counties,
-        progress=not args.no_progress,
-    )
-    print(f"\nwrote {result.path / 'posterior.nc'} and {result.path / 'summary.csv'}")
+    try:
+        result = fit(
+            data=args.data,
+            model=args.model,
+            out=args.out,
+            out_root=DEFAULT_OUT_ROOT,
+            seed=args.seed,
+            chains=args.chains,
+            draws=args.draws,
+            tune=args.tune,
+            backend=args.sampler,
+            counties=args.counties,
+            progress=not args.no_progress,
+        )
+    except KeyboardInterrupt as exc:
+        # interrupted before the fit's files were staged (sampling, say): say what --out holds
+        if args.out is None or isinstance(exc, fit_folder.Interrupted):
+            raise
+        raise fit_folder.Interrupted(f"no partial output was written: {args.out} holds {fit_folder.describe_run(args.out)}, as before") from None
+    print(f"\nwrote {result.path / 'posterior.nc'}, {result.path / 'summary.csv'} and {result.path / fit_folder.MANIFEST}")
     return 0
 
 
@@ -84,10 +91,10 @@ def add_commands(sub) -> None:
         help=f"model TOML, or a name in models/ (default: {DEFAULT_MODEL} up to {LARGE_PANEL_FIRMS} firms, {LARGE_PANEL_MODEL} above)",
     )
     p.add_argument("--out", help="output folder (default: posterior/<model name>)")
-    p.add_argument("--seed", type=non_negative_int, help="random seed (default: the configuration's)")
-    p.add_argument("--chains", type=positive_int)
-    p.add_argument("--draws", type=positive_int)
-    p.add_argument("--tune", type=non_negative_int)
+    p.add_argument("--seed", type=seed, help="random seed (default: the configuration's)")
+    p.add_argument("--chains", type=chains)
+    p.add_argument("--draws", type=draws)
+    p.add_argument("--tune", type=tune)
     p.add_argument("--sampler", choices=("nutpie", "pymc", "numpyro"), help="NUTS implementation (default: the configuration's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_fit)
@@ -99,7 +106,7 @@ def add_commands(sub) -> None:
 
     p = sub.add_parser("simulate", help="draw a synthetic industry from the model; writes panel.csv and truth.json")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--firms", type=positive_int)
     p.add_argument("--halflife-km", type=finite_float)
     p.add_argument("--gamma", type=finite_float)

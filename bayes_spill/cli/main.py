@@ -49,8 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # e.g. an output folder that cannot be created or written
         print(f"bayes-spill {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"bayes-spill {args.command}: interrupted; no partial output was written", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        # a command that was writing a fit folder says what the folder holds (fit_folder.Interrupted)
+        outcome = getattr(exc, "outcome", None) or "no partial output was written"
+        print(f"bayes-spill {args.command}: interrupted; {outcome}", file=sys.stderr)
         return 128 + (received[0] if received else signal.SIGINT)
     finally:
         if previous is not None:

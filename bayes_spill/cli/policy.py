@@ -67,23 +67,34 @@ def _world(args: argparse.Namespace):
     return load_world(FittedModel.load(args.dir, counties=args.counties), max_draws=args.draws)
 
 
+def _output(args: argparse.Namespace, default_name: str, command: str):
+    """(path, context) for a command's CSV: checked writable before the work; inside the fit
+    folder, committed onto the run that was read (fit_folder.output_file)."""
+    from bayes_spill.inference.fit_folder import output_file
+
+    folder = Path(args.dir).parent if Path(args.dir).is_file() else Path(args.dir)  # DIR or DIR/posterior.nc
+    out = Path(args.out) if args.out else folder / default_name
+    return out, output_file(out, folder, command)
+
+
 def cmd_counterfactual(args: argparse.Namespace) -> int:
     from bayes_spill.policy import table6 as t6
     from bayes_spill.policy.world import attach_truth
 
-    world = _world(args)
-    if args.truth:
-        world = attach_truth(world, args.truth)
-    sales = t6.read_county_sales(args.county_sales) if args.county_sales else None
-    options = dict(neighbors=args.neighbors, alpha=args.alpha, county_sales=sales, radius_km=args.radius_km)
-    result = t6.table6(world, args.county, args.rd_stock, args.year, **options)
-    if world.panel.truth is not None and "alpha" in world.panel.truth:
-        result = result.with_truth(t6.table6_truth(world, args.county, args.rd_stock, args.year, **options))
-    print(t6.format_table6(result))
-    for note in world.notes:
-        print(f"note: {note}")
-    out = Path(args.out) if args.out else Path(args.dir) / f"counterfactual_{args.county}_{args.year}_{args.alpha}.csv"
-    _write_csv(result.summary(), out)
+    out, output = _output(args, f"counterfactual_{args.county}_{args.year}_{args.alpha}.csv", "counterfactual")
+    with output as target:
+        world = _world(args)
+        if args.truth:
+            world = attach_truth(world, args.truth)
+        sales = t6.read_county_sales(args.county_sales) if args.county_sales else None
+        options = dict(neighbors=args.neighbors, alpha=args.alpha, county_sales=sales, radius_km=args.radius_km)
+        result = t6.table6(world, args.county, args.rd_stock, args.year, **options)
+        if world.panel.truth is not None and "alpha" in world.panel.truth:
+            result = result.with_truth(t6.table6_truth(world, args.county, args.rd_stock, args.year, **options))
+        print(t6.format_table6(result))
+        for note in world.notes:
+            print(f"note: {note}")
+        _write_csv(result.summary(), target)
     print(f"\nwrote {out}")
     return 0
 
@@ -91,12 +102,13 @@ def cmd_counterfactual(args: argparse.Namespace) -> int:
 def cmd_sorting(args: argparse.Namespace) -> int:
     from bayes_spill.policy import proposition1 as p1
 
-    world = _world(args)
-    pairs = p1.parse_pairs(args.pairs) if args.pairs else p1.default_pairs(world)
-    results = p1.sorting_dominance(world, pairs)
-    print(p1.format_sorting(results, world.draws.n_draws))
-    out = Path(args.out) if args.out else Path(args.dir) / "sorting.csv"
-    _write_csv(p1.sorting_table(results), out)
+    out, output = _output(args, "sorting.csv", "sorting")
+    with output as target:
+        world = _world(args)
+        pairs = p1.parse_pairs(args.pairs) if args.pairs else p1.default_pairs(world)
+        results = p1.sorting_dominance(world, pairs)
+        print(p1.format_sorting(results, world.draws.n_draws))
+        _write_csv(p1.sorting_table(results), target)
     print(f"\nwrote {out}")
     return 0
 
@@ -133,11 +145,12 @@ def _panel_a_taus(table) -> list[float]:
 def cmd_counties(args: argparse.Namespace) -> int:
     from bayes_spill.policy import equilibrium as eq
 
-    world = _world(args)
-    result = eq.county_shock(world, args.shock_county, args.shock_rd_stock, damping=args.damping)
-    print(eq.format_county_shock(result))
-    out = Path(args.out) if args.out else Path(args.dir) / f"equilibrium_{args.shock_county}.csv"
-    _write_csv(result.county_table(), out)
+    out, output = _output(args, f"equilibrium_{args.shock_county}.csv", "equilibrium counties")
+    with output as target:
+        world = _world(args)
+        result = eq.county_shock(world, args.shock_county, args.shock_rd_stock, damping=args.damping)
+        print(eq.format_county_shock(result))
+        _write_csv(result.county_table(), target)
     print(f"\nwrote {out}")
     return 0
 

@@ -4,10 +4,15 @@ the panel, the county table and the raw Compustat extracts that ``prepare`` read
 
 from __future__ import annotations
 
+import gzip
+import io
 import os
+import stat
 import tempfile
+import zipfile
 import zlib
 from collections.abc import Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +30,52 @@ FIRST_DATA_LINE = 2  # the header is line 1
 FRAME_NAME = "DataFrame"  # how errors name a table given as a pandas DataFrame
 
 Table = str | os.PathLike | pd.DataFrame
+
+# The most bytes a table may hold, on disk and (for gzip and Parquet) once decompressed: a panel of
+# every Compustat firm-year is a few hundred MB as CSV, and pandas needs several times a file's
+# size in memory, so a larger file is far more likely a wrong file than a panel. The environment
+# variable raises (or lowers) it.
+MAX_TABLE_BYTES = 2 * 1024**3
+MAX_TABLE_BYTES_ENV = "BAYES_SPILL_MAX_TABLE_BYTES"
+SNIFF_BYTES = 4096
+
+# What a file's first bytes say it is (magic numbers), checked before its extension is trusted.
+MAGIC = (
+    (b"\x1f\x8b", "gzip"),
+    (b"PAR1", "parquet"),
+    (b"<stata_dta>", "stata"),  # formats 117-119
+    (b"PK\x03\x04", "zip"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "ole2"),
+    (b"\x89HDF\r\n\x1a\n", "hdf5"),
+    (b"BZh", "bzip2"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+    (b"%PDF", "pdf"),
+    (b"SQLite format 3\x00", "sqlite"),
+    (b"\xff\xfe", "utf16"),
+    (b"\xfe\xff", "utf16"),
+)
+CONTENT_NAMES = {
+    "gzip": "a gzip-compressed file",
+    "parquet": "a Parquet file",
+    "stata": "a Stata .dta file",
+    "zip": "a zip archive",
+    "xlsx": "an Excel workbook (.xlsx)",
+    "ole2": "an old-style Excel workbook (.xls) or another Microsoft Office file",
+    "hdf5": "an HDF5 or netCDF-4 file",
+    "bzip2": "a bzip2-compressed file",
+    "xz": "an xz-compressed file",
+    "zstd": "a zstd-compressed file",
+    "pdf": "a PDF document",
+    "sqlite": "an SQLite database",
+    "utf16": "UTF-16 text",
+    "binary": "binary data of an unknown kind",
+    "text": "text",
+}
+# What each extension promises, and the extension that content would need.
+EXPECTED_CONTENT = {"csv": "text", "csv.gz": "gzip", "parquet": "parquet", "stata": "stata"}
+EXPECTED_NAMES = {"text": "UTF-8 CSV text", "gzip": "gzip-compressed CSV", "parquet": "a Parquet file", "stata": "a Stata .dta file"}
+SUFFIX_FOR_CONTENT = {"text": ".csv", "gzip": ".csv.gz", "parquet": ".parquet", "stata": ".dta"}
 
 
 def table_name(source: Table) -> str:
@@ -60,6 +111,7 @@ def read_table(source: Table, text: Sequence[str] = ()) -> pd.DataFrame:
         name = Path(source)
         kind = _file_kind(name)
         _require_nonempty_file(name)
+        _require_content_matches(name, kind)
         if kind == "csv":
             frame = _read_csv(name, text_columns)
         else:
@@ -128,21 +180,161 @@ def _file_kind(path: Path) -> str:
     for suffix, kind in sorted(FILE_KINDS.items(), key=lambda item: -len(item[0])):
         if name.endswith(suffix):
             return kind
+    content = ""
+    if path.is_file():
+        found = sniff_content(path)
+        content = f"; it is {CONTENT_NAMES[found]}" if found not in ("text", "binary") else ""
     raise InputError(
         path,
         None,
-        f"unsupported file type '{''.join(path.suffixes) or path.name}'",
+        f"unsupported file type '{''.join(path.suffixes) or path.name}'{content}",
         hint=f"Use one of {', '.join(FILE_KINDS)} (e.g. save a spreadsheet as CSV UTF-8)",
     )
 
 
+def max_table_bytes() -> int:
+    """The size limit of an input table in bytes: MAX_TABLE_BYTES, or the environment variable
+    BAYES_SPILL_MAX_TABLE_BYTES when it holds a positive whole number."""
+    setting = os.environ.get(MAX_TABLE_BYTES_ENV, "").strip()
+    return int(setting) if setting.isdigit() and int(setting) > 0 else MAX_TABLE_BYTES
+
+
+def size_text(n_bytes: float) -> str:
+    """A byte count for messages: '512 bytes', '3.2 MB', '2.1 GB' (powers of 1000)."""
+    if n_bytes < 1000:
+        return f"{int(n_bytes)} bytes"
+    for unit in ("kB", "MB", "GB", "TB", "PB"):
+        n_bytes /= 1000.0
+        if n_bytes < 1000 or unit == "PB":
+            return f"{n_bytes:.1f} {unit}"
+    raise AssertionError("unreachable")
+
+
+def _too_large(path: Path, what: str, n_bytes: int | None, limit: int) -> InputError:
+    """'is 3.1 GB, over the 2.1 GB limit ...'; n_bytes None: 'decompresses to more than the ...'."""
+    size = f"{what} {size_text(n_bytes)}, over the" if n_bytes is not None else f"{what} more than the"
+    return InputError(
+        path,
+        None,
+        f"{size} {size_text(limit)} limit for an input table",
+        hint=f"Check that this is the right file; to read a larger one set {MAX_TABLE_BYTES_ENV} to a number of bytes",
+    )
+
+
 def _require_nonempty_file(path: Path) -> None:
+    """A regular file (a device such as /dev/zero or a FIFO is never read), not empty, within
+    the size limit."""
     if not path.exists():
         raise InputError(path, None, "file not found")
-    if not path.is_file():
-        raise InputError(path, None, "is not a file")
-    if path.stat().st_size == 0:
+    info = path.stat()
+    if stat.S_ISDIR(info.st_mode):
+        raise InputError(path, None, "is a folder, not a file")
+    if not stat.S_ISREG(info.st_mode):
+        raise InputError(path, None, "is not a regular file (a device, pipe or socket)", hint="Give the path of a table file")
+    if info.st_size == 0:
         raise InputError(path, None, "is empty (0 bytes)")
+    limit = max_table_bytes()
+    if info.st_size > limit:
+        raise _too_large(path, "is", info.st_size, limit)
+
+
+def sniff_content(path: Path) -> str:
+    """What a file's first bytes say it is, whatever its name.
+
+    Parameters
+    ----------
+    path
+        A regular file.
+
+    Returns
+    -------
+    str
+        A key of CONTENT_NAMES: a format with a magic number ("gzip", "parquet", "stata", "zip",
+        "xlsx", ...), "text" for bytes that decode as UTF-8 (a byte-order mark allowed), else
+        "binary".
+    """
+    with open(path, "rb") as handle:
+        head = handle.read(SNIFF_BYTES)
+    for magic, kind in MAGIC:
+        if head.startswith(magic):
+            if kind == "zip" and _is_xlsx(path):
+                return "xlsx"
+            return kind
+    # Stata formats 104-115: the format number, the byte order (1 or 2), file type 1, a zero byte.
+    if len(head) >= 4 and 104 <= head[0] <= 115 and head[1] in (1, 2) and head[2] == 1 and head[3] == 0:
+        return "stata"
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # a multi-byte character cut at the end of the sample is still text
+        if exc.start < len(head) - 3 and b"\x00" in head:
+            return "binary"
+    return "text"
+
+
+def _is_xlsx(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.startswith("xl/") for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def _require_content_matches(path: Path, kind: str) -> None:
+    """InputError when the content is not what the extension promises, saying what it is."""
+    expected = EXPECTED_CONTENT["csv.gz" if kind == "csv" and path.name.lower().endswith(".gz") else kind]
+    found = sniff_content(path)
+    if found == expected or (expected == "text" and found == "binary"):
+        return  # binary bytes in a .csv: the CSV reader names the undecodable byte and its offset
+    stem = path.name[: -len(_matching_suffix(path))]
+    if found in SUFFIX_FOR_CONTENT:
+        hint = f"Rename it to {stem}{SUFFIX_FOR_CONTENT[found]}"
+        if found == "text":
+            hint += " if it is CSV"
+    elif found == "utf16":
+        hint = "Save it as UTF-8 (in Excel: 'CSV UTF-8'; or convert with iconv -f utf-16 -t utf-8)"
+    else:
+        hint = f"Export the table as one of {', '.join(FILE_KINDS)} (e.g. in Excel: save as 'CSV UTF-8')"
+    raise InputError(path, None, f"is {CONTENT_NAMES[found]}, not {EXPECTED_NAMES[expected]} as its name says", hint=hint)
+
+
+def _matching_suffix(path: Path) -> str:
+    name = path.name.lower()
+    return max((suffix for suffix in FILE_KINDS if name.endswith(suffix)), key=len)
+
+
+class _LimitedReader(io.RawIOBase):
+    """A binary stream that raises once more than ``limit`` bytes were read from ``raw`` (a gzip
+    file can decompress to far more than its size on disk)."""
+
+    def __init__(self, raw, limit: int, path: Path) -> None:
+        super().__init__()
+        self.raw, self.limit, self.path, self.count = raw, limit, path, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self.raw.read(len(buffer))
+        buffer[: len(data)] = data
+        self.count += len(data)
+        if self.count > self.limit:
+            raise _too_large(self.path, "decompresses to", None, self.limit)
+        return len(data)
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
+
+
+@contextmanager
+def _csv_source(path: Path):
+    """What pandas reads a CSV from: the path, or for .gz a size-limited decompressing stream."""
+    if not path.name.lower().endswith(".gz"):
+        yield path
+        return
+    with io.BufferedReader(_LimitedReader(gzip.open(path, "rb"), max_table_bytes(), path)) as stream:
+        yield stream
 
 
 def _read_csv(path: Path, text_columns: Sequence[str] = TEXT_COLUMNS) -> pd.DataFrame:
@@ -150,9 +342,11 @@ def _read_csv(path: Path, text_columns: Sequence[str] = TEXT_COLUMNS) -> pd.Data
         # utf-8-sig also reads plain UTF-8 and drops the byte-order mark Excel writes. The code
         # columns are named as the header writes them (' fips ' too), so they stay text.
         _require_distinct_header_names(path)
-        header = pd.read_csv(path, nrows=0, encoding="utf-8-sig").columns
+        with _csv_source(path) as source:
+            header = pd.read_csv(source, nrows=0, encoding="utf-8-sig").columns
         text = {c: str for c in header if str(c).strip() in text_columns}
-        return pd.read_csv(path, dtype=text, encoding="utf-8-sig", skip_blank_lines=False)
+        with _csv_source(path) as source:
+            return pd.read_csv(source, dtype=text, encoding="utf-8-sig", skip_blank_lines=False)
     except InputError:
         raise  # already says what is wrong (an InputError is a ValueError too)
     except UnicodeDecodeError as exc:
@@ -171,7 +365,8 @@ def _read_csv(path: Path, text_columns: Sequence[str] = TEXT_COLUMNS) -> pd.Data
 def _require_distinct_header_names(path: Path) -> None:
     """pandas renames a repeated name ('sale', 'sale' -> 'sale', 'sale.1') and the copy would be
     ignored silently; read the header as written and reject repeats."""
-    raw = pd.read_csv(path, header=None, nrows=1, dtype=str, encoding="utf-8-sig", keep_default_na=False)
+    with _csv_source(path) as source:
+        raw = pd.read_csv(source, header=None, nrows=1, dtype=str, encoding="utf-8-sig", keep_default_na=False)
     names = [str(name).strip() for name in raw.iloc[0].tolist()] if len(raw) else []
     read = set(READ_COLUMNS)
     repeated = sorted({name for name in names if names.count(name) > 1 and name in read})
@@ -185,6 +380,18 @@ def _require_distinct_header_names(path: Path) -> None:
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
+    try:
+        import pyarrow.parquet as pq
+
+        metadata = pq.ParquetFile(path).metadata
+        # Encoded pages can be far smaller than the table (a repeated value is stored once):
+        # count at least 8 bytes a cell, what pandas holds for a number.
+        encoded = sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
+        unpacked = max(encoded, metadata.num_rows * metadata.num_columns * 8)
+    except Exception as exc:  # pyarrow raises several unrelated types for a bad file
+        raise InputError(path, None, f"could not be read as Parquet: {exc}") from exc
+    if unpacked > max_table_bytes():
+        raise _too_large(path, f"holds {metadata.num_rows:,} rows x {metadata.num_columns} columns, at least", unpacked, max_table_bytes())
     try:
         return pd.read_parquet(path)
     except Exception as exc:  # pyarrow raises several unrelated types for a bad file

@@ -26,6 +26,7 @@ from bayes_spill.config import DEFAULT_MODEL, ModelConfig, default_model, defaul
 from bayes_spill.errors import BayesSpillError
 from bayes_spill.data.datasets import DEFAULT_DATASET, dataset_path, load_dataset
 from bayes_spill.data.inputs import load_panel
+from bayes_spill.model import preflight
 from bayes_spill.model.likelihood import FIRM, FIRM_LOGLIK, YEAR, ModelData, build_model, model_data
 from bayes_spill.data.panel import PreparedPanel
 
@@ -304,6 +305,7 @@ def fit(
         posterior_io.require_writable(out)  # before sampling, not after an hour of it
     data = model_data(panel, config)
     pm_model = build_model(panel, config, data, static_shapes=config.sampler.backend == "numpyro")
+    preflight.before_sampling(pm_model, data, config)  # degenerate-panel warnings; draws that cannot fit in memory
     start = time.perf_counter()
     idata = sample(pm_model, config, progress)
     tree = assemble(idata, data, config, data_hash, time.perf_counter() - start)

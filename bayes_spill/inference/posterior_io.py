@@ -18,8 +18,9 @@ POSTERIOR_FILE = "posterior.nc"
 SUMMARY_FILE = "summary.csv"
 VERSIONS_FILE = "versions.json"
 # Test hook: seconds to wait, with the temporary file written, before it replaces the target, so
-# a test can interrupt a real fit while it writes (tests/test_crash_safety.py): "SECONDS" for
-# every file, "NAME=SECONDS" for one (e.g. "summary.csv=60"). Unset: no wait.
+# a test can interrupt a real fit while it writes (tests/inference/test_crash_safety.py):
+# "SECONDS" for every file, "NAME=SECONDS" for one (e.g. "summary.csv=60"); while it waits, the
+# marker file .NAME.held lies beside the target. Unset: no wait.
 WRITE_DELAY_ENV = "BAYES_SPILL_TEST_WRITE_DELAY"
 REQUIRED_GROUPS = ("posterior", "sample_stats", "log_likelihood", "observed_data", "constant_data")
 
@@ -56,14 +57,66 @@ def _test_write_delay(target: Path) -> None:
         return
     name, _, seconds = setting.rpartition("=")
     if not name or name == target.name:
+        # a marker says the file is written and now held, so a test signals the wait itself
+        # and not the write before it
+        (target.parent / f".{target.name}.held").touch()
         time.sleep(float(seconds))
 
 
 def save(tree: xr.DataTree, out_dir: str | Path) -> Path:
-    """Write DIR/posterior.nc and DIR/summary.csv atomically; returns the posterior path."""
-    from bayes_spill.inference.summary import summary_table
+    """Write a fit into a folder as a new run: posterior.nc, summary.csv and versions.json are
+    committed together, and whatever the run before left there (report, checks, figures, ...)
+    goes in the same step (``fit_folder.Transaction``). The tree gets the run's id
+    (``attrs["run_id"]``).
+
+    Parameters
+    ----------
+    tree : xarray.DataTree
+        The fit.
+    out_dir : str or pathlib.Path
+        The fit folder.
+
+    Returns
+    -------
+    pathlib.Path
+        The posterior file.
+    """
+    from bayes_spill.inference import fit_folder
 
     out = Path(out_dir)
+    previous = tree.attrs.get(fit_folder.RUN_ATTR)
+    try:
+        with fit_folder.Transaction(out, "fit", new_run=True) as tx:
+            tree.attrs[fit_folder.RUN_ATTR] = tx.run_id
+            write_files(tree, tx.stage)
+    except BaseException:
+        if previous is None:
+            tree.attrs.pop(fit_folder.RUN_ATTR, None)
+        else:
+            tree.attrs[fit_folder.RUN_ATTR] = previous
+        raise
+    return out / POSTERIOR_FILE
+
+
+def write_files(tree: xr.DataTree, folder: str | Path) -> Path:
+    """Write posterior.nc, summary.csv and versions.json into a folder, each atomically (a
+    Transaction's stage; ``save`` is what writes a fit folder).
+
+    Parameters
+    ----------
+    tree : xarray.DataTree
+        The fit.
+    folder : str or pathlib.Path
+        Where to write.
+
+    Returns
+    -------
+    pathlib.Path
+        The posterior file.
+    """
+    from bayes_spill.inference.summary import summary_table
+
+    out = Path(folder)
     target = out / POSTERIOR_FILE
     with atomic_path(target) as tmp:
         tree.to_netcdf(tmp, engine="h5netcdf")

@@ -199,11 +199,20 @@ def test_unparseable_csv(tmp_path):
         read_table(path)
 
 
+@pytest.mark.parametrize(("name", "magic"), [("broken.parquet", b"PAR1"), ("broken.csv.gz", b"\x1f\x8b")])
+def test_corrupt_binary_file(tmp_path, name, magic):
+    """The right magic number, then garbage: a damaged file of the kind its name says."""
+    path = tmp_path / name
+    path.write_bytes(magic + b"this is not what the extension says\n" * 3)
+    with pytest.raises(InputError, match=rf"{name.replace('.', '[.]')}: could not be read"):
+        read_table(path)
+
+
 @pytest.mark.parametrize("name", ["broken.parquet", "broken.csv.gz"])
-def test_corrupt_binary_file(tmp_path, name):
+def test_text_under_a_binary_extension_is_called_text(tmp_path, name):
     path = tmp_path / name
     path.write_bytes(b"this is not what the extension says\n" * 3)
-    with pytest.raises(InputError, match=rf"{name.replace('.', '[.]')}: could not be read"):
+    with pytest.raises(InputError, match=rf"{name.replace('.', '[.]')}: is text, not .* as its name says. Rename it to broken.csv"):
         read_table(path)
 
 

@@ -22,7 +22,7 @@ import pytest
 import xarray as xr
 
 import bayes_spill
-from bayes_spill.inference import fitting
+from bayes_spill.inference import fit_folder, fitting
 from bayes_spill.inference import posterior_io
 from bayes_spill.cli.main import main
 from bayes_spill.errors import PosteriorError
@@ -61,7 +61,10 @@ def previous_posterior(out: Path) -> bytes:
 
 
 def leftovers(out: Path) -> list[str]:
-    return sorted(p.name for p in out.glob(".*.tmp")) if out.exists() else []
+    """Temporary files, stages, aside folders and journals: nothing of an unfinished write may stay."""
+    if not out.exists():
+        return []
+    return sorted(p.name for p in out.iterdir() if p.name.startswith(".") and p.name != fit_folder.LOCK)
 
 
 def check_outcome(out: Path, before: bytes | None) -> str:
@@ -72,7 +75,9 @@ def check_outcome(out: Path, before: bytes | None) -> str:
         assert before is None, "the previous posterior was removed"
         return "absent"
     if before is not None and target.read_bytes() == before:
+        assert fit_folder.verify(out) == [], fit_folder.verify(out)  # the previous run, whole
         return "previous"
+    assert fit_folder.verify(out) == [], fit_folder.verify(out)  # the new run, whole
     tree = bayes_spill.load(out).tree  # complete: every group, readable
     assert tree["posterior"].sizes["draw"] == 20 and tree["posterior"].sizes["chain"] == 2
     return "new"
@@ -117,6 +122,7 @@ def test_an_interrupt_in_sampling_exits_cleanly(tiny_csv, tmp_path, monkeypatch,
     err = capsys.readouterr().err
     assert code == 128 + signum, err
     assert "interrupted" in err and "Traceback" not in err
+    assert f"{out} holds the fit of" in err and "as before" in err  # says what the folder holds
     assert check_outcome(out, before) == "previous"
     assert signal.getsignal(signal.SIGTERM) == handler  # main restores the handler it replaced
 
@@ -222,7 +228,7 @@ def start_fit(csv: Path, out: Path, write_delay: str | None = None) -> subproces
 
 def wait_for_temporary(process: subprocess.Popen, out: Path, name: str, timeout: float = 400.0) -> None:
     start = time.monotonic()
-    while not list(out.glob(f".{name}.*.tmp")):
+    while not list(out.glob(f"{fit_folder.STAGE_PREFIX}*/.{name}.held")):  # written in the fit's stage, and held
         assert process.poll() is None, f"the fit ended before writing {name}: {process.communicate()}"
         assert time.monotonic() - start < timeout, f"no temporary {name} after {timeout} s"
         time.sleep(0.05)
@@ -244,7 +250,7 @@ def kill_while_writing(csv: Path, out: Path, signum: int, name: str = "posterior
     process.send_signal(signum)
     code, err = finish(process)
     assert code == 128 + signum, f"exit code {code}: {err[-3000:]}"
-    assert "interrupted; no partial output was written" in err and "Traceback" not in err, err[-3000:]
+    assert "interrupted; no partial output was written" in err and "as before" in err and "Traceback" not in err, err[-3000:]
     return check_outcome(out, before)
 
 
@@ -278,9 +284,10 @@ def test_kills_at_every_stage_of_a_real_fit(tiny_csv, tmp_path):
     before = previous_posterior(out)
     outcomes.append(("SIGINT writing posterior", kill_while_writing(tiny_csv, out, signal.SIGINT, before=before)))
     assert outcomes[-1][1] == "previous"
-    # the summary is written after the posterior: a kill there leaves the new, complete posterior
+    # the summary is written after the posterior, into the same stage: a kill there keeps the
+    # previous run whole (tracker issue 20: never a new posterior beside an old summary)
     outcomes.append(("SIGTERM writing summary", kill_while_writing(tiny_csv, out, signal.SIGTERM, "summary.csv", before=before)))
-    assert outcomes[-1][1] == "new"
+    assert outcomes[-1][1] == "previous"
     before = (out / "posterior.nc").read_bytes()
     rng = np.random.default_rng(0)
     for i, delay in enumerate(sorted(rng.uniform(0.5, 30.0, size=6))):
