@@ -14,8 +14,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from bayes_spill.errors import ConfigError
 from bayes_spill.data.panel import PanelSettings
+from bayes_spill.errors import ConfigError
 from bayes_spill.spillover.kernel import SpilloverTransform
 
 # The model files that come with the package: models/ at the top of a checkout, and in an installed

@@ -10,8 +10,7 @@ import tempfile
 from pathlib import Path
 
 from bayes_spill.data.datasets import DATASETS
-from bayes_spill.model.simulate import SOFTWARE_SEED, SOFTWARE_SETTINGS
-from bayes_spill.model.simulate import simulate_industry, write_simulation
+from bayes_spill.model.simulate import SOFTWARE_SEED, SOFTWARE_SETTINGS, simulate_industry, write_simulation
 
 DATA = Path(__file__).resolve().parents[1] / "bayes_spill" / "data"
 

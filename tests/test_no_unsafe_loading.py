@@ -25,12 +25,12 @@ import pytest
 import xarray as xr
 
 import bayes_spill
-from bayes_spill.inference import posterior_io
 from bayes_spill.config import load_config, parse_config
-from bayes_spill.errors import BayesSpillError
-from bayes_spill.data.geography import load_counties
 from bayes_spill.data.files import read_table
+from bayes_spill.data.geography import load_counties
 from bayes_spill.data.inputs import load_panel
+from bayes_spill.errors import BayesSpillError
+from bayes_spill.inference import posterior_io
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = sorted((REPO / "bayes_spill").rglob("*.py")) + sorted((REPO / "scripts").glob("*.py"))

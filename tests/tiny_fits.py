@@ -27,8 +27,7 @@ SAMPLER = ("pymc", 1)  # backend, cores
 @functools.cache
 def tiny_csv() -> Path:
     """A small simulated industry clustered like the embedded default (60 firms, 1995-2004)."""
-    from bayes_spill.model.simulate import SOFTWARE_SETTINGS
-    from bayes_spill.model.simulate import simulate_industry, write_simulation
+    from bayes_spill.model.simulate import SOFTWARE_SETTINGS, simulate_industry, write_simulation
 
     settings = replace(SOFTWARE_SETTINGS, n_firms=60, first_year=1995, last_year=2004, mean_years=6.0)
     csv, _ = write_simulation(simulate_industry(settings, seed=21), ROOT / "data")

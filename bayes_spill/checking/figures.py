@@ -252,8 +252,8 @@ def absorptive_capacity_plot(fit, out_dir: Path) -> Path | None:
 def county_values(fit) -> dict:
     """Per county: the mean posterior-mean alpha of its firms and its firm count (occupied
     counties), and Sbar at the posterior median half-life for every county (levels, $ bil)."""
-    from bayes_spill.spillover import kernel
     from bayes_spill.data.geography import distance_matrix_km
+    from bayes_spill.spillover import kernel
 
     tree, panel = fit.tree, fit.panel
     post = tree["posterior"]

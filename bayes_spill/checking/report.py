@@ -160,8 +160,8 @@ def observed_table4(fit, n_bootstrap: int, seed: int) -> pd.DataFrame:
 def add_posterior_predictive(tree: xr.DataTree, group: xr.Dataset, fit_dir: Path) -> Path:
     """Put the group into the tree (replacing an older one) and write the fit's files with it
     into ``fit_dir`` (the check's stage: ``check`` commits them with its other outputs)."""
-    from bayes_spill.inference import posterior_io
     from bayes_spill.checking.ppc import PPC_GROUP
+    from bayes_spill.inference import posterior_io
 
     tree[PPC_GROUP] = xr.DataTree(group)
     return posterior_io.write_files(tree, fit_dir)
@@ -222,9 +222,8 @@ def check(
 def _run_checks(fit, fit_dir: Path, stage: Path, n_draws, n_bootstrap: int, seed, make_figures: bool) -> CheckReport:
     """Every check of ``check``, its files written into ``stage`` under the names they get in
     ``fit_dir``; the report's paths are those in ``fit_dir``."""
+    from bayes_spill.checking import comparison, figures
     from bayes_spill.checking import ppc as checks
-    from bayes_spill.checking import comparison
-    from bayes_spill.checking import figures
 
     tree = fit.tree
     seed = fit.seed if seed is None else int(seed)

@@ -7,7 +7,14 @@ from pathlib import Path
 
 from bayes_spill.cli.arguments import non_negative_int, positive_int
 from bayes_spill.errors import BayesSpillError
-from bayes_spill.inference.bench import BACKENDS, DEFAULT_BACKENDS, DEFAULT_FORMULATIONS, FORMULATIONS, SAMPLERS, run_bench
+from bayes_spill.inference.bench import (
+    BACKENDS,
+    DEFAULT_BACKENDS,
+    DEFAULT_FORMULATIONS,
+    FORMULATIONS,
+    SAMPLERS,
+    run_bench,
+)
 
 
 def format_tables(result: dict) -> str:

@@ -11,10 +11,10 @@ from bayes_spill.errors import BayesSpillError
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
+    from bayes_spill.inference.fitting import resolve_config, resolve_data
     from bayes_spill.twostep.design import BaselineSettings
     from bayes_spill.twostep.estimator import two_step
     from bayes_spill.twostep.results import report, save_result
-    from bayes_spill.inference.fitting import resolve_config, resolve_data
 
     config = resolve_config(args.model)
     panel, _ = resolve_data(args.data, config, args.counties)

@@ -8,9 +8,9 @@ import json
 from importlib import resources
 from pathlib import Path
 
-from bayes_spill.errors import BayesSpillError
 from bayes_spill.data.inputs import load_panel
 from bayes_spill.data.panel import PreparedPanel
+from bayes_spill.errors import BayesSpillError
 
 DEFAULT_DATASET = "software"
 

@@ -87,8 +87,7 @@ def alpha_scale(scale: float) -> float:
 
 
 def _panel(scale: float, seed: int):
-    from bayes_spill.model.simulate import SOFTWARE_SETTINGS
-    from bayes_spill.model.simulate import simulate_industry
+    from bayes_spill.model.simulate import SOFTWARE_SETTINGS, simulate_industry
 
     shrink = alpha_scale(scale)
     settings = replace(

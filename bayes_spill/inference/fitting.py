@@ -17,18 +17,26 @@ from pathlib import Path
 
 import numpy as np
 import pymc as pm
-from threadpoolctl import threadpool_limits
 import xarray as xr
+from threadpoolctl import threadpool_limits
 
 from bayes_spill import __version__
-from bayes_spill.inference import alpha_draws
-from bayes_spill.config import DEFAULT_MODEL, ModelConfig, default_model, default_model_reason, find_model_file, load_config, shipped_models
-from bayes_spill.errors import BayesSpillError
+from bayes_spill.config import (
+    DEFAULT_MODEL,
+    ModelConfig,
+    default_model,
+    default_model_reason,
+    find_model_file,
+    load_config,
+    shipped_models,
+)
 from bayes_spill.data.datasets import DEFAULT_DATASET, dataset_path, load_dataset
 from bayes_spill.data.inputs import load_panel
+from bayes_spill.data.panel import PreparedPanel
+from bayes_spill.errors import BayesSpillError
+from bayes_spill.inference import alpha_draws
 from bayes_spill.model import preflight
 from bayes_spill.model.likelihood import FIRM, FIRM_LOGLIK, YEAR, ModelData, build_model, model_data
-from bayes_spill.data.panel import PreparedPanel
 
 REPO_MODELS = shipped_models()
 OBS = "obs"

@@ -3,10 +3,10 @@ and per-chain sampler diagnostics with plain-language advice."""
 
 from __future__ import annotations
 
+import arviz_stats as azs
 import numpy as np
 import pandas as pd
 import xarray as xr
-import arviz_stats as azs
 
 from bayes_spill.model.likelihood import KEY_PARAMETERS
 

@@ -27,7 +27,11 @@ import math
 
 import numpy as np
 
-from bayes_spill.model.denominator import evaluate_log_denominator, evaluate_log_denominator_slope, log_denominator_table
+from bayes_spill.model.denominator import (
+    evaluate_log_denominator,
+    evaluate_log_denominator_slope,
+    log_denominator_table,
+)
 from bayes_spill.model.within import segment_sum, within_firm
 from bayes_spill.paper import LOG_2PI
 

@@ -30,14 +30,13 @@ import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
 
+from bayes_spill.config import ModelConfig
+from bayes_spill.data.panel import PreparedPanel
+from bayes_spill.errors import ConfigError, InputError
 from bayes_spill.model import denominator, integrated, priors
 from bayes_spill.model.within import segment_sum, within_firm
-from bayes_spill.spillover import interpolation
-from bayes_spill.spillover import kernel
-from bayes_spill.config import ModelConfig
 from bayes_spill.paper import LOG_2PI
-from bayes_spill.errors import ConfigError, InputError
-from bayes_spill.data.panel import PreparedPanel
+from bayes_spill.spillover import interpolation, kernel
 
 # The names users type; counterfactual and check code reads them from here.
 FIRM, COUNTY, YEAR, COVARIATE = "firm", "county", "year", "county_covariate"

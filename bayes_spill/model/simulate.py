@@ -17,9 +17,15 @@ import numpy as np
 import pandas as pd
 
 from bayes_spill import paper
-from bayes_spill.spillover import kernel
 from bayes_spill.data.geography import Counties, distance_matrix_km, load_counties
-from bayes_spill.data.panel import MILLION_PER_BILLION, PanelSettings, PreparedPanel, build_panel, rd_stock_by_perpetual_inventory
+from bayes_spill.data.panel import (
+    MILLION_PER_BILLION,
+    PanelSettings,
+    PreparedPanel,
+    build_panel,
+    rd_stock_by_perpetual_inventory,
+)
+from bayes_spill.spillover import kernel
 
 TRUTH_PARAMETERS = (
     "beta_k",

@@ -61,10 +61,9 @@ import numpy as np
 import pandas as pd
 
 from bayes_spill import paper
+from bayes_spill.errors import BayesSpillError
 from bayes_spill.model.integrated import normal_quadrature
 from bayes_spill.spillover import kernel
-from bayes_spill.errors import BayesSpillError
-
 
 
 # ---------------------------------------------------------------------------------------------

@@ -315,7 +315,7 @@ def table6(
             if len(e_obs):
                 # the entrant county's firms (alpha and sales) placed at county c's distance and field
                 percent[:, c, 0] = firm_percent(e_obs, weight[:, c], field_rows[:, c], own=c == 0)
-        for c, row in enumerate(rows):
+        for row in rows:
             if row.firms == 0:
                 notes.append(f"{row.name} has no sample firm: no firm-level alpha (try --alpha implied)")
         if len(e_obs) == 0:

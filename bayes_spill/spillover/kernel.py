@@ -15,10 +15,10 @@ from types import ModuleType
 
 import numpy as np
 
-from bayes_spill.errors import ConfigError
-from bayes_spill.paper import LN2
 from bayes_spill.data.geography import distance_matrix_km
 from bayes_spill.data.panel import MILLION_PER_BILLION, PreparedPanel
+from bayes_spill.errors import ConfigError
+from bayes_spill.paper import LN2
 
 # A weight exp(-lambda rho) below exp(-600) ~ 1e-261 is 0 for any purpose (a county's own pool
 # has weight 1). Returning exactly 0 there keeps exp out of the underflow range at short

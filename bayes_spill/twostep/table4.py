@@ -23,9 +23,9 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from bayes_spill.data.panel import PreparedPanel
 from bayes_spill.model.within import segment_sum, within_firm
 from bayes_spill.spillover.kernel import LEVELS, SpilloverTransform
-from bayes_spill.data.panel import PreparedPanel
 
 TABLE4_COLUMNS = ("Median, all", "Robust, all", "Median, top-20", "Robust, top-20")
 TABLE4_ROWS = ("slope", "t (regular)", "t (bootstrap)", "firms")

@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bayes_spill.calibration import config as study_config, executors, montecarlo, sbc, store
+from bayes_spill.calibration import config as study_config
+from bayes_spill.calibration import executors, montecarlo, sbc, store
 from bayes_spill.errors import BayesSpillError, ConfigError
 
 

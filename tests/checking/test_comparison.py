@@ -10,10 +10,10 @@ import pytest
 import xarray as xr
 
 from bayes_spill.checking import comparison
-from bayes_spill.inference import posterior_io
-from bayes_spill.cli.main import main
 from bayes_spill.checking.comparison import ComparisonError
+from bayes_spill.cli.main import main
 from bayes_spill.config import Prior
+from bayes_spill.inference import posterior_io
 from bayes_spill.inference.fitting import REPO_MODELS
 
 N_FIRMS, CHAINS, DRAWS = 40, 2, 200

@@ -32,12 +32,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bayes_spill.spillover import kernel
-from bayes_spill.errors import ConfigError, InputError
 from bayes_spill.data.geography import Counties, load_counties
 from bayes_spill.data.inputs import load_panel
-from bayes_spill.model.likelihood import model_data  # imported here: PyMC raises the recursion limit on import
 from bayes_spill.data.panel import PANEL_COLUMNS, PanelSettings, PreparedPanel
+from bayes_spill.errors import ConfigError, InputError
+from bayes_spill.model.likelihood import model_data  # imported here: PyMC raises the recursion limit on import
+from bayes_spill.spillover import kernel
 
 NUMERIC = ("fyear", "sale", "emp", "ppent", "xrd")
 MONEY = ("sale", "emp", "ppent", "xrd")

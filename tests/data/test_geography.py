@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bayes_spill.errors import InputError
 from bayes_spill.data.geography import distance_matrix_km, great_circle_km, load_counties
+from bayes_spill.errors import InputError
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 
 from bayes_spill.data import geography
-from bayes_spill.errors import InputError
-from bayes_spill.data.geography import Counties
 from bayes_spill.data.files import read_table
+from bayes_spill.data.geography import Counties
 from bayes_spill.data.inputs import load_panel, validate_panel, validation_report
 from bayes_spill.data.panel import PanelSettings
+from bayes_spill.errors import InputError
 
 COUNTIES = Counties(
     fips=np.array(["06085", "25017", "53033", "06081"]),

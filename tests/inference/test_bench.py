@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from bayes_spill.inference.bench import format_tables, run_bench
 from bayes_spill.cli.main import main
+from bayes_spill.inference.bench import format_tables, run_bench
 
 
 @pytest.fixture(scope="module")
@@ -107,8 +107,8 @@ def test_scaled_industries_keep_the_spillovers_effect_at_the_papers_magnitude():
     c_i x range(Sbar), which sets the logit denominator's bins, measures firms and not a stronger
     economy; the evaluation point's alpha spread follows."""
     from bayes_spill.inference.bench import _config, _panel, alpha_scale, evaluation_point
-    from bayes_spill.model.simulate import SOFTWARE_SETTINGS
     from bayes_spill.model.likelihood import build_model
+    from bayes_spill.model.simulate import SOFTWARE_SETTINGS
 
     assert alpha_scale(10.0) == pytest.approx(0.1) and alpha_scale(0.06) == 1.0 and alpha_scale(1.0) == 1.0
     doubled = _panel(2.0, seed=1).truth["parameters"]

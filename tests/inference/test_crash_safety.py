@@ -22,10 +22,9 @@ import pytest
 import xarray as xr
 
 import bayes_spill
-from bayes_spill.inference import fit_folder, fitting
-from bayes_spill.inference import posterior_io
 from bayes_spill.cli.main import main
 from bayes_spill.errors import PosteriorError
+from bayes_spill.inference import fit_folder, fitting, posterior_io
 from bayes_spill.model.simulate import SimulationSettings, simulate_industry, write_simulation
 
 REPO = Path(__file__).resolve().parents[2]
@@ -240,7 +239,7 @@ def finish(process: subprocess.Popen, timeout: float = 120.0) -> tuple[int, str]
     except subprocess.TimeoutExpired:
         process.kill()
         _, err = process.communicate()
-        raise AssertionError(f"the fit did not stop within {timeout} s of the signal: {err[-3000:]}")
+        raise AssertionError(f"the fit did not stop within {timeout} s of the signal: {err[-3000:]}") from None
     return process.returncode, err
 
 

@@ -11,10 +11,10 @@ import xarray as xr
 from tiny_fits import NUTPIE_SEED, nutpie_cli_args, nutpie_cli_fit, nutpie_csv, nutpie_fit
 
 import bayes_spill
-from bayes_spill.inference import posterior_io
 from bayes_spill.cli.main import main
 from bayes_spill.config import DEFAULT_MODEL, load_config
 from bayes_spill.errors import PosteriorError
+from bayes_spill.inference import posterior_io
 
 TINY = nutpie_cli_args()  # --draws 40 --tune 40 --chains 2 --no-progress
 

@@ -12,18 +12,17 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
-from scipy import integrate, stats
 import tiny_fits
+from modes import FAST, value_function  # noqa: E402  (Python mode, no fusion)
+from scipy import integrate, stats
 from tiny_fits import tiny_fit
 
 import bayes_spill
-from bayes_spill.model import integrated, within
 from bayes_spill.config import load_config, parse_config
 from bayes_spill.errors import ConfigError
+from bayes_spill.model import integrated, within
 from bayes_spill.model.likelihood import build_model, model_data
 from bayes_spill.model.simulate import SimulationSettings, simulate_industry
-
-from modes import FAST, value_function  # noqa: E402  (Python mode, no fusion)
 
 
 @pytest.fixture(scope="module")

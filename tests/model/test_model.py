@@ -8,10 +8,10 @@ import glob
 import numpy as np
 import pytest
 
-from bayes_spill.spillover import kernel
 from bayes_spill.config import load_config
 from bayes_spill.model.likelihood import FIRM_LOGLIK, build_model, model_data
 from bayes_spill.model.simulate import SimulationSettings, simulate_industry
+from bayes_spill.spillover import kernel
 
 MODEL_FILES = sorted(glob.glob("models/*.toml"))
 from modes import FAST, value_function  # noqa: E402  (Python mode, no fusion)

@@ -18,14 +18,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from modes import FAST  # noqa: E402  (Python mode, no fusion)
 
-from bayes_spill.spillover import kernel
 from bayes_spill.config import load_config
 from bayes_spill.data.inputs import load_panel
 from bayes_spill.model.likelihood import build_model, model_data
 from bayes_spill.model.simulate import SimulationSettings, simulate_industry, write_simulation
+from bayes_spill.spillover import kernel
 
-from modes import FAST  # noqa: E402  (Python mode, no fusion)
 MODELS = Path(__file__).resolve().parents[2] / "models"
 HALFLIVES_KM = np.geomspace(1.0, 5000.0, 9)
 SETTINGS = SimulationSettings(n_firms=30, first_year=1996, last_year=2003, mean_years=5, zero_rd_share=0.3)

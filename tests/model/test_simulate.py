@@ -8,11 +8,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from bayes_spill.spillover import kernel
 from bayes_spill.data.datasets import load_dataset
 from bayes_spill.data.geography import load_counties
 from bayes_spill.data.inputs import load_panel
 from bayes_spill.model.simulate import TRUTH_PARAMETERS, SimulationSettings, simulate_industry, write_simulation
+from bayes_spill.spillover import kernel
 
 SMALL = SimulationSettings(n_firms=60)
 ARRAYS = ("firms", "firm_county", "years", "obs_firm", "obs_year", "sale", "emp", "ppent", "xrd", "rd_stock")

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from policy_fixtures import fake_fit, small_panel
 
-from bayes_spill.policy.world import load_world
-from bayes_spill.policy import equilibrium as eq
 from bayes_spill.cli.main import main
 from bayes_spill.errors import BayesSpillError
-from policy_fixtures import fake_fit, small_panel
+from bayes_spill.policy import equilibrium as eq
+from bayes_spill.policy.world import load_world
 
 P = eq.TwoCity()  # sigma 5, b 1, 59 km half-life, 100 km apart
 

@@ -7,13 +7,13 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from policy_fixtures import fake_fit, small_panel
 
-from bayes_spill.policy.world import FittedWorld, load_world
-from bayes_spill.policy.implied import implied_alpha_density, implied_cdf
-from bayes_spill.policy import proposition1 as p1
 from bayes_spill.cli.main import main
 from bayes_spill.errors import BayesSpillError
-from policy_fixtures import fake_fit, small_panel
+from bayes_spill.policy import proposition1 as p1
+from bayes_spill.policy.implied import implied_alpha_density, implied_cdf
+from bayes_spill.policy.world import FittedWorld, load_world
 
 
 @pytest.fixture(scope="module")

@@ -7,15 +7,25 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bayes_spill.policy.world import FittedWorld, load_world, world_from_panel
-from bayes_spill.policy.implied import implied_alpha_density, implied_cdf, implied_expectation, trapezoid_weights
-from bayes_spill.policy.table6 import ALPHA_MODES, MECHANISMS, _field_rows, coverage, default_neighbors, format_table6, read_county_sales, table6, table6_truth
+# Clusters in the Bay Area, so that the paper's example has firms to work on.
+from policy_fixtures import BAY, PAPER_NEIGHBORS, fake_fit, small_panel  # noqa: F401
+
 from bayes_spill.cli.main import main
 from bayes_spill.errors import BayesSpillError, InputError
 from bayes_spill.model.simulate import SimulationSettings, simulate_industry
-
-# Clusters in the Bay Area, so that the paper's example has firms to work on.
-from policy_fixtures import BAY, PAPER_NEIGHBORS, fake_fit, small_panel  # noqa: F401
+from bayes_spill.policy.implied import implied_alpha_density, implied_cdf, implied_expectation, trapezoid_weights
+from bayes_spill.policy.table6 import (
+    ALPHA_MODES,
+    MECHANISMS,
+    _field_rows,
+    coverage,
+    default_neighbors,
+    format_table6,
+    read_county_sales,
+    table6,
+    table6_truth,
+)
+from bayes_spill.policy.world import FittedWorld, load_world, world_from_panel
 
 
 @pytest.fixture(scope="module")
@@ -225,6 +235,7 @@ def test_fit_counterfactual_is_table6_of_its_world(fit_dir):
 
 def test_cli_paper_example_in_one_command(fit_dir, panel, tmp_path, capsys):
     import json
+
     import pandas as pd
 
     sales = tmp_path / "sales.csv"

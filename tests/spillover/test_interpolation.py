@@ -14,15 +14,14 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
+from modes import FAST  # noqa: E402  (Python mode, no fusion)
 
-from bayes_spill.spillover import interpolation as interp
-from bayes_spill.spillover import kernel
 from bayes_spill.config import load_config
 from bayes_spill.model import likelihood as model_module
 from bayes_spill.model.likelihood import build_model
 from bayes_spill.model.simulate import SimulationSettings, simulate_industry
-
-from modes import FAST  # noqa: E402  (Python mode, no fusion)
+from bayes_spill.spillover import interpolation as interp
+from bayes_spill.spillover import kernel
 
 
 @pytest.fixture(scope="module")

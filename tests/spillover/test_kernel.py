@@ -8,10 +8,10 @@ import pytensor
 import pytensor.tensor as pt
 import pytest
 
-from bayes_spill.spillover import kernel
 from bayes_spill.data.datasets import load_dataset
 from bayes_spill.data.geography import EARTH_RADIUS_KM, Counties
 from bayes_spill.data.panel import PreparedPanel
+from bayes_spill.spillover import kernel
 
 HALFLIVES = (1.0, 59.0, 500.0, 5000.0)
 RTOL = 1e-10

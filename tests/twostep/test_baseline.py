@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from bayes_spill.twostep import design as design_module, estimator, gmm, location, results
-from bayes_spill.twostep import table4 as se
 from bayes_spill.model.simulate import SimulationSettings, simulate_industry
+from bayes_spill.twostep import design as design_module
+from bayes_spill.twostep import estimator, gmm, location, results
+from bayes_spill.twostep import table4 as se
 
 # ---- fixtures -------------------------------------------------------------------------------
 

@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bayes_spill.twostep import table4 as se
 from bayes_spill.data.geography import great_circle_km, load_counties
 from bayes_spill.data.panel import PreparedPanel, build_panel
+from bayes_spill.twostep import table4 as se
 
 HALFLIFE = 59.0
 BETA = np.array([0.11, 0.66, 0.09, -0.3])
