@@ -57,9 +57,9 @@ class Fit(FittedModel):
 
     Examples
     --------
-    >>> fit = bayes_spill.load("posterior/mine")              # doctest: +SKIP
-    >>> fit.summary()                                          # doctest: +SKIP
-    >>> fit.counterfactual("06085", 220.0, 2002).summary()     # doctest: +SKIP
+    >>> fit = bayes_spill.load("posterior/mine")  # doctest: +SKIP
+    >>> fit.summary()  # doctest: +SKIP
+    >>> fit.counterfactual("06085", 220.0, 2002).summary()  # doctest: +SKIP
     """
 
     @classmethod
@@ -81,7 +81,14 @@ class Fit(FittedModel):
         """
         return _loo(self)
 
-    def check(self, n_draws: int | None = None, n_bootstrap: int | None = None, seed: int | None = None, make_figures: bool = True, out_dir=None):
+    def check(
+        self,
+        n_draws: int | None = None,
+        n_bootstrap: int | None = None,
+        seed: int | None = None,
+        make_figures: bool = True,
+        out_dir=None,
+    ):
         """Every check of the fit, as ``bayes-spill check`` runs them: sampler diagnostics,
         identification, posterior predictive checks, PSIS-LOO and Table 4 on the data; writes
         report.md, checks.csv, figures/ and the posterior_predictive group into the fit folder.
@@ -199,8 +206,6 @@ class Fit(FittedModel):
             Base and shocked shares per draw; ``.county_table()`` summarises them.
         """
         return county_shock(load_world(self, max_draws=n_draws), county, rd_stock_mil, damping=damping)
-
-
 
 
 def fit(data=None, model=None, out=None, **options) -> Fit:

@@ -113,7 +113,17 @@ POSITIVE_PARAMETERS = {"sigma", "lam", "alpha", "beta", "nu"}
 
 # Which support each model parameter needs, so a prior cannot put mass where it is undefined.
 POSITIVE_SUPPORT = {"halflife_km", "sigma_alpha", "sigma_w", "county_tau"}
-REAL_SUPPORT = {"gamma", "mu_alpha", "alpha", "beta_k", "beta_l", "beta_r", "beta_zero_rd", "year_effect", "county_delta"}
+REAL_SUPPORT = {
+    "gamma",
+    "mu_alpha",
+    "alpha",
+    "beta_k",
+    "beta_l",
+    "beta_r",
+    "beta_zero_rd",
+    "year_effect",
+    "county_delta",
+}
 POSITIVE_FAMILIES = {"HalfNormal", "LogNormal", "Exponential", "Gamma"}
 REAL_FAMILIES = {"Normal", "StudentT"}
 
@@ -218,7 +228,9 @@ class ModelConfig:
         for key, prior in self.priors:
             if key == name:
                 return prior
-        raise ConfigError(f"{self.source}: no prior for '{name}' (priors given: {', '.join(k for k, _ in self.priors)})")
+        raise ConfigError(
+            f"{self.source}: no prior for '{name}' (priors given: {', '.join(k for k, _ in self.priors)})"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -256,7 +268,9 @@ class ModelConfig:
         values = {**asdict(self.sampler), **{k: v for k, v in changes.items() if v is not None}}
         sampler = _build_section(SamplerSpec, values, self.source, "sampler")
         _check_sampler(sampler, self.source)
-        return ModelConfig(self.name, self.description, self.model, self.priors, sampler, self.panel, self.source, self.text)
+        return ModelConfig(
+            self.name, self.description, self.model, self.priors, sampler, self.panel, self.source, self.text
+        )
 
 
 def _toml_value(value: Any) -> str:
@@ -324,12 +338,16 @@ def read_small_text(path: str | Path, limit: int, what: str) -> str:
         kind = "a folder" if stat.S_ISDIR(info.st_mode) else "a device, pipe or socket"
         raise ConfigError(f"{path}: is {kind}, not a {what} file (a TOML file)")
     if info.st_size > limit:
-        raise ConfigError(f"{path}: is {info.st_size:,} bytes, more than the {limit:,} a {what} file may hold; is it the right file?")
+        raise ConfigError(
+            f"{path}: is {info.st_size:,} bytes, more than the {limit:,} a {what} file may hold; is it the right file?"
+        )
     try:
         with open(path, "rb") as handle:
             raw = handle.read(limit + 1)  # the file may have grown since stat
         if len(raw) > limit:
-            raise ConfigError(f"{path}: holds more than the {limit:,} bytes a {what} file may hold; is it the right file?")
+            raise ConfigError(
+                f"{path}: holds more than the {limit:,} bytes a {what} file may hold; is it the right file?"
+            )
         return raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read the {what} ({exc})") from None
@@ -343,7 +361,9 @@ def parse_config(text: str, source: str = "<memory>") -> ModelConfig:
     _reject_unknown(raw, TOP_LEVEL_KEYS, source, "top level")
     name = raw.get("name")
     if not isinstance(name, str) or not name.strip() or not all(c.isalnum() or c in "-_" for c in name):
-        raise ConfigError(f"{source}: 'name' must be a non-empty string of letters, digits, '-' or '_' (it names the output folder)")
+        raise ConfigError(
+            f"{source}: 'name' must be a non-empty string of letters, digits, '-' or '_' (it names the output folder)"
+        )
     description = raw.get("description", "")
     if not isinstance(description, str):
         raise ConfigError(f"{source}: 'description' must be a string")
@@ -366,7 +386,9 @@ def _reject_unknown(table: Any, valid: tuple[str, ...], source: str, where: str)
         raise ConfigError(f"{source}: {where} must be a table")
     unknown = sorted(set(table) - set(valid))
     if unknown:
-        raise ConfigError(f"{source}: unknown key(s) {', '.join(map(repr, unknown))} in {where}; valid keys: {', '.join(valid)}")
+        raise ConfigError(
+            f"{source}: unknown key(s) {', '.join(map(repr, unknown))} in {where}; valid keys: {', '.join(valid)}"
+        )
 
 
 def _build_section(cls, table: Any, source: str, where: str):
@@ -398,7 +420,12 @@ def _coerce(value: Any, default: Any, key: str, source: str, annotation: Any):
             return value
         raise ConfigError(f"{source}: {key} must be an integer, got {value!r}")
     if isinstance(default, float) or "float" in str(annotation):
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value and abs(value) != float("inf"):
+        if (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and value == value
+            and abs(value) != float("inf")
+        ):
             return float(value)
         raise ConfigError(f"{source}: {key} must be a finite number, got {value!r}")
     if isinstance(default, str) or "str" in str(annotation):
@@ -422,13 +449,19 @@ def _check_model(m: ModelSpec, source: str) -> None:
     if m.log_floor_bil <= 0:
         raise ConfigError(f"{source}: model.log_floor_bil must be positive, got {m.log_floor_bil}")
     if m.denominator_bins < 0:
-        raise ConfigError(f"{source}: model.denominator_bins must be 0 (adaptive) or a positive number of bins, got {m.denominator_bins}")
+        raise ConfigError(
+            f"{source}: model.denominator_bins must be 0 (adaptive) or a positive number of bins, got {m.denominator_bins}"
+        )
     if m.integrate_alpha and m.alpha != "heterogeneous":
-        raise ConfigError(f"{source}: model.integrate_alpha needs model.alpha = 'heterogeneous' (one alpha has nothing to integrate)")
+        raise ConfigError(
+            f"{source}: model.integrate_alpha needs model.alpha = 'heterogeneous' (one alpha has nothing to integrate)"
+        )
     if not 2 <= m.quadrature_nodes <= 64:
         raise ConfigError(f"{source}: model.quadrature_nodes must be between 2 and 64, got {m.quadrature_nodes}")
     if not 1e-12 <= m.likelihood_tolerance <= 1e-2:
-        raise ConfigError(f"{source}: model.likelihood_tolerance must be between 1e-12 and 1e-2, got {m.likelihood_tolerance}")
+        raise ConfigError(
+            f"{source}: model.likelihood_tolerance must be between 1e-12 and 1e-2, got {m.likelihood_tolerance}"
+        )
 
 
 def _check_sampler(s: SamplerSpec, source: str) -> None:
@@ -462,14 +495,16 @@ def _parse_priors(table: Any, model: ModelSpec, source: str) -> tuple[tuple[str,
 def _parse_prior(name: str, spec: Any, source: str) -> Prior:
     key = f"priors.{name}"
     if not isinstance(spec, dict) or "dist" not in spec:
-        raise ConfigError(f"{source}: {key} must be a table like {{ dist = \"Normal\", mu = 0.0, sigma = 1.0 }}")
+        raise ConfigError(f'{source}: {key} must be a table like {{ dist = "Normal", mu = 0.0, sigma = 1.0 }}')
     family = spec["dist"]
     if not isinstance(family, str) or family not in PRIOR_FAMILIES:
         raise ConfigError(f"{source}: {key}.dist = {family!r} is not one of {', '.join(PRIOR_FAMILIES)}")
     expected = PRIOR_FAMILIES[family]
     given = {k: v for k, v in spec.items() if k != "dist"}
     if set(given) != set(expected):
-        raise ConfigError(f"{source}: {key} ({family}) takes exactly {', '.join(expected)}; got {', '.join(given) or 'nothing'}")
+        raise ConfigError(
+            f"{source}: {key} ({family}) takes exactly {', '.join(expected)}; got {', '.join(given) or 'nothing'}"
+        )
     params = []
     for p in expected:
         v = given[p]
@@ -479,7 +514,11 @@ def _parse_prior(name: str, spec: Any, source: str) -> Prior:
             raise ConfigError(f"{source}: {key}.{p} must be positive, got {v}")
         params.append((p, float(v)))
     if name in POSITIVE_SUPPORT and family not in POSITIVE_FAMILIES:
-        raise ConfigError(f"{source}: {key} must be a positive distribution ({', '.join(sorted(POSITIVE_FAMILIES))}), got {family}")
+        raise ConfigError(
+            f"{source}: {key} must be a positive distribution ({', '.join(sorted(POSITIVE_FAMILIES))}), got {family}"
+        )
     if name in REAL_SUPPORT and family not in REAL_FAMILIES:
-        raise ConfigError(f"{source}: {key} must be a distribution on the real line ({', '.join(sorted(REAL_FAMILIES))}), got {family}")
+        raise ConfigError(
+            f"{source}: {key} must be a distribution on the real line ({', '.join(sorted(REAL_FAMILIES))}), got {family}"
+        )
     return Prior(family, tuple(params))

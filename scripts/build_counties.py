@@ -167,7 +167,7 @@ still reports under the predecessor codes, and Kalawao HI, which BLS counts with
 
 {fill_list}
 
-BLS rows with no polygon, not used: {len(unused)} (state FIPS {', '.join(sorted({u[:2] for u in unused}))}).
+BLS rows with no polygon, not used: {len(unused)} (state FIPS {", ".join(sorted({u[:2] for u in unused}))}).
 The geometry has no polygon for Skagway, AK (02230).
 """
     )

@@ -1,6 +1,6 @@
 """Rebuild the embedded default dataset (bayes_spill/data/software.csv and its truth).
 
-    .venv/bin/python scripts/build_default_data.py
+.venv/bin/python scripts/build_default_data.py
 """
 
 from __future__ import annotations
@@ -24,7 +24,12 @@ def main() -> None:
         shutil.copyfile(truth_path, DATA / truth_name)
     for key, value in panel.summary().items():
         print(f"{key}: {value}")
-    print("location fixed point:", panel.truth["location_iterations"], "iterations, firms still moving:", panel.truth["location_movers_at_stop"])
+    print(
+        "location fixed point:",
+        panel.truth["location_iterations"],
+        "iterations, firms still moving:",
+        panel.truth["location_movers_at_stop"],
+    )
 
 
 if __name__ == "__main__":

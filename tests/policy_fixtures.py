@@ -13,7 +13,9 @@ PAPER_NEIGHBORS = ["06087", "06081", "06001", "06075"]
 
 
 def small_panel(seed: int = 2, n_firms: int = 80):
-    return simulate_industry(SimulationSettings(n_firms=n_firms, first_year=1996, last_year=2004, county_shift=BAY), seed=seed)
+    return simulate_industry(
+        SimulationSettings(n_firms=n_firms, first_year=1996, last_year=2004, county_shift=BAY), seed=seed
+    )
 
 
 def fake_fit(panel, out_dir, n_draws: int = 40, seed: int = 0, model: str = "lychagin2010", gamma_sd: float = 0.05):
@@ -49,7 +51,9 @@ def fake_fit(panel, out_dir, n_draws: int = 40, seed: int = 0, model: str = "lyc
     groups = {
         "posterior": posterior,
         "sample_stats": xr.Dataset({"diverging": (dims, np.zeros(shape, dtype=bool))}),
-        "log_likelihood": xr.Dataset({FIRM_LOGLIK: ((*dims, FIRM), -np.ones(shape + (len(alpha),)))}, coords={FIRM: c[FIRM]}),
+        "log_likelihood": xr.Dataset(
+            {FIRM_LOGLIK: ((*dims, FIRM), -np.ones(shape + (len(alpha),)))}, coords={FIRM: c[FIRM]}
+        ),
         "observed_data": observed_data(panel, config),
         "constant_data": constant_data(panel, config),
     }

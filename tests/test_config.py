@@ -215,7 +215,7 @@ def test_log_floor_must_be_positive():
     "new, phrase",
     [
         ('gamma = { dist = "Cauchy", alpha = 0.0, beta = 1.0 }', "is not one of"),
-        ('gamma = { mu = 0.0, sigma = 1.0 }', "must be a table like"),
+        ("gamma = { mu = 0.0, sigma = 1.0 }", "must be a table like"),
         ("gamma = 0.5", "must be a table like"),
         ('gamma = { dist = "Normal", mu = 0.0 }', "takes exactly mu, sigma"),
         ('gamma = { dist = "Normal", mu = 0.0, sigma = 1.0, nu = 3.0 }', "takes exactly mu, sigma"),
@@ -235,7 +235,9 @@ def test_invalid_priors(new, phrase):
 
 
 @pytest.mark.parametrize("name", ["halflife_km", "sigma_w", "sigma_alpha", "county_tau"])
-@pytest.mark.parametrize("prior", ['{ dist = "Normal", mu = 0.0, sigma = 1.0 }', '{ dist = "StudentT", nu = 3.0, mu = 0.0, sigma = 1.0 }'])
+@pytest.mark.parametrize(
+    "prior", ['{ dist = "Normal", mu = 0.0, sigma = 1.0 }', '{ dist = "StudentT", nu = 3.0, mu = 0.0, sigma = 1.0 }']
+)
 def test_real_line_prior_on_a_positive_parameter(name, prior):
     message = config_error(replace_line(BASE, f"{name} = ", f"{name} = {prior}"))
     assert f"priors.{name}" in message and "positive distribution" in message, message
@@ -301,7 +303,12 @@ def reorder_and_comment(text: str) -> str:
         body = [line for line in body if line.strip()]
         out.append("\n".join(([header] if header else []) + ["# a comment"] + body[::-1]))
     # inline-table keys in another order, and a float written as an int where allowed
-    return "\n\n".join(out).replace('{ dist = "Normal", mu = 0.0, sigma = 1.0 }', '{ sigma = 1.0, mu = 0, dist = "Normal" }') + "\n"
+    return (
+        "\n\n".join(out).replace(
+            '{ dist = "Normal", mu = 0.0, sigma = 1.0 }', '{ sigma = 1.0, mu = 0, dist = "Normal" }'
+        )
+        + "\n"
+    )
 
 
 def test_hash_is_stable_under_reordering_and_comments():
@@ -318,7 +325,9 @@ def test_hash_is_stable_under_reordering_and_comments():
 def test_hash_changes_with_a_prior_and_the_model():
     original = parse_config(BASE).hash()
     prior = parse_config(replace_line(BASE, "gamma = ", 'gamma = { dist = "Normal", mu = 0.0, sigma = 0.5 }')).hash()
-    family = parse_config(replace_line(BASE, "gamma = ", 'gamma = { dist = "StudentT", nu = 3.0, mu = 0.0, sigma = 0.25 }')).hash()
+    family = parse_config(
+        replace_line(BASE, "gamma = ", 'gamma = { dist = "StudentT", nu = 3.0, mu = 0.0, sigma = 0.25 }')
+    ).hash()
     model = parse_config(replace_line(BASE, "choice_set = ", 'choice_set = "all"')).hash()
     draws = parse_config(replace_line(BASE, "draws = ", "draws = 500")).hash()
     assert len({original, prior, family, model, draws}) == 5
@@ -335,7 +344,15 @@ def test_with_sampler_validates():
     assert (changed.sampler.draws, changed.sampler.chains, changed.sampler.tune) == (50, 2, 1000)
     assert changed.priors == config.priors and changed.model == config.model
     assert config.sampler.draws == 1000  # the original is untouched
-    for bad in ({"draws": 0}, {"draws": -5}, {"draws": "100"}, {"chains": 1.5}, {"backend": "stan"}, {"target_accept": 0.2}, {"thin": 2}):
+    for bad in (
+        {"draws": 0},
+        {"draws": -5},
+        {"draws": "100"},
+        {"chains": 1.5},
+        {"backend": "stan"},
+        {"target_accept": 0.2},
+        {"thin": 2},
+    ):
         with pytest.raises(ConfigError):
             config.with_sampler(**bad)
 

@@ -66,12 +66,33 @@ SCHEMA = {
         "on_gap": ("choice", ("error", "restart")),
     },
 }
-FAMILIES = {"Normal": ("mu", "sigma"), "HalfNormal": ("sigma",), "LogNormal": ("mu", "sigma"), "Exponential": ("lam",), "Gamma": ("alpha", "beta"), "StudentT": ("nu", "mu", "sigma")}
+FAMILIES = {
+    "Normal": ("mu", "sigma"),
+    "HalfNormal": ("sigma",),
+    "LogNormal": ("mu", "sigma"),
+    "Exponential": ("lam",),
+    "Gamma": ("alpha", "beta"),
+    "StudentT": ("nu", "mu", "sigma"),
+}
 POSITIVE_PARAMS = {"sigma", "lam", "alpha", "beta", "nu"}
 POSITIVE_PRIORS = {"halflife_km", "sigma_alpha", "sigma_w", "county_tau"}
 POSITIVE_FAMILIES = ("HalfNormal", "LogNormal", "Exponential", "Gamma")
 REAL_FAMILIES = ("Normal", "StudentT")
-ALL_PRIORS = ("halflife_km", "gamma", "mu_alpha", "sigma_alpha", "alpha", "beta_k", "beta_l", "beta_r", "beta_zero_rd", "sigma_w", "year_effect", "county_delta", "county_tau")
+ALL_PRIORS = (
+    "halflife_km",
+    "gamma",
+    "mu_alpha",
+    "sigma_alpha",
+    "alpha",
+    "beta_k",
+    "beta_l",
+    "beta_r",
+    "beta_zero_rd",
+    "sigma_w",
+    "year_effect",
+    "county_delta",
+    "county_tau",
+)
 
 
 # -- a small TOML writer (tomllib only reads) ---------------------------------------------------------
@@ -128,18 +149,37 @@ SCALARS = st.one_of(
     st.times(),
 )
 TOML_VALUES = st.recursive(
-    SCALARS, lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(min_size=1, max_size=5), children, max_size=3), max_leaves=6
+    SCALARS,
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(min_size=1, max_size=5), children, max_size=3)
+    ),
+    max_leaves=6,
 )
 
 
 def wrong_type_values(kind: str):
     """Values of a TOML type the field cannot take."""
     options = {
-        "int": st.one_of(st.text(max_size=5), st.floats(), st.booleans(), st.dates(), st.lists(st.integers(), max_size=2)),
-        "float": st.one_of(st.text(max_size=5), st.booleans(), st.datetimes(), st.lists(st.floats(), max_size=2), st.dictionaries(st.text(min_size=1, max_size=3), st.integers(), max_size=2)),
+        "int": st.one_of(
+            st.text(max_size=5), st.floats(), st.booleans(), st.dates(), st.lists(st.integers(), max_size=2)
+        ),
+        "float": st.one_of(
+            st.text(max_size=5),
+            st.booleans(),
+            st.datetimes(),
+            st.lists(st.floats(), max_size=2),
+            st.dictionaries(st.text(min_size=1, max_size=3), st.integers(), max_size=2),
+        ),
         "bool": st.one_of(st.text(max_size=5), st.integers(), st.floats(), st.lists(st.booleans(), max_size=2)),
-        "choice": st.one_of(st.integers(), st.floats(), st.booleans(), st.dates(), st.lists(st.text(max_size=3), max_size=2)),
-        "strings": st.one_of(st.text(max_size=5), st.integers(), st.lists(st.integers(), min_size=1, max_size=2), st.dictionaries(st.text(min_size=1, max_size=3), st.text(), max_size=2)),
+        "choice": st.one_of(
+            st.integers(), st.floats(), st.booleans(), st.dates(), st.lists(st.text(max_size=3), max_size=2)
+        ),
+        "strings": st.one_of(
+            st.text(max_size=5),
+            st.integers(),
+            st.lists(st.integers(), min_size=1, max_size=2),
+            st.dictionaries(st.text(min_size=1, max_size=3), st.text(), max_size=2),
+        ),
     }
     return options[kind]
 
@@ -222,7 +262,13 @@ def mutate_setting(draw, case: Case) -> None:
         table[key] = value
         case.note(f"{section}.{key} = {value!r}", "accept" if ok else "reject", f"{section}.{key}", f"{section}.{key}")
     elif how == "out of range":
-        value = draw(st.text(max_size=6).filter(lambda t: t not in rule)) if kind == "choice" else draw(valid_values(kind, rule).filter(lambda v: not rule(v)) if kind in ("int", "float") else st.nothing())
+        value = (
+            draw(st.text(max_size=6).filter(lambda t: t not in rule))
+            if kind == "choice"
+            else draw(
+                valid_values(kind, rule).filter(lambda v: not rule(v)) if kind in ("int", "float") else st.nothing()
+            )
+        )
         table[key] = value
         case.note(f"{section}.{key} = {value!r} (out of range)", "reject", f"{section}.{key}", f"{section}.{key}")
     else:
@@ -274,7 +320,24 @@ def mutate_prior(draw, case: Case) -> None:
     needed = required_priors(case.document)
     name = draw(st.sampled_from(needed))
     key = f"priors.{name}"
-    how = draw(st.sampled_from(("valid", "unknown dist", "dist not a string", "drop param", "extra param", "non-positive", "not finite", "param type", "wrong support", "not a table", "missing", "anything")))
+    how = draw(
+        st.sampled_from(
+            (
+                "valid",
+                "unknown dist",
+                "dist not a string",
+                "drop param",
+                "extra param",
+                "non-positive",
+                "not finite",
+                "param type",
+                "wrong support",
+                "not a table",
+                "missing",
+                "anything",
+            )
+        )
+    )
     prior = valid_prior(draw, name)
     if how == "valid":
         case.note(f"{key} = {prior}", "accept", key)
@@ -282,13 +345,21 @@ def mutate_prior(draw, case: Case) -> None:
         prior["dist"] = draw(st.text(max_size=10).filter(lambda t: t not in FAMILIES))
         case.note(f"{key}.dist = {prior['dist']!r}", "reject", key, key)
     elif how == "dist not a string":
-        prior["dist"] = draw(st.one_of(st.lists(st.sampled_from(sorted(FAMILIES)), min_size=1, max_size=2), st.integers(), st.dictionaries(st.text(min_size=1, max_size=3), st.integers(), max_size=1)))
+        prior["dist"] = draw(
+            st.one_of(
+                st.lists(st.sampled_from(sorted(FAMILIES)), min_size=1, max_size=2),
+                st.integers(),
+                st.dictionaries(st.text(min_size=1, max_size=3), st.integers(), max_size=1),
+            )
+        )
         case.note(f"{key}.dist = {prior['dist']!r}", "reject", key, key)
     elif how == "drop param":
         del prior[draw(st.sampled_from([p for p in prior if p != "dist"]))]
         case.note(f"{key} lacks a parameter", "reject", key, key)
     elif how == "extra param":
-        extra = draw(st.sampled_from([p for p in ("mu", "sigma", "lam", "alpha", "beta", "nu", "scale") if p not in prior]))
+        extra = draw(
+            st.sampled_from([p for p in ("mu", "sigma", "lam", "alpha", "beta", "nu", "scale") if p not in prior])
+        )
         prior[extra] = 1.0
         case.note(f"{key} has {extra}", "reject", key, key)
     elif how == "non-positive":
@@ -329,7 +400,9 @@ def mutate_top(draw, case: Case) -> None:
         case.document["name"] = draw(st.from_regex(r"[A-Za-z0-9_-]{1,20}", fullmatch=True))
         case.note(f"name = {case.document['name']!r}", "accept", "name")
     elif how == "bad name":
-        case.document["name"] = draw(st.one_of(st.just(""), st.just("a b"), st.just("../x"), st.just("x/y"), st.integers(), st.booleans()))
+        case.document["name"] = draw(
+            st.one_of(st.just(""), st.just("a b"), st.just("../x"), st.just("x/y"), st.integers(), st.booleans())
+        )
         case.note(f"name = {case.document['name']!r}", "reject", "name", "name")
     elif how == "no name":
         case.document.pop("name", None)
@@ -337,10 +410,14 @@ def mutate_top(draw, case: Case) -> None:
     elif how == "description":
         value = draw(st.one_of(st.text(max_size=20), st.integers(), st.lists(st.text(max_size=2), max_size=2)))
         case.document["description"] = value
-        case.note(f"description = {value!r}", "accept" if isinstance(value, str) else "reject", "description", "description")
+        case.note(
+            f"description = {value!r}", "accept" if isinstance(value, str) else "reject", "description", "description"
+        )
     elif how == "section type":
         section = draw(st.sampled_from(("model", "sampler", "panel", "priors")))
-        case.document[section] = draw(st.one_of(st.integers(), st.text(max_size=4), st.lists(st.integers(), max_size=2)))
+        case.document[section] = draw(
+            st.one_of(st.integers(), st.text(max_size=4), st.lists(st.integers(), max_size=2))
+        )
         case.note(f"{section} = {case.document[section]!r}", "reject", section, section)
     else:
         section = draw(st.sampled_from(("model", "sampler", "panel", "priors")))
@@ -412,7 +489,9 @@ def test_every_model_file_is_accepted_and_reads_back():
 
 
 def test_a_list_as_distribution_name_is_a_config_error():
-    text = (MODELS / "lychagin2010.toml").read_text().replace('gamma = { dist = "Normal"', 'gamma = { dist = ["Normal"]')
+    text = (
+        (MODELS / "lychagin2010.toml").read_text().replace('gamma = { dist = "Normal"', 'gamma = { dist = ["Normal"]')
+    )
     assert '["Normal"]' in text
     with pytest.raises(ConfigError, match="priors.gamma"):
         parse_config(text)
@@ -421,7 +500,7 @@ def test_a_list_as_distribution_name_is_a_config_error():
 def test_description_with_any_character_reads_back():
     """Astral characters and DEL in strings survive to_toml (the posterior stores that text)."""
     text = (MODELS / "lychagin2010.toml").read_text()
-    line = 'description = "spill \\u007f overs \U0001F600 \\u0000"'
+    line = 'description = "spill \\u007f overs \U0001f600 \\u0000"'
     text = re.sub(r"^description = .*$", lambda _: line, text, flags=re.MULTILINE)
     config = parse_config(text)
     assert parse_config(config.to_toml()).description == config.description

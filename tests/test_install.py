@@ -79,7 +79,9 @@ CLEAN_ENV = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIR
 
 def _run(command: list, cwd: Path, timeout: int = 600) -> str:
     done = subprocess.run(command, cwd=cwd, env=CLEAN_ENV, capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, f"{' '.join(map(str, command))} failed ({done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    assert done.returncode == 0, (
+        f"{' '.join(map(str, command))} failed ({done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    )
     return done.stdout
 
 
@@ -98,7 +100,9 @@ def test_wheel_installed_elsewhere_fits_the_embedded_default(tmp_path):
     shutil.copytree(
         REPO,
         source,
-        ignore=shutil.ignore_patterns(".git", ".venv", "posterior", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", ".hypothesis"),
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "posterior", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", ".hypothesis"
+        ),
     )
     sdist = _pep517("build_sdist", source, tmp_path / "dist")
     shutil.unpack_archive(sdist, tmp_path / "unpacked", filter="data")
@@ -108,19 +112,34 @@ def test_wheel_installed_elsewhere_fits_the_embedded_default(tmp_path):
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", venv], cwd=tmp_path)
     python = venv / "bin" / "python"
-    venv_site = Path(_run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=tmp_path).strip())
-    _run([sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index", "-q", wheel], cwd=tmp_path)
+    venv_site = Path(
+        _run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=tmp_path).strip()
+    )
+    _run(
+        [sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index", "-q", wheel],
+        cwd=tmp_path,
+    )
     # After the install: pip would otherwise see the borrowed editable install and skip the wheel.
     (venv_site / "borrowed_dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    where = _run([python, "-c", "import bayes_spill, bayes_spill.config as c; print(bayes_spill.__file__); print(c.shipped_models())"], cwd=elsewhere)
+    where = _run(
+        [
+            python,
+            "-c",
+            "import bayes_spill, bayes_spill.config as c; print(bayes_spill.__file__); print(c.shipped_models())",
+        ],
+        cwd=elsewhere,
+    )
     package, models = (Path(line) for line in where.strip().splitlines())
     assert package.is_relative_to(venv_site) and models.is_relative_to(venv_site), where
     assert (models / "integrated_alpha.toml").is_file() and (models / "studies" / "calibration.toml").is_file()
 
-    _run([venv / "bin" / "bayes-spill", "fit", "--draws", "100", "--tune", "100", "--chains", "2", "--no-progress"], cwd=elsewhere)
+    _run(
+        [venv / "bin" / "bayes-spill", "fit", "--draws", "100", "--tune", "100", "--chains", "2", "--no-progress"],
+        cwd=elsewhere,
+    )
     assert (elsewhere / "posterior" / "integrated_alpha" / "posterior.nc").is_file()
     assert (elsewhere / "posterior" / "integrated_alpha" / "summary.csv").is_file()
     print(f"sdist -> wheel -> venv -> fit: {time.perf_counter() - started:.0f} s")

@@ -34,7 +34,18 @@ from bayes_spill.inference import posterior_io
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = sorted((REPO / "bayes_spill").rglob("*.py")) + sorted((REPO / "scripts").glob("*.py"))
-UNSAFE_MODULES = {"pickle", "cPickle", "_pickle", "dill", "cloudpickle", "marshal", "shelve", "joblib", "yaml", "jsonpickle"}
+UNSAFE_MODULES = {
+    "pickle",
+    "cPickle",
+    "_pickle",
+    "dill",
+    "cloudpickle",
+    "marshal",
+    "shelve",
+    "joblib",
+    "yaml",
+    "jsonpickle",
+}
 UNSAFE_BUILTINS = {"eval", "exec", "compile", "__import__", "execfile"}
 UNSAFE_ATTRIBUTES = {"read_pickle", "unsafe_load", "full_load", "loads_pickle"}
 
@@ -58,10 +69,16 @@ def unsafe_calls_in(text: str, label: str) -> list[str]:
                 found.append(f"{where} {func.id}(...)")
             elif isinstance(func, ast.Attribute):
                 owner = func.value.id if isinstance(func.value, ast.Name) else ""
-                if func.attr in UNSAFE_ATTRIBUTES or owner in UNSAFE_MODULES or (owner == "builtins" and func.attr in UNSAFE_BUILTINS):
+                if (
+                    func.attr in UNSAFE_ATTRIBUTES
+                    or owner in UNSAFE_MODULES
+                    or (owner == "builtins" and func.attr in UNSAFE_BUILTINS)
+                ):
                     found.append(f"{where} {owner}.{func.attr}(...)")
             for keyword in node.keywords:
-                if keyword.arg == "allow_pickle" and not (isinstance(keyword.value, ast.Constant) and keyword.value.value is False):
+                if keyword.arg == "allow_pickle" and not (
+                    isinstance(keyword.value, ast.Constant) and keyword.value.value is False
+                ):
                     found.append(f"{where} allow_pickle={ast.unparse(keyword.value)}")
     return found
 
@@ -177,18 +194,33 @@ def test_csv_and_county_tables_with_payloads(tmp_path, sentinel):
             panel = load_panel(path)  # the payload is only a firm identifier, kept as text
             assert payload in panel.firms.tolist()
         counties = tmp_path / "counties.csv"
-        pd.DataFrame({"fips": ["06085", "02013"], "lat": [37.0, payload], "lon": [-121.0, -161.0], payload: [payload, "1"]}).to_csv(counties, index=False)
+        pd.DataFrame(
+            {"fips": ["06085", "02013"], "lat": [37.0, payload], "lon": [-121.0, -161.0], payload: [payload, "1"]}
+        ).to_csv(counties, index=False)
         with pytest.raises(BayesSpillError):
             load_counties(counties)
 
 
 def test_parquet_with_crafted_pandas_metadata(tmp_path, sentinel):
     code = payloads(sentinel)[0]
-    table = pa.table({"gvkey": ["000001"] * 3, "fyear": [2000, 2001, 2002], "sale": [1.0] * 3, "emp": [1.0] * 3, "ppent": [1.0] * 3, "xrd": [0.0] * 3, "fips": ["06085"] * 3})
+    table = pa.table(
+        {
+            "gvkey": ["000001"] * 3,
+            "fyear": [2000, 2001, 2002],
+            "sale": [1.0] * 3,
+            "emp": [1.0] * 3,
+            "ppent": [1.0] * 3,
+            "xrd": [0.0] * 3,
+            "fips": ["06085"] * 3,
+        }
+    )
     metadata = {
         "index_columns": [code],
         "column_indexes": [{"name": code, "pandas_type": code, "numpy_type": code, "metadata": {"x": code}}],
-        "columns": [{"name": n, "field_name": n, "pandas_type": code, "numpy_type": "object", "metadata": {"type": code}} for n in table.column_names],
+        "columns": [
+            {"name": n, "field_name": n, "pandas_type": code, "numpy_type": "object", "metadata": {"type": code}}
+            for n in table.column_names
+        ],
         "creator": {"library": code},
         "pandas_version": code,
     }
@@ -205,7 +237,10 @@ def test_parquet_with_a_pickled_extension_type(tmp_path, sentinel):
     field = pa.field(
         "gvkey",
         pa.binary(),
-        metadata={b"ARROW:extension:name": b"arrow.py_extension_type", b"ARROW:extension:metadata": pickle.dumps(Payload(sentinel))},
+        metadata={
+            b"ARROW:extension:name": b"arrow.py_extension_type",
+            b"ARROW:extension:metadata": pickle.dumps(Payload(sentinel)),
+        },
     )
     table = pa.Table.from_arrays([pa.array([b"000001"] * 3)], schema=pa.schema([field]))
     path = tmp_path / "crafted.parquet"
@@ -218,7 +253,11 @@ def test_parquet_with_a_pickled_extension_type(tmp_path, sentinel):
 
 def crafted_posterior(path: Path, sentinel: Path) -> None:
     code = payloads(sentinel)[0]
-    config_text = (REPO / "models" / "lychagin2010.toml").read_text().replace('description = "', f"description = {json.dumps(code)[:-1]} ", 1)
+    config_text = (
+        (REPO / "models" / "lychagin2010.toml")
+        .read_text()
+        .replace('description = "', f"description = {json.dumps(code)[:-1]} ", 1)
+    )
     data = xr.Dataset({"x": (("obs",), np.arange(3.0))})
     posterior = xr.Dataset({"gamma": (("chain", "draw"), np.zeros((1, 3)))})
     pickled = np.frombuffer(pickle.dumps(Payload(sentinel)), dtype=np.uint8)

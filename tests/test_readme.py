@@ -65,7 +65,17 @@ def speed_options() -> dict[str, list[str]]:
 def test_walkthrough_has_the_whole_loop():
     blocks = walkthrough_blocks()
     code = "\n".join(body for _, body in blocks)
-    steps = ("bayes-spill fit", "bayes_spill.load", "fit.summary()", "azs.summary", "plot_rank", "halflife_km", "bayes-spill check", "fit.counterfactual", "bayes-spill compare")
+    steps = (
+        "bayes-spill fit",
+        "bayes_spill.load",
+        "fit.summary()",
+        "azs.summary",
+        "plot_rank",
+        "halflife_km",
+        "bayes-spill check",
+        "fit.counterfactual",
+        "bayes-spill compare",
+    )
     for step in steps:
         assert step in code, step
     assert [kind for kind, _ in blocks].count("python") >= 3
@@ -127,7 +137,10 @@ def test_readme_links_exist():
     links = re.findall(r"\]\(((?!https?:)[^)#]+)(?:#[^)]*)?\)", README.read_text(encoding="utf-8"))
     assert links
     for docs_page in sorted(REPO.glob("docs/*.md")):
-        links += [str(Path("docs") / link) for link in re.findall(r"\]\(((?!https?:)[^)#]+)(?:#[^)]*)?\)", docs_page.read_text(encoding="utf-8"))]
+        links += [
+            str(Path("docs") / link)
+            for link in re.findall(r"\]\(((?!https?:)[^)#]+)(?:#[^)]*)?\)", docs_page.read_text(encoding="utf-8"))
+        ]
     missing = sorted({link for link in links if not (REPO / link).exists()})
     assert not missing, f"links to files that do not exist: {missing}"
 

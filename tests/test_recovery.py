@@ -68,8 +68,13 @@ def _conditional_pit(posterior, data, spec, alpha: np.ndarray, every: int = 10) 
             at = posterior.isel(chain=chain, draw=draw)
             sbar = choice_spillover(data, float(at["halflife_km"]), spec, np)
             grid, cdf = integrated.conditional_cdf(
-                at[integrated.ALPHA_PRODUCTION_MEAN].values, at[integrated.ALPHA_PRODUCTION_SD].values,
-                float(at["gamma"]), at["county_effect"].values, sbar, data.spill.firm_choice, z,
+                at[integrated.ALPHA_PRODUCTION_MEAN].values,
+                at[integrated.ALPHA_PRODUCTION_SD].values,
+                float(at["gamma"]),
+                at["county_effect"].values,
+                sbar,
+                data.spill.firm_choice,
+                z,
             )
             values += [np.interp(alpha[chain, draw, i], grid[i], cdf[i]) for i in range(len(grid))]
     return np.array(values)
@@ -93,7 +98,9 @@ def test_firm_alpha_draws_are_the_firms_posterior(recovery_fit):
     posterior = tree["posterior"].to_dataset()
     pit = _conditional_pit(posterior, data, config.model, posterior["alpha"].values)
     result = stats.kstest(pit, "uniform")
-    assert result.pvalue > 1e-3, f"PIT of the drawn alpha_i not uniform: KS {result.statistic:.4f}, p {result.pvalue:.2g}"
+    assert result.pvalue > 1e-3, (
+        f"PIT of the drawn alpha_i not uniform: KS {result.statistic:.4f}, p {result.pvalue:.2g}"
+    )
     alpha = tree["posterior"]["alpha"]
     lo, hi = np.quantile(alpha.values.reshape(-1, alpha.sizes["firm"]), [0.05, 0.95], axis=0)
     truth = _true_alpha(panel, alpha["firm"].values)

@@ -38,7 +38,9 @@ def tiny_config(model: str = "lychagin2010"):
     from bayes_spill.inference.fitting import resolve_config
 
     backend, cores = SAMPLER
-    return resolve_config(model).with_sampler(draws=DRAWS, tune=TUNE, chains=CHAINS, backend=backend, cores=cores, seed=3)
+    return resolve_config(model).with_sampler(
+        draws=DRAWS, tune=TUNE, chains=CHAINS, backend=backend, cores=cores, seed=3
+    )
 
 
 # How often each tiny fit prepared its model data and built the half-life table (the fit must do
@@ -108,7 +110,10 @@ def nutpie_cli_fit() -> Path:
     from bayes_spill.cli.main import main
 
     out = ROOT / "nutpie_cli" / "run"
-    assert main(["fit", "--data", str(nutpie_csv()), "--out", str(out), "--seed", str(NUTPIE_SEED), *nutpie_cli_args()]) == 0
+    assert (
+        main(["fit", "--data", str(nutpie_csv()), "--out", str(out), "--seed", str(NUTPIE_SEED), *nutpie_cli_args()])
+        == 0
+    )
     return out
 
 

@@ -105,11 +105,34 @@ def _add_extra_firms(funda, company, first: int, last: int):
     def firm(gvkey, years, sich=SOFTWARE, emp=1.0, indfmt="INDL", **company_columns):
         for year in years:
             rows.append(
-                dict(gvkey=gvkey, fyear=year, sale=10.0, emp=emp, ppent=5.0, xrd=1.0, sich=sich, datadate=f"{year}-12-31",
-                     curcd="USD", indfmt=indfmt, datafmt="STD", popsrc="D", consol="C")
+                dict(
+                    gvkey=gvkey,
+                    fyear=year,
+                    sale=10.0,
+                    emp=emp,
+                    ppent=5.0,
+                    xrd=1.0,
+                    sich=sich,
+                    datadate=f"{year}-12-31",
+                    curcd="USD",
+                    indfmt=indfmt,
+                    datafmt="STD",
+                    popsrc="D",
+                    consol="C",
+                )
             )
-        base = dict(gvkey=gvkey, conm=f"EXTRA {gvkey}", sic=str(SOFTWARE), naics="511210", addzip="95054", state="CA",
-                    city="Santa Clara", loc="USA", fic="USA", extra_column="ignored")
+        base = dict(
+            gvkey=gvkey,
+            conm=f"EXTRA {gvkey}",
+            sic=str(SOFTWARE),
+            naics="511210",
+            addzip="95054",
+            state="CA",
+            city="Santa Clara",
+            loc="USA",
+            fic="USA",
+            extra_column="ignored",
+        )
         firms.append({**base, **company_columns})
 
     firm("900001", years, addzip="M5V 2T6", state="ON", city="Toronto", loc="CAN", fic="CAN")
@@ -120,7 +143,9 @@ def _add_extra_firms(funda, company, first: int, last: int):
     firm("900006", years, addzip="HM 11", state=None, city="Hamilton", loc="BMU", fic="BMU")
     firm("900007", years, addzip="00000")
     firm("900008", years, emp=np.nan)
-    return pd.concat([funda, pd.DataFrame(rows)], ignore_index=True), pd.concat([company, pd.DataFrame(firms)], ignore_index=True)
+    return pd.concat([funda, pd.DataFrame(rows)], ignore_index=True), pd.concat(
+        [company, pd.DataFrame(firms)], ignore_index=True
+    )
 
 
 def drift_extract():
@@ -132,6 +157,11 @@ def drift_extract():
             rows.append(dict(gvkey=gvkey, fyear=year, sale=100.0 + i, emp=1.0, ppent=10.0, xrd=2.0, sich=sich[i]))
     funda = pd.DataFrame(rows)
     company = pd.DataFrame(
-        dict(gvkey=["000001", "000002", "000003"], sic=["7373", "7373", "7372"], addzip=["95054", "02139", "98052"], loc="USA")
+        dict(
+            gvkey=["000001", "000002", "000003"],
+            sic=["7373", "7373", "7372"],
+            addzip=["95054", "02139", "98052"],
+            loc="USA",
+        )
     )
     return funda, company

@@ -21,10 +21,30 @@ DEFAULT_CALIBRATION = "calibration"
 
 
 # The parameters the simulator takes from SimulationSettings: the calibration prior must give all.
-SIMULATOR_PARAMETERS = ("beta_k", "beta_l", "beta_r", "beta_zero_rd", "sigma_w", "halflife_km", "gamma", "mu_alpha", "sigma_alpha")
+SIMULATOR_PARAMETERS = (
+    "beta_k",
+    "beta_l",
+    "beta_r",
+    "beta_zero_rd",
+    "sigma_w",
+    "halflife_km",
+    "gamma",
+    "mu_alpha",
+    "sigma_alpha",
+)
 
 
-SBC_PARAMETERS = ("gamma", "halflife_km", "mu_alpha", "sigma_alpha", "beta_k", "beta_l", "beta_r", "beta_zero_rd", "sigma_w")
+SBC_PARAMETERS = (
+    "gamma",
+    "halflife_km",
+    "mu_alpha",
+    "sigma_alpha",
+    "beta_k",
+    "beta_l",
+    "beta_r",
+    "beta_zero_rd",
+    "sigma_w",
+)
 
 
 MC_PARAMETERS = ("halflife_km", "gamma", "mu_alpha", "sigma_alpha2", "beta_k", "beta_l", "beta_r", "sigma_w")
@@ -97,13 +117,17 @@ def _reject(table: dict, valid, source: str, where: str) -> None:
         raise ConfigError(f"{source}: {where} must be a table")
     unknown = sorted(set(table) - set(valid))
     if unknown:
-        raise ConfigError(f"{source}: unknown key(s) {', '.join(map(repr, unknown))} in {where}; valid keys: {', '.join(valid)}")
+        raise ConfigError(
+            f"{source}: unknown key(s) {', '.join(map(repr, unknown))} in {where}; valid keys: {', '.join(valid)}"
+        )
 
 
 def _simulation_table(table: dict, source: str, where: str) -> tuple[tuple[str, Any], ...]:
     from bayes_spill.model.simulate import SimulationSettings
 
-    valid = [f for f in SimulationSettings.__dataclass_fields__ if f not in ("panel", *SIMULATOR_PARAMETERS, "sigma_alpha2")]
+    valid = [
+        f for f in SimulationSettings.__dataclass_fields__ if f not in ("panel", *SIMULATOR_PARAMETERS, "sigma_alpha2")
+    ]
     _reject(table, valid, source, where)
     out = []
     for key, value in table.items():
@@ -139,12 +163,19 @@ def parse_calibration(text: str, source: str = "<memory>") -> CalibrationConfig:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML ({exc})") from None
-    _reject(raw, ("name", "description", "model", "sampler", "cores_per_fit", "prior", "simulation", "sbc", "montecarlo"), source, "top level")
+    _reject(
+        raw,
+        ("name", "description", "model", "sampler", "cores_per_fit", "prior", "simulation", "sbc", "montecarlo"),
+        source,
+        "top level",
+    )
     table = raw.get("prior", {})
     _reject(table, SIMULATOR_PARAMETERS, source, "[prior]")
     missing = [p for p in SIMULATOR_PARAMETERS if p not in table]
     if missing:
-        raise ConfigError(f"{source}: [prior] must give every parameter the simulator takes; missing {', '.join(missing)}")
+        raise ConfigError(
+            f"{source}: [prior] must give every parameter the simulator takes; missing {', '.join(missing)}"
+        )
     priors = tuple((name, _parse_prior(name, table[name], source)) for name in SIMULATOR_PARAMETERS)
     sbc = _spec(SBCSpec, raw.get("sbc", {}), source, "[sbc]")
     mc = _spec(MonteCarloSpec, raw.get("montecarlo", {}), source, "[montecarlo]")
@@ -170,9 +201,13 @@ def check_sbc(s: SBCSpec, source: str = "sbc") -> None:
         if getattr(s, key) < 1:
             raise ConfigError(f"{source}: sbc.{key} must be at least 1, got {getattr(s, key)}")
     if (s.ranks + 1) % s.bins:
-        raise ConfigError(f"{source}: sbc.ranks + 1 ({s.ranks + 1}) must be a multiple of sbc.bins ({s.bins}) so every bin holds as many ranks")
+        raise ConfigError(
+            f"{source}: sbc.ranks + 1 ({s.ranks + 1}) must be a multiple of sbc.bins ({s.bins}) so every bin holds as many ranks"
+        )
     if s.ranks > s.draws * s.chains:
-        raise ConfigError(f"{source}: sbc.ranks ({s.ranks}) cannot exceed the posterior draws ({s.draws} x {s.chains} chains)")
+        raise ConfigError(
+            f"{source}: sbc.ranks ({s.ranks}) cannot exceed the posterior draws ({s.draws} x {s.chains} chains)"
+        )
     unknown = [p for p in s.parameters if p not in SBC_PARAMETERS]
     if unknown:
         raise ConfigError(f"{source}: sbc.parameters {unknown} are not among {', '.join(SBC_PARAMETERS)}")
@@ -185,7 +220,9 @@ def check_montecarlo(m: MonteCarloSpec, source: str = "montecarlo") -> None:
     if not 0 < m.level < 1:
         raise ConfigError(f"{source}: montecarlo.level must be in (0, 1), got {m.level}")
     if m.bootstrap < 2 and "twostep" in m.methods:
-        raise ConfigError(f"{source}: montecarlo.bootstrap must be at least 2 for two-step intervals, got {m.bootstrap}")
+        raise ConfigError(
+            f"{source}: montecarlo.bootstrap must be at least 2 for two-step intervals, got {m.bootstrap}"
+        )
     bad = [x for x in m.methods if x not in METHODS]
     if bad:
         raise ConfigError(f"{source}: montecarlo.methods {bad} are not among {', '.join(METHODS)}")
@@ -207,17 +244,23 @@ def simulation_settings(base: dict, params: dict | None = None):
     return replace(SimulationSettings(), **values)
 
 
-def fitted_model_toml(cal: CalibrationConfig, draws: int, tune: int, chains: int, seed: int, calibration_priors: bool) -> str:
+def fitted_model_toml(
+    cal: CalibrationConfig, draws: int, tune: int, chains: int, seed: int, calibration_priors: bool
+) -> str:
     """The TOML of the joint model the studies fit: the base model with (for SBC) the calibration
     prior for the simulator's parameters, and the study's sampler settings."""
     from bayes_spill.inference.fitting import resolve_config
 
     base = resolve_config(cal.base_model)
     if base.model.alpha != "heterogeneous" or not base.model.sorting:
-        raise ConfigError(f"{cal.source}: the calibration model {cal.base_model!r} must have heterogeneous alpha and sorting")
+        raise ConfigError(
+            f"{cal.source}: the calibration model {cal.base_model!r} must have heterogeneous alpha and sorting"
+        )
     priors = dict(base.priors)
     if calibration_priors:
         priors.update(dict(cal.priors))
     config = replace(base, name=f"{base.name}-calibration", priors=tuple(priors.items()))
-    config = config.with_sampler(draws=draws, tune=tune, chains=chains, seed=seed, cores=cal.cores_per_fit, backend=cal.sampler)
+    config = config.with_sampler(
+        draws=draws, tune=tune, chains=chains, seed=seed, cores=cal.cores_per_fit, backend=cal.sampler
+    )
     return config.to_toml()

@@ -80,7 +80,9 @@ class DaskExecutor:
         try:
             self.client = Client(address, timeout="30s")
         except Exception as exc:
-            raise BayesSpillError(f"cannot connect to the Dask scheduler at {address}: {type(exc).__name__}: {exc}") from None
+            raise BayesSpillError(
+                f"cannot connect to the Dask scheduler at {address}: {type(exc).__name__}: {exc}"
+            ) from None
         self.name = f"Dask cluster at {address}"
 
     def run(self, fn, tasks: list[dict]) -> Iterator[Outcome]:
@@ -88,7 +90,9 @@ class DaskExecutor:
 
         if not tasks:
             return
-        futures = {self.client.submit(fn, task, key=f"{task['key']}-{_task_token(task)}", pure=False): task for task in tasks}
+        futures = {
+            self.client.submit(fn, task, key=f"{task['key']}-{_task_token(task)}", pure=False): task for task in tasks
+        }
         try:
             for future in as_completed(list(futures)):
                 task = futures[future]

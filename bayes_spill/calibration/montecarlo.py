@@ -77,7 +77,12 @@ def run_montecarlo_replicate(task: dict) -> dict:
         for name in task["parameters"]:
             values = post[name].values.ravel()
             lo, hi = np.quantile(values, q)
-            estimates[name] = {"estimate": float(np.median(values)), "lo": float(lo), "hi": float(hi), "sd": float(values.std(ddof=1))}
+            estimates[name] = {
+                "estimate": float(np.median(values)),
+                "lo": float(lo),
+                "hi": float(hi),
+                "sd": float(values.std(ddof=1)),
+            }
         extra = fit_diagnostics(tree, task["parameters"])
     elif task["method"] == "twostep":
         from bayes_spill.config import parse_config
@@ -86,7 +91,12 @@ def run_montecarlo_replicate(task: dict) -> dict:
 
         config = parse_config(task["model_toml"], source="calibration study")
         start = time.perf_counter()
-        result = two_step(panel, model=config, settings=BaselineSettings(n_bootstrap=task["bootstrap"], workers=1, seed=task["fit_seed"], spec1=False), table4_bootstrap=0)
+        result = two_step(
+            panel,
+            model=config,
+            settings=BaselineSettings(n_bootstrap=task["bootstrap"], workers=1, seed=task["fit_seed"], spec1=False),
+            table4_bootstrap=0,
+        )
         seconds = time.perf_counter() - start
         for name in task["parameters"]:
             lo, hi = result.interval(name, level)
@@ -152,7 +162,11 @@ def montecarlo_report(study_dir: Path, spec: MonteCarloSpec) -> tuple[str, pd.Da
     order = [p for p in spec.parameters if p in table.index.get_level_values(0)]
     table = table.reindex(order, level=0)
     table.to_csv(study_dir / "montecarlo_table.csv")
-    times = pd.DataFrame([{"method": r["method"], "seconds": r["wall_seconds"]} for r in reps]).groupby("method")["seconds"].agg(["count", "median", "mean", "sum"])
+    times = (
+        pd.DataFrame([{"method": r["method"], "seconds": r["wall_seconds"]} for r in reps])
+        .groupby("method")["seconds"]
+        .agg(["count", "median", "mean", "sum"])
+    )
     wide = table[["bias", "rmse", "coverage"]].unstack("method")
     lines = [
         f"Monte Carlo: {spec.datasets} datasets of {spec.firms} firms; joint model = posterior median and {spec.level:.0%} "
@@ -187,7 +201,11 @@ def run_montecarlo(
     check_montecarlo(spec)
     out = Path(out)
     tasks = montecarlo_tasks(cal, spec)
-    prepare_study(out, "montecarlo", {**asdict(spec), "simulation_base": dict(cal.simulation), "model_toml": tasks[0]["model_toml"]})
+    prepare_study(
+        out,
+        "montecarlo",
+        {**asdict(spec), "simulation_base": dict(cal.simulation), "model_toml": tasks[0]["model_toml"]},
+    )
     run = stored_only(out, tasks) if report_only else run_study(out, tasks, fn, executor, progress)
     text, _ = montecarlo_report(out, spec)
     return run, status_line(run) + "\n" + text

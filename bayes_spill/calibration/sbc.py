@@ -173,7 +173,9 @@ def uniformity_tests(ranks: pd.DataFrame, n_ranks: int, bins: int) -> pd.DataFra
 
 
 @functools.lru_cache(maxsize=16)
-def ecdf_band(n: int, level: float = 0.95, n_eval: int = 100, n_sims: int = 2000, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def ecdf_band(
+    n: int, level: float = 0.95, n_eval: int = 100, n_sims: int = 2000, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Simultaneous band for the ECDF of n uniform draws minus the identity, by simulation
     (Säilynoja, Bürkner and Vehtari 2022): returns (z, lower, upper) of ECDF(z) - z."""
     from scipy import stats
@@ -222,7 +224,9 @@ def plot_ranks(ranks: pd.DataFrame, n_ranks: int, bins: int, path: Path) -> Path
         ax.set_xlabel("fractional rank")
     axes[0, 0].set_ylabel("count")
     axes[1, 0].set_ylabel("ECDF - uniform")
-    fig.suptitle(f"SBC: {n} simulations, {n_ranks} posterior draws per rank (bands: 99% per bin, 95% simultaneous)", fontsize=9)
+    fig.suptitle(
+        f"SBC: {n} simulations, {n_ranks} posterior draws per rank (bands: 99% per bin, 95% simultaneous)", fontsize=9
+    )
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
@@ -230,7 +234,9 @@ def plot_ranks(ranks: pd.DataFrame, n_ranks: int, bins: int, path: Path) -> Path
     return path
 
 
-def sbc_report(study_dir: Path, spec: SBCSpec, alpha: float = 0.01, plot: bool = True) -> tuple[str, pd.DataFrame | None]:
+def sbc_report(
+    study_dir: Path, spec: SBCSpec, alpha: float = 0.01, plot: bool = True
+) -> tuple[str, pd.DataFrame | None]:
     reps = load_replicates(study_dir, (f"sbc-{i:04d}" for i in range(spec.sims)))
     if not reps:
         return "no finished simulations yet", None
@@ -256,9 +262,13 @@ def sbc_report(study_dir: Path, spec: SBCSpec, alpha: float = 0.01, plot: bool =
         f"{divergent} fits with divergences; {unconverged} simulated location equilibria stopped before a fixed point",
     ]
     if low_ess:
-        lines.append(f"bulk ESS below L = {spec.ranks} in some fit for {', '.join(low_ess)}: thinned draws are autocorrelated there (ranks pile up at the ends)")
+        lines.append(
+            f"bulk ESS below L = {spec.ranks} in some fit for {', '.join(low_ess)}: thinned draws are autocorrelated there (ranks pile up at the ends)"
+        )
     if len(reps) < 5 * spec.bins:
-        lines.append(f"note: fewer than {5 * spec.bins} simulations: the chi-square test uses fewer bins (column 'bins') and has little power; read the plots")
+        lines.append(
+            f"note: fewer than {5 * spec.bins} simulations: the chi-square test uses fewer bins (column 'bins') and has little power; read the plots"
+        )
     lines.append("wrote " + ", ".join(map(str, written)))
     return "\n".join(lines), tests
 
@@ -280,7 +290,16 @@ def run_sbc(
     check_sbc(spec)
     out = Path(out)
     tasks = sbc_tasks(cal, spec)
-    prepare_study(out, "sbc", {**asdict(spec), "prior": {k: asdict(v) for k, v in cal.priors}, "simulation_base": dict(cal.simulation), "model_toml": tasks[0]["model_toml"]})
+    prepare_study(
+        out,
+        "sbc",
+        {
+            **asdict(spec),
+            "prior": {k: asdict(v) for k, v in cal.priors},
+            "simulation_base": dict(cal.simulation),
+            "model_toml": tasks[0]["model_toml"],
+        },
+    )
     run = stored_only(out, tasks) if report_only else run_study(out, tasks, fn, executor, progress)
     text, _ = sbc_report(out, spec, plot=plot)
     return run, status_line(run) + "\n" + text

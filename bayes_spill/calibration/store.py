@@ -67,7 +67,11 @@ def prepare_study(study_dir: Path, kind: str, spec: dict) -> None:
     if path.exists():
         stored = json.loads(path.read_text())
         if stored.get("kind") != kind or stored.get("spec") != record["spec"]:
-            changed = sorted(k for k in set(stored.get("spec", {})) | set(record["spec"]) if stored.get("spec", {}).get(k) != record["spec"].get(k))
+            changed = sorted(
+                k
+                for k in set(stored.get("spec", {})) | set(record["spec"])
+                if stored.get("spec", {}).get(k) != record["spec"].get(k)
+            )
             raise BayesSpillError(
                 f"{study_dir} holds a {stored.get('kind')} study started with other settings (differs in: {', '.join(changed) or 'kind'}); "
                 "resume it with the same options, or choose a new --out folder"
@@ -83,10 +87,16 @@ def completed_keys(study_dir: Path) -> set[str]:
 def load_replicates(study_dir: Path, keys: Iterable[str] | None = None) -> list[dict]:
     """The stored replicates (only those named in ``keys`` when given), in key order."""
     wanted = None if keys is None else set(keys)
-    return [json.loads(p.read_text()) for p in sorted((study_dir / REPLICATES).glob("*.json")) if wanted is None or p.stem in wanted]
+    return [
+        json.loads(p.read_text())
+        for p in sorted((study_dir / REPLICATES).glob("*.json"))
+        if wanted is None or p.stem in wanted
+    ]
 
 
-def run_study(study_dir: str | Path, tasks: list[dict], fn: Callable[[dict], dict], executor=None, progress: bool = True) -> StudyRun:
+def run_study(
+    study_dir: str | Path, tasks: list[dict], fn: Callable[[dict], dict], executor=None, progress: bool = True
+) -> StudyRun:
     """Run fn(task) for every task whose result is not yet stored; store each result as
     STUDY/replicates/KEY.json the moment it arrives (a failure as STUDY/failures/KEY.json, retried
     on the next run). Ctrl-C stops cleanly: what finished is kept, a rerun resumes."""
@@ -99,7 +109,9 @@ def run_study(study_dir: str | Path, tasks: list[dict], fn: Callable[[dict], dic
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(tasks), initial=run.done, desc=tasks[0]["key"].split("-")[0] if tasks else "study", unit="fit")
+        bar = tqdm(
+            total=len(tasks), initial=run.done, desc=tasks[0]["key"].split("-")[0] if tasks else "study", unit="fit"
+        )
     try:
         for outcome in executor.run(fn, todo):
             key = outcome.task["key"]
@@ -133,7 +145,9 @@ def status_line(run: StudyRun) -> str:
     parts = [f"{run.done} of {run.total} replicates stored ({run.ran} attempted now)"]
     if run.failed:
         first = next(iter(run.failed.items()))
-        parts.append(f"{len(run.failed)} failed (kept under failures/, retried on the next run; e.g. {first[0]}: {first[1]})")
+        parts.append(
+            f"{len(run.failed)} failed (kept under failures/, retried on the next run; e.g. {first[0]}: {first[1]})"
+        )
     if run.interrupted:
         parts.append("interrupted: run the same command again to resume")
     return "; ".join(parts)

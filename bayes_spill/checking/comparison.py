@@ -113,9 +113,13 @@ def comparability_problems(fits: dict) -> list[str]:
             continue
         obs = tree["observed_data"].to_dataset()
         if not np.array_equal(obs[FIRM].values.astype(str), ref_obs[FIRM].values.astype(str)):
-            problems.append(f"{name} and {ref_name} hold different firms (different panel settings?): their per-firm terms do not pair up")
+            problems.append(
+                f"{name} and {ref_name} hold different firms (different panel settings?): their per-firm terms do not pair up"
+            )
             continue
-        if obs.sizes.get("obs") != ref_obs.sizes.get("obs") or not np.array_equal(obs["log_sales"].values, ref_obs["log_sales"].values):
+        if obs.sizes.get("obs") != ref_obs.sizes.get("obs") or not np.array_equal(
+            obs["log_sales"].values, ref_obs["log_sales"].values
+        ):
             problems.append(f"{name} and {ref_name} model different firm-years of log sales")
             continue
         terms = likelihood_terms(fits[name])
@@ -249,7 +253,9 @@ def compare(fits) -> Comparison:
     for name in table.index[1:]:
         diff, dse = float(table.loc[name, "elpd_diff"]), float(table.loc[name, "dse"])
         if not (np.isfinite(diff) and np.isfinite(dse)):
-            verdicts.append(f"{best} against {name}: the elpd difference cannot be computed because one of the elpds is not a finite number.")
+            verdicts.append(
+                f"{best} against {name}: the elpd difference cannot be computed because one of the elpds is not a finite number."
+            )
             continue
         clear = abs(diff) > 2 * dse if dse > 0 else abs(diff) > 0
         verdicts.append(

@@ -29,7 +29,17 @@ from bayes_spill.model.priors import PriorDistribution
 from bayes_spill.paper import LN2, PAPER_VALUES
 
 FIGURES_DIR = "figures"
-KEY_PLOT_PARAMETERS = ("gamma", "halflife_km", "mu_alpha", "sigma_alpha", "beta_k", "beta_l", "beta_r", "sigma_w", "alpha")
+KEY_PLOT_PARAMETERS = (
+    "gamma",
+    "halflife_km",
+    "mu_alpha",
+    "sigma_alpha",
+    "beta_k",
+    "beta_l",
+    "beta_r",
+    "sigma_w",
+    "alpha",
+)
 DPI = 110
 # Map windows (lon_min, lon_max, lat_min, lat_max)
 CONTINENTAL = (-125.0, -66.5, 24.0, 49.8)
@@ -145,10 +155,18 @@ def decay_curve_plot(tree: xr.DataTree, out_dir: Path, max_km: float = 500.0) ->
     ax.fill_between(d, q5, q95, alpha=0.2, color="tab:blue", label="90% band")
     ax.fill_between(d, q25, q75, alpha=0.35, color="tab:blue", label="50% band")
     ax.plot(d, q50, color="tab:blue", label="posterior median")
-    ax.plot(d, np.exp(-LN2 / PAPER_VALUES["halflife_km"] * d), color="tab:red", ls="--", label=f"paper: half-life {PAPER_VALUES['halflife_km']:g} km")
+    ax.plot(
+        d,
+        np.exp(-LN2 / PAPER_VALUES["halflife_km"] * d),
+        color="tab:red",
+        ls="--",
+        label=f"paper: half-life {PAPER_VALUES['halflife_km']:g} km",
+    )
     truth = truth_parameters(tree)
     if "halflife_km" in truth:
-        ax.plot(d, np.exp(-LN2 / truth["halflife_km"] * d), color="k", ls=":", label=f"truth: {truth['halflife_km']:g} km")
+        ax.plot(
+            d, np.exp(-LN2 / truth["halflife_km"] * d), color="k", ls=":", label=f"truth: {truth['halflife_km']:g} km"
+        )
     ax.set_xlabel("distance (km)")
     ax.set_ylabel("share of a spillover received, exp(-lambda d)")
     ax.set_ylim(0, 1.02)
@@ -237,8 +255,20 @@ def absorptive_capacity_plot(fit, out_dir: Path) -> Path | None:
     lo, hi = np.min(q[0]), np.max(q[2])
     pad = 0.3 * (hi - lo)
     shown = np.isfinite(alpha_hat) & (alpha_hat > lo - pad) & (alpha_hat < hi + pad)
-    ax.scatter(s[shown], alpha_hat[shown], s=5, color="0.6", label=f"naive OLS alpha_hat ({(~shown).sum()} off the chart)")
-    ax.errorbar(s, q[1], yerr=[q[1] - q[0], q[2] - q[1]], fmt="o", ms=2.5, lw=0.6, alpha=0.6, color="tab:blue", label="posterior median, 90% interval")
+    ax.scatter(
+        s[shown], alpha_hat[shown], s=5, color="0.6", label=f"naive OLS alpha_hat ({(~shown).sum()} off the chart)"
+    )
+    ax.errorbar(
+        s,
+        q[1],
+        yerr=[q[1] - q[0], q[2] - q[1]],
+        fmt="o",
+        ms=2.5,
+        lw=0.6,
+        alpha=0.6,
+        color="tab:blue",
+        label="posterior median, 90% interval",
+    )
     ax.axhline(0, color="k", lw=0.5)
     ax.set_xscale("log")
     ax.set_ylim(lo - pad, hi + pad)
@@ -291,12 +321,27 @@ def county_map_plot(fit, out_dir: Path) -> Path:
                 a = values["alpha"]
                 bound = float(np.nanmax(np.abs(a))) or 1.0
                 sc = ax.scatter(
-                    c.lon[occ], c.lat[occ], c=a, cmap="RdBu_r", norm=TwoSlopeNorm(0.0, -bound, bound),
-                    s=(6 if col == 0 else 30) * np.sqrt(values["firms"]), edgecolors="k", linewidths=0.3, zorder=2,
+                    c.lon[occ],
+                    c.lat[occ],
+                    c=a,
+                    cmap="RdBu_r",
+                    norm=TwoSlopeNorm(0.0, -bound, bound),
+                    s=(6 if col == 0 else 30) * np.sqrt(values["firms"]),
+                    edgecolors="k",
+                    linewidths=0.3,
+                    zorder=2,
                 )
             else:
                 s = np.maximum(values["sbar"], 1e-6)
-                sc = ax.scatter(c.lon, c.lat, c=s, cmap="viridis", norm=LogNorm(vmin=max(s.min(), s.max() * 1e-6), vmax=s.max()), s=2 if col == 0 else 14, zorder=2)
+                sc = ax.scatter(
+                    c.lon,
+                    c.lat,
+                    c=s,
+                    cmap="viridis",
+                    norm=LogNorm(vmin=max(s.min(), s.max() * 1e-6), vmax=s.max()),
+                    s=2 if col == 0 else 14,
+                    zorder=2,
+                )
             ax.set_xlim(x0, x1)
             ax.set_ylim(y0, y1)
             ax.set_aspect(1.0 / np.cos(np.deg2rad(0.5 * (y0 + y1))))
@@ -304,7 +349,9 @@ def county_map_plot(fit, out_dir: Path) -> Path:
             ax.tick_params(labelsize=7)
             ax.locator_params(nbins=4 if col else 8)
             if col == 0:
-                ax.indicate_inset([BAY_AREA[0], BAY_AREA[2], BAY_AREA[1] - BAY_AREA[0], BAY_AREA[3] - BAY_AREA[2]], edgecolor="k")
+                ax.indicate_inset(
+                    [BAY_AREA[0], BAY_AREA[2], BAY_AREA[1] - BAY_AREA[0], BAY_AREA[3] - BAY_AREA[2]], edgecolor="k"
+                )
                 ax.indicate_inset([BOSTON[0], BOSTON[2], BOSTON[1] - BOSTON[0], BOSTON[3] - BOSTON[2]], edgecolor="k")
         fig.colorbar(sc, ax=axes[r, :].tolist(), shrink=0.85)
     fig.suptitle(

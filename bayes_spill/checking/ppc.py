@@ -160,7 +160,9 @@ def alpha_given_county(cd: CheckData, rng: np.random.Generator) -> np.ndarray:
     chosen = cd.data.spill.firm_choice
     counties = np.arange(len(cd.data.spill.choice_set))
     for k in range(p.n_draws):
-        alpha, cdf = integrated.conditional_cdf(p.mu_alpha[k], p.sigma_alpha[k], p.gamma[k], p.county_effect[k], cd.sbar[k], counties, ALPHA_Z)
+        alpha, cdf = integrated.conditional_cdf(
+            p.mu_alpha[k], p.sigma_alpha[k], p.gamma[k], p.county_effect[k], cd.sbar[k], counties, ALPHA_Z
+        )
         out[k] = integrated.inverse_cdf(rng.uniform(size=cd.panel.n_firms), alpha, cdf[chosen])
     return out
 
@@ -240,7 +242,13 @@ def location_statistics(cd: CheckData, reps: Replicates, top: int = TOP_COUNTIES
         label = f"{counties.name[index]}, {counties.state[index]} ({counties.fips[index]})"
         obs = np.full(cd.params.n_draws, np.mean(observed == pos))
         stats.append(
-            Statistic(f"share of firms in {label}", "locations", obs, np.mean(reps.choice == pos, axis=1), "firm share of a largest county")
+            Statistic(
+                f"share of firms in {label}",
+                "locations",
+                obs,
+                np.mean(reps.choice == pos, axis=1),
+                "firm share of a largest county",
+            )
         )
     hhi_obs = herfindahl(observed[None, :], n_alt)[0]
     stats.append(
@@ -278,7 +286,13 @@ def sorting_statistics(cd: CheckData, reps: Replicates, rng: np.random.Generator
     observed = _table4_draws(obs_hat, cd.s_county, top_k, panel.firm_county)
     replicated = _table4_draws(rep_hat, cd.s_county, top_k, panel.firm_county)
     stats = [
-        Statistic(f"Table 4 slope, {col} (posterior alpha)", "sorting", observed[:, j], replicated[:, j], "alpha_hat on S at the firm's county")
+        Statistic(
+            f"Table 4 slope, {col} (posterior alpha)",
+            "sorting",
+            observed[:, j],
+            replicated[:, j],
+            "alpha_hat on S at the firm's county",
+        )
         for j, col in enumerate(TABLE4_COLUMNS)
     ]
     if cd.has_location and p.mu_alpha is not None:
@@ -299,7 +313,9 @@ def sorting_statistics(cd: CheckData, reps: Replicates, rng: np.random.Generator
     return stats
 
 
-def residual_statistics(residuals: np.ndarray, obs_firm: np.ndarray, obs_calendar_year: np.ndarray, dof: float) -> dict[str, np.ndarray]:
+def residual_statistics(
+    residuals: np.ndarray, obs_firm: np.ndarray, obs_calendar_year: np.ndarray, dof: float
+) -> dict[str, np.ndarray]:
     """Spread, within-firm lag-1 autocorrelation and excess kurtosis of within-firm residuals,
     per row (draw). dof = sum over firms of (T_i - 1)."""
     e = np.atleast_2d(residuals)
@@ -324,7 +340,10 @@ def production_statistics(cd: CheckData, reps: Replicates) -> list[Statistic]:
     rep = residual_statistics(reps.noise, panel.obs_firm, calendar, dof)
     labels = {
         "spread": ("residual spread (sd of within-firm residuals)", "sigma_w as the data show it"),
-        "autocorrelation": ("residual autocorrelation within firm (lag 1)", "Assumption 2: serially independent shocks"),
+        "autocorrelation": (
+            "residual autocorrelation within firm (lag 1)",
+            "Assumption 2: serially independent shocks",
+        ),
         "kurtosis": ("residual excess kurtosis", "Assumption 4: normal shocks"),
     }
     return [Statistic(labels[k][0], "production", obs[k], rep[k], labels[k][1]) for k in obs]
@@ -350,7 +369,11 @@ class PPCResult:
                     "replicated_q95": float(np.quantile(rep, 0.95)) if len(rep) else np.nan,
                     "p_value": s.p_value,
                     "extreme": is_extreme(s.p_value),
-                    "finite_draws": int(np.sum(np.isfinite(np.broadcast_to(s.observed, np.shape(s.replicated))) & np.isfinite(s.replicated))),
+                    "finite_draws": int(
+                        np.sum(
+                            np.isfinite(np.broadcast_to(s.observed, np.shape(s.replicated))) & np.isfinite(s.replicated)
+                        )
+                    ),
                 }
             )
         return pd.DataFrame(rows).set_index("statistic")
@@ -415,7 +438,9 @@ def ppc_verdicts(table: pd.DataFrame) -> dict[str, str]:
         bad = rows[rows["extreme"]]
         p_range = f"p from {rows['p_value'].min():.2f} to {rows['p_value'].max():.2f}"
         if unknown and bad.empty:  # never OK while a statistic is missing
-            verdicts[check] = f"INCOMPLETE: {unknown}; the other {len(rows)} statistic(s) are inside what the model replicates ({p_range})."
+            verdicts[check] = (
+                f"INCOMPLETE: {unknown}; the other {len(rows)} statistic(s) are inside what the model replicates ({p_range})."
+            )
             continue
         if bad.empty:
             what = {

@@ -130,15 +130,23 @@ def nonfinite_lines(tree: xr.DataTree, table: pd.DataFrame) -> list[str]:
     bad = nonfinite_draws(tree)
     if bad:
         listed = ", ".join(f"{name} ({n} of {total})" for name, (n, total) in bad.items())
-        lines.append(f"The posterior holds draws that are not finite numbers: {listed}; nothing computed from them can be trusted.")
+        lines.append(
+            f"The posterior holds draws that are not finite numbers: {listed}; nothing computed from them can be trusted."
+        )
     stats = [c for c in ("r_hat", "ess_bulk", "ess_tail") if c in table.columns]
     for name, row in table[stats].iterrows():
         missing = [c for c in stats if not np.isfinite(float(row[c]))]
         if not missing:
             continue
         base = str(name).split("[")[0]
-        why = "its draws are not all finite numbers" if base in bad else "its draws do not vary (constant within the chains)"
-        lines.append(f"{' and '.join(m.replace('_', ' ').replace('r hat', 'R-hat') for m in missing)} of {name} cannot be computed because {why}.")
+        why = (
+            "its draws are not all finite numbers"
+            if base in bad
+            else "its draws do not vary (constant within the chains)"
+        )
+        lines.append(
+            f"{' and '.join(m.replace('_', ' ').replace('r hat', 'R-hat') for m in missing)} of {name} cannot be computed because {why}."
+        )
     return lines
 
 
@@ -206,11 +214,15 @@ def check(
 
     fit = as_fit(fit, counties)
     if out_dir is None and fit.path is None:
-        raise BayesSpillError("the checks write into the fit's folder: save the fit first (fit.save(DIR)) or give out_dir")
+        raise BayesSpillError(
+            "the checks write into the fit's folder: save the fit first (fit.save(DIR)) or give out_dir"
+        )
     fit_dir = Path(out_dir) if out_dir is not None else fit.path
     fit_dir = fit_dir.parent if fit_dir.is_file() else fit_dir  # a posterior.nc given for its folder
     # the outputs are committed only onto the run that was read (None: the folder's run now)
-    same_folder = fit.path is not None and fit_dir.resolve() == (fit.path.parent if fit.path.is_file() else fit.path).resolve()
+    same_folder = (
+        fit.path is not None and fit_dir.resolve() == (fit.path.parent if fit.path.is_file() else fit.path).resolve()
+    )
     expect = fit.tree.attrs.get(fit_folder.RUN_ATTR) if same_folder else None
     if not same_folder:
         fit_dir.mkdir(parents=True, exist_ok=True)
@@ -251,7 +263,9 @@ def _run_checks(fit, fit_dir: Path, stage: Path, n_draws, n_bootstrap: int, seed
 
     report = CheckReport(verdicts, ppc_table, table4, contraction, loo, diag, figure_paths)
     n_replicated = len(ppc.statistics[0].replicated) if ppc.statistics else 0
-    report.report_path = fit_dir / write_report(report, tree, fit_dir, n_draws=n_replicated, into=stage).relative_to(stage)
+    report.report_path = fit_dir / write_report(report, tree, fit_dir, n_draws=n_replicated, into=stage).relative_to(
+        stage
+    )
     from bayes_spill.inference.posterior_io import atomic_path
 
     with atomic_path(stage / CHECKS_FILE) as tmp:
@@ -319,7 +333,9 @@ def write_report(report: CheckReport, tree: xr.DataTree, fit_dir: Path, n_draws:
         "",
         markdown_table(report.table4),
         "",
-        *_figure_line(report, "absorptive_capacity_vs_spillover", "absorptive capacity against spillover (Figure 3)", fit_dir),
+        *_figure_line(
+            report, "absorptive_capacity_vs_spillover", "absorptive capacity against spillover (Figure 3)", fit_dir
+        ),
         *_figure_line(report, "county_map", "county map", fit_dir),
         "## PSIS-LOO",
         "",

@@ -32,17 +32,35 @@ def format_tables(result: dict) -> str:
 
 
 def add_commands(sub) -> None:
-    p = sub.add_parser("bench", help="measure compile time, gradient cost and ESS/s per formulation, backend and sampler")
+    p = sub.add_parser(
+        "bench", help="measure compile time, gradient cost and ESS/s per formulation, backend and sampler"
+    )
     p.add_argument("--scales", default="1", help="comma-separated multiples of the paper's 688 firms (e.g. 1,4,10)")
     p.add_argument("--formulations", default=",".join(DEFAULT_FORMULATIONS), help=f"subset of {','.join(FORMULATIONS)}")
-    p.add_argument("--backends", default=",".join(DEFAULT_BACKENDS), help=f"subset of {','.join(BACKENDS)} (Python: no compilation, a reference)")
-    p.add_argument("--samplers", default="", help="also sample every formulation with these (nutpie,pymc,numpyro); empty = gradients only")
-    p.add_argument("--pairs", default="", help="also sample these formulation:sampler pairs, e.g. occupied:nutpie,all_counties_exact:pymc")
+    p.add_argument(
+        "--backends",
+        default=",".join(DEFAULT_BACKENDS),
+        help=f"subset of {','.join(BACKENDS)} (Python: no compilation, a reference)",
+    )
+    p.add_argument(
+        "--samplers",
+        default="",
+        help="also sample every formulation with these (nutpie,pymc,numpyro); empty = gradients only",
+    )
+    p.add_argument(
+        "--pairs",
+        default="",
+        help="also sample these formulation:sampler pairs, e.g. occupied:nutpie,all_counties_exact:pymc",
+    )
     p.add_argument("--draws", type=positive_int, default=200)
     p.add_argument("--tune", type=non_negative_int, default=200)
     p.add_argument("--chains", type=positive_int, default=2)
     p.add_argument("--repeats", type=positive_int, default=50)
-    p.add_argument("--baseline-draws", type=positive_int, help="draws for the baseline run (all_counties_exact, pymc) when it is too slow at --draws")
+    p.add_argument(
+        "--baseline-draws",
+        type=positive_int,
+        help="draws for the baseline run (all_counties_exact, pymc) when it is too slow at --draws",
+    )
     p.add_argument("--baseline-tune", type=non_negative_int, help="tuning steps for the baseline run")
     p.add_argument("--json", help="write the results as JSON to this file")
     p.set_defaults(func=cmd_bench)
@@ -57,7 +75,9 @@ def cmd_bench(args) -> int:
     pairs = tuple(tuple(p.split(":", 1)) for p in _split(args.pairs))
     bad = [":".join(p) for p in pairs if len(p) != 2 or p[0] not in FORMULATIONS or p[1] not in SAMPLERS]
     if bad:
-        raise BayesSpillError(f"bad --pairs entry {', '.join(bad)}: use formulation:sampler with formulations {', '.join(FORMULATIONS)} and samplers {', '.join(SAMPLERS)}")
+        raise BayesSpillError(
+            f"bad --pairs entry {', '.join(bad)}: use formulation:sampler with formulations {', '.join(FORMULATIONS)} and samplers {', '.join(SAMPLERS)}"
+        )
     for value, valid, what in ((formulations, FORMULATIONS, "formulation"), (backends, BACKENDS, "backend")):
         unknown = [v for v in value if v not in valid]
         if unknown:

@@ -20,7 +20,20 @@ def cmd_sbc(args: argparse.Namespace) -> int:
     from bayes_spill.calibration.sbc import run_sbc
 
     cal = load_calibration(args.config)
-    spec = _override(cal.sbc, args, {"sims": "sims", "firms": "firms", "draws": "draws", "tune": "tune", "chains": "chains", "ranks": "ranks", "bins": "bins", "seed": "seed"})
+    spec = _override(
+        cal.sbc,
+        args,
+        {
+            "sims": "sims",
+            "firms": "firms",
+            "draws": "draws",
+            "tune": "tune",
+            "chains": "chains",
+            "ranks": "ranks",
+            "bins": "bins",
+            "seed": "seed",
+        },
+    )
     if args.sampler:
         cal = _with_sampler(cal, args.sampler)
     check_sbc(spec, "command line")
@@ -32,7 +45,15 @@ def cmd_montecarlo(args: argparse.Namespace) -> int:
     from bayes_spill.calibration.montecarlo import run_montecarlo
 
     cal = load_calibration(args.config)
-    mapping = {"datasets": "datasets", "firms": "firms", "draws": "draws", "tune": "tune", "chains": "chains", "bootstrap": "bootstrap", "seed": "seed"}
+    mapping = {
+        "datasets": "datasets",
+        "firms": "firms",
+        "draws": "draws",
+        "tune": "tune",
+        "chains": "chains",
+        "bootstrap": "bootstrap",
+        "seed": "seed",
+    }
     spec = _override(cal.montecarlo, args, mapping)
     if args.methods:
         from dataclasses import replace
@@ -67,21 +88,33 @@ def _with_sampler(cal, sampler: str):
 
 
 def _study_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="calibration TOML, or a name in models/studies/ (default: models/studies/calibration.toml)")
+    p.add_argument(
+        "--config", help="calibration TOML, or a name in models/studies/ (default: models/studies/calibration.toml)"
+    )
     p.add_argument("--workers", type=positive_int, help="local worker processes (default: the CPU count)")
-    p.add_argument("--scheduler", metavar="ADDRESS", help="run on a Dask distributed cluster (e.g. tcp://host:8786) instead of a local pool")
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run on a Dask distributed cluster (e.g. tcp://host:8786) instead of a local pool",
+    )
     p.add_argument("--draws", type=positive_int)
     p.add_argument("--tune", type=non_negative_int)
     p.add_argument("--chains", type=positive_int)
     p.add_argument("--firms", type=positive_int, help="firms per simulated industry")
     p.add_argument("--seed", type=non_negative_int, help="study seed (prior draws, data and fit seeds)")
-    p.add_argument("--sampler", choices=("nutpie", "pymc", "numpyro"), help="NUTS implementation (default: the model's)")
-    p.add_argument("--report-only", action="store_true", help="fit nothing: summarise the replicates already stored in --out")
+    p.add_argument(
+        "--sampler", choices=("nutpie", "pymc", "numpyro"), help="NUTS implementation (default: the model's)"
+    )
+    p.add_argument(
+        "--report-only", action="store_true", help="fit nothing: summarise the replicates already stored in --out"
+    )
     p.add_argument("--no-progress", action="store_true")
 
 
 def add_commands(sub) -> None:
-    cal = sub.add_parser("calibrate", help="calibration studies of the joint model: SBC, and a Monte Carlo against the two-step")
+    cal = sub.add_parser(
+        "calibrate", help="calibration studies of the joint model: SBC, and a Monte Carlo against the two-step"
+    )
     studies = cal.add_subparsers(dest="study", metavar="STUDY", required=True)
 
     p = studies.add_parser("sbc", help="simulation-based calibration; resumes when run again on the same --out")

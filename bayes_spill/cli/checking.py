@@ -27,7 +27,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     )
     for line in report.verdict_lines():
         print(f"- {line}")
-    print(f"\nwrote {report.report_path}, {len(report.figures)} figures in {args.dir}/figures/, and the posterior_predictive group")
+    print(
+        f"\nwrote {report.report_path}, {len(report.figures)} figures in {args.dir}/figures/, and the posterior_predictive group"
+    )
     return 0
 
 
@@ -55,7 +57,12 @@ def add_commands(sub) -> None:
     )
     p.add_argument("dir", help="a fit folder (holding posterior.nc)")
     p.add_argument("--ppc-draws", type=positive_int, help="posterior draws for the predictive checks (default 200)")
-    p.add_argument("--bootstrap", type=non_negative_int, default=200, help="bootstrap resamples for Table 4's t-statistics (default 200)")
+    p.add_argument(
+        "--bootstrap",
+        type=non_negative_int,
+        default=200,
+        help="bootstrap resamples for Table 4's t-statistics (default 200)",
+    )
     p.add_argument("--seed", type=seed, help="random seed (default: the fit's)")
     p.add_argument("--counties", help="the county table of the fit, when it was not the built-in one")
     p.add_argument("--no-figures", action="store_true", help="skip the figures")

@@ -34,8 +34,12 @@ def cmd_fit(args: argparse.Namespace) -> int:
         # interrupted before the fit's files were staged (sampling, say): say what --out holds
         if args.out is None or isinstance(exc, fit_folder.Interrupted):
             raise
-        raise fit_folder.Interrupted(f"no partial output was written: {args.out} holds {fit_folder.describe_run(args.out)}, as before") from None
-    print(f"\nwrote {result.path / 'posterior.nc'}, {result.path / 'summary.csv'} and {result.path / fit_folder.MANIFEST}")
+        raise fit_folder.Interrupted(
+            f"no partial output was written: {args.out} holds {fit_folder.describe_run(args.out)}, as before"
+        ) from None
+    print(
+        f"\nwrote {result.path / 'posterior.nc'}, {result.path / 'summary.csv'} and {result.path / fit_folder.MANIFEST}"
+    )
     return 0
 
 
@@ -84,7 +88,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def add_commands(sub) -> None:
     p = sub.add_parser("fit", help="fit the joint model with NUTS and write DIR/posterior.nc and DIR/summary.csv")
-    p.add_argument("--data", help="firm panel (CSV or Parquet, Compustat mnemonics); default: the embedded software industry")
+    p.add_argument(
+        "--data", help="firm panel (CSV or Parquet, Compustat mnemonics); default: the embedded software industry"
+    )
     p.add_argument("--counties", help="county table (CSV or Parquet: fips, lat, lon, covariates); default: built in")
     p.add_argument(
         "--model",
@@ -95,7 +101,9 @@ def add_commands(sub) -> None:
     p.add_argument("--chains", type=chains)
     p.add_argument("--draws", type=draws)
     p.add_argument("--tune", type=tune)
-    p.add_argument("--sampler", choices=("nutpie", "pymc", "numpyro"), help="NUTS implementation (default: the configuration's)")
+    p.add_argument(
+        "--sampler", choices=("nutpie", "pymc", "numpyro"), help="NUTS implementation (default: the configuration's)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_fit)
 

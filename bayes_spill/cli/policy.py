@@ -164,45 +164,101 @@ def add_commands(sub) -> None:
     p.add_argument("--county", type=_fips, required=True, help="FIPS of the county the entrant enters, e.g. 06085")
     p.add_argument("--rd-stock", type=float, required=True, help="the entrant's R&D stock, $ million (the paper: 220)")
     p.add_argument("--year", type=int, required=True, help="the year of entry (the paper: 2002)")
-    p.add_argument("--neighbors", type=_fips_list, help="comma-separated FIPS to report (default: counties with sample firms within --radius-km)")
+    p.add_argument(
+        "--neighbors",
+        type=_fips_list,
+        help="comma-separated FIPS to report (default: counties with sample firms within --radius-km)",
+    )
     p.add_argument("--radius-km", type=float, default=100.0, help="radius of the default neighbours (default 100 km)")
     p.add_argument("--county-sales", help="table with columns fips, sales ($ million) for the dollar gains")
-    p.add_argument("--alpha", choices=("firm", "implied"), default="firm",
-                   help="firm: posterior alpha_i of the county's sample firms (default); implied: model-implied f(alpha | county)")
-    p.add_argument("--draws", type=positive_int, default=1000, help="posterior draws to use, evenly thinned (default 1000)")
+    p.add_argument(
+        "--alpha",
+        choices=("firm", "implied"),
+        default="firm",
+        help="firm: posterior alpha_i of the county's sample firms (default); implied: model-implied f(alpha | county)",
+    )
+    p.add_argument(
+        "--draws", type=positive_int, default=1000, help="posterior draws to use, evenly thinned (default 1000)"
+    )
     p.add_argument("--counties", help="county table used for the fit, if not the built-in one")
-    p.add_argument("--truth", help="truth.json of a simulation (from 'bayes-spill simulate'): show the true cells beside the intervals")
+    p.add_argument(
+        "--truth",
+        help="truth.json of a simulation (from 'bayes-spill simulate'): show the true cells beside the intervals",
+    )
     p.add_argument("--out", help="CSV to write (default: DIR/counterfactual_<county>_<year>_<alpha>.csv)")
     p.set_defaults(func=cmd_counterfactual)
 
-    p = sub.add_parser("sorting", help="Proposition 1: posterior probability that a higher-spillover county's alpha distribution dominates")
+    p = sub.add_parser(
+        "sorting",
+        help="Proposition 1: posterior probability that a higher-spillover county's alpha distribution dominates",
+    )
     p.add_argument("dir", help="fit folder (or posterior.nc)")
-    p.add_argument("--pairs", help="county pairs A:B separated by commas, e.g. 06085:06087,06085:06081 (default: the largest county vs the next four)")
-    p.add_argument("--draws", type=positive_int, default=1000, help="posterior draws to use, evenly thinned (default 1000)")
+    p.add_argument(
+        "--pairs",
+        help="county pairs A:B separated by commas, e.g. 06085:06087,06085:06081 (default: the largest county vs the next four)",
+    )
+    p.add_argument(
+        "--draws", type=positive_int, default=1000, help="posterior draws to use, evenly thinned (default 1000)"
+    )
     p.add_argument("--counties", help="county table used for the fit, if not the built-in one")
     p.add_argument("--out", help="CSV to write (default: DIR/sorting.csv)")
     p.set_defaults(func=cmd_sorting)
 
-    p = sub.add_parser("equilibrium", help="location equilibria: the two-city model (Figure 1) or the fitted counties after a shock")
+    p = sub.add_parser(
+        "equilibrium", help="location equilibria: the two-city model (Figure 1) or the fitted counties after a shock"
+    )
     eq_sub = p.add_subparsers(dest="equilibrium_command", metavar="KIND", required=True)
 
-    q = eq_sub.add_parser("two-city", help="Section 2.6: every equilibrium share of city 1 on a grid of iceberg costs; draws Figure 1")
+    q = eq_sub.add_parser(
+        "two-city", help="Section 2.6: every equilibrium share of city 1 on a grid of iceberg costs; draws Figure 1"
+    )
     q.add_argument("--sigma", type=float, default=5.0, help="CES elasticity of substitution (default 5)")
-    q.add_argument("--b", type=float, default=1.0, help="scale of the location preference shocks; gamma = (sigma - 1) / b (default 1)")
-    q.add_argument("--lambda", dest="lam", type=float, default=paper.LN2 / paper.HALFLIFE_KM, help="spillover decay per km (default ln2/59: a 59 km half-life)")
+    q.add_argument(
+        "--b",
+        type=float,
+        default=1.0,
+        help="scale of the location preference shocks; gamma = (sigma - 1) / b (default 1)",
+    )
+    q.add_argument(
+        "--lambda",
+        dest="lam",
+        type=float,
+        default=paper.LN2 / paper.HALFLIFE_KM,
+        help="spillover decay per km (default ln2/59: a 59 km half-life)",
+    )
     q.add_argument("--distance-km", type=float, default=100.0, help="distance between the two cities, km (default 100)")
-    q.add_argument("--tau-grid", type=_tau_grid, default=_tau_grid("1:2.5:151"), help="iceberg costs: START:STOP:POINTS or a comma list (default 1:2.5:151)")
-    q.add_argument("--panel-a-taus", type=_tau_grid, help="taus drawn in Figure 1a (default: lowest, most equilibria, highest)")
-    q.add_argument("--out", default=str(DEFAULT_TWO_CITY_OUT), help=f"output folder for figure1.png and equilibria.csv (default {DEFAULT_TWO_CITY_OUT})")
+    q.add_argument(
+        "--tau-grid",
+        type=_tau_grid,
+        default=_tau_grid("1:2.5:151"),
+        help="iceberg costs: START:STOP:POINTS or a comma list (default 1:2.5:151)",
+    )
+    q.add_argument(
+        "--panel-a-taus", type=_tau_grid, help="taus drawn in Figure 1a (default: lowest, most equilibria, highest)"
+    )
+    q.add_argument(
+        "--out",
+        default=str(DEFAULT_TWO_CITY_OUT),
+        help=f"output folder for figure1.png and equilibria.csv (default {DEFAULT_TWO_CITY_OUT})",
+    )
     q.set_defaults(func=cmd_two_city)
 
-    q = eq_sub.add_parser("counties", help="re-solve the fitted location equilibrium after an R&D shock in one county (migrating clusters)")
+    q = eq_sub.add_parser(
+        "counties",
+        help="re-solve the fitted location equilibrium after an R&D shock in one county (migrating clusters)",
+    )
     q.add_argument("dir", help="fit folder (or posterior.nc)")
     q.add_argument("--shock-county", type=_fips, required=True, help="FIPS of the county where the R&D appears")
     q.add_argument("--shock-rd-stock", type=float, required=True, help="exogenous R&D stock added there, $ million")
-    q.add_argument("--draws", type=positive_int, default=100, help="posterior draws to solve, evenly thinned (default 100)")
-    q.add_argument("--damping", type=_damping, default=0.5, help="weight of the new iterate in the damped fixed point (default 0.5)")
+    q.add_argument(
+        "--draws", type=positive_int, default=100, help="posterior draws to solve, evenly thinned (default 100)"
+    )
+    q.add_argument(
+        "--damping",
+        type=_damping,
+        default=0.5,
+        help="weight of the new iterate in the damped fixed point (default 0.5)",
+    )
     q.add_argument("--counties", help="county table used for the fit, if not the built-in one")
     q.add_argument("--out", help="CSV to write (default: DIR/equilibrium_<county>.csv)")
     q.set_defaults(func=cmd_counties)
-

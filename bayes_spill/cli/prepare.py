@@ -39,7 +39,9 @@ def add_commands(sub) -> None:
     )
     p.add_argument("--funda", required=True, help="comp.funda extract (CSV, CSV.gz, Parquet or Stata .dta)")
     p.add_argument("--company", required=True, help="comp.company extract (CSV, CSV.gz, Parquet or Stata .dta)")
-    p.add_argument("--sic", action="append", help="SIC code or prefix of the industry (repeatable; 737 = the 3-digit group)")
+    p.add_argument(
+        "--sic", action="append", help="SIC code or prefix of the industry (repeatable; 737 = the 3-digit group)"
+    )
     p.add_argument("--naics", action="append", help="NAICS code or prefix of the industry (repeatable)")
     p.add_argument("--years", help="fiscal years to keep, e.g. 1978-2006 (default: all)")
     p.add_argument(

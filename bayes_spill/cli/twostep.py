@@ -44,12 +44,27 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub) -> None:
-    p = sub.add_parser("baseline", help="the paper's two-step estimator (GMM, then ML with the BLP contraction); prints Tables 3-5")
+    p = sub.add_parser(
+        "baseline", help="the paper's two-step estimator (GMM, then ML with the BLP contraction); prints Tables 3-5"
+    )
     p.add_argument("--data", help="firm panel (CSV or Parquet); default: the embedded software industry")
     p.add_argument("--counties", help="county table (default: built in)")
-    p.add_argument("--model", default="lychagin2010", help="model TOML or name: its spillover options are used (default: lychagin2010)")
-    p.add_argument("--bootstrap", type=non_negative_int, default=199, help="bootstrap resamples of firms for standard errors (default 199; 0: none)")
-    p.add_argument("--table4-bootstrap", type=non_negative_int, help="resamples for Table 4's bootstrapped t (default: --bootstrap)")
+    p.add_argument(
+        "--model",
+        default="lychagin2010",
+        help="model TOML or name: its spillover options are used (default: lychagin2010)",
+    )
+    p.add_argument(
+        "--bootstrap",
+        type=non_negative_int,
+        default=199,
+        help="bootstrap resamples of firms for standard errors (default 199; 0: none)",
+    )
+    p.add_argument(
+        "--table4-bootstrap",
+        type=non_negative_int,
+        help="resamples for Table 4's bootstrapped t (default: --bootstrap)",
+    )
     p.add_argument("--workers", type=positive_int, help="bootstrap processes (default: CPU count, at most 4)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="bootstrap seed")
     p.add_argument("--min-halflife-km", type=float, default=5.0)

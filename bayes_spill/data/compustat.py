@@ -84,7 +84,9 @@ def prepare(
         raise BayesSpillError(f"missing_xrd must be one of {', '.join(MISSING_XRD)}, got {missing_xrd!r}")
     codes = {"sic": _codes(sic, "sic"), "naics": _codes(naics, "naics")}
     if not codes["sic"] and not codes["naics"]:
-        raise BayesSpillError("give the industry: at least one SIC code or prefix (--sic 7372) or NAICS code (--naics 511210)")
+        raise BayesSpillError(
+            "give the industry: at least one SIC code or prefix (--sic 7372) or NAICS code (--naics 511210)"
+        )
     first, last = parse_years(years)
     funda_name, company_name = table_name(funda), table_name(company)
     index = prices.load_price_index(price_index)
@@ -205,8 +207,11 @@ def _read(source: Table, name: str, text: Sequence[str]) -> pd.DataFrame:
     frame.columns = lower
     for column in text:  # upper-case headers were read as text too; strip them like read_table does
         if column in frame and not pd.api.types.is_string_dtype(frame[column]):
-            frame[column] = frame[column].astype(object).where(frame[column].notna()).map(
-                lambda v: None if v is None else str(v).strip(), na_action="ignore"
+            frame[column] = (
+                frame[column]
+                .astype(object)
+                .where(frame[column].notna())
+                .map(lambda v: None if v is None else str(v).strip(), na_action="ignore")
             )
     return frame
 
@@ -304,7 +309,14 @@ def _standard_rows(f: pd.DataFrame, rec: Recorder, name: str) -> pd.DataFrame:
             continue
         other = f[column].isna() | (f[column].str.upper() != value)
         rec.count(f"FUNDA rows with {column} other than {value}", other.sum())
-        f = rec.drop(f, other, "format", lambda gvkey, g, col=column, v=value: f"no row with {col} {v} (found {'/'.join(sorted(set(g[col].dropna())))})")
+        f = rec.drop(
+            f,
+            other,
+            "format",
+            lambda gvkey, g, col=column, v=value: (
+                f"no row with {col} {v} (found {'/'.join(sorted(set(g[col].dropna())))})"
+            ),
+        )
     repeated = f["_key"].duplicated(keep=False)
     if repeated.any():
         if "datadate" not in f:
@@ -319,7 +331,13 @@ def _standard_rows(f: pd.DataFrame, rec: Recorder, name: str) -> pd.DataFrame:
         order = f.assign(_date=date).sort_values(["_key", "_date"], kind="stable")
         later = order.duplicated("_key", keep="last")
         for _, row in order[later].iterrows():
-            rec.add(row["gvkey"], DUPLICATE, "duplicate_fyear", [row["fyear"]], f"datadate {row['datadate']} (a later one kept)")
+            rec.add(
+                row["gvkey"],
+                DUPLICATE,
+                "duplicate_fyear",
+                [row["fyear"]],
+                f"datadate {row['datadate']} (a later one kept)",
+            )
         rec.count("FUNDA duplicate firm-year rows (the later datadate kept)", later.sum())
         f = order[~later].drop(columns="_date").sort_values("_line")
     return f
@@ -373,11 +391,15 @@ def _values(f: pd.DataFrame, rec: Recorder, name: str, missing_xrd: str) -> pd.D
     numbers = {}
     for column in ("sale", "emp", "ppent", "xrd"):
         values = f[column]
-        parsed = pd.to_numeric(values.astype(str).str.strip() if not pd.api.types.is_numeric_dtype(values) else values, errors="coerce")
+        parsed = pd.to_numeric(
+            values.astype(str).str.strip() if not pd.api.types.is_numeric_dtype(values) else values, errors="coerce"
+        )
         present = values.notna() & ~values.astype(str).str.strip().isin(["", "nan", "None", "<NA>"])
         bad = present & parsed.isna()
         if bad.any():
-            raise InputError(name, column, "non-numeric values", rows=f.loc[bad, "_line"].tolist(), hint="Write plain numbers")
+            raise InputError(
+                name, column, "non-numeric values", rows=f.loc[bad, "_line"].tolist(), hint="Write plain numbers"
+            )
         numbers[column] = parsed.astype(float)
     f = f.assign(**numbers)
     unusable = pd.Series(False, index=f.index)
@@ -393,7 +415,9 @@ def _values(f: pd.DataFrame, rec: Recorder, name: str, missing_xrd: str) -> pd.D
     rec.count("firms left with no usable firm-year", rec.excluded_by("missing_values"))
     negative = f["xrd"] < 0
     if negative.any():
-        raise InputError(name, "xrd", "negative R&D expense", rows=f.loc[negative, "_line"].tolist(), hint="xrd must be >= 0")
+        raise InputError(
+            name, "xrd", "negative R&D expense", rows=f.loc[negative, "_line"].tolist(), hint="xrd must be >= 0"
+        )
     missing = f["xrd"].isna()
     if missing.any() and missing_xrd == "error":
         raise InputError(

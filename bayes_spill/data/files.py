@@ -74,7 +74,12 @@ CONTENT_NAMES = {
 }
 # What each extension promises, and the extension that content would need.
 EXPECTED_CONTENT = {"csv": "text", "csv.gz": "gzip", "parquet": "parquet", "stata": "stata"}
-EXPECTED_NAMES = {"text": "UTF-8 CSV text", "gzip": "gzip-compressed CSV", "parquet": "a Parquet file", "stata": "a Stata .dta file"}
+EXPECTED_NAMES = {
+    "text": "UTF-8 CSV text",
+    "gzip": "gzip-compressed CSV",
+    "parquet": "a Parquet file",
+    "stata": "a Stata .dta file",
+}
 SUFFIX_FOR_CONTENT = {"text": ".csv", "gzip": ".csv.gz", "parquet": ".parquet", "stata": ".dta"}
 
 
@@ -230,7 +235,9 @@ def _require_nonempty_file(path: Path) -> None:
     if stat.S_ISDIR(info.st_mode):
         raise InputError(path, None, "is a folder, not a file")
     if not stat.S_ISREG(info.st_mode):
-        raise InputError(path, None, "is not a regular file (a device, pipe or socket)", hint="Give the path of a table file")
+        raise InputError(
+            path, None, "is not a regular file (a device, pipe or socket)", hint="Give the path of a table file"
+        )
     if info.st_size == 0:
         raise InputError(path, None, "is empty (0 bytes)")
     limit = max_table_bytes()
@@ -295,7 +302,9 @@ def _require_content_matches(path: Path, kind: str) -> None:
         hint = "Save it as UTF-8 (in Excel: 'CSV UTF-8'; or convert with iconv -f utf-16 -t utf-8)"
     else:
         hint = f"Export the table as one of {', '.join(FILE_KINDS)} (e.g. in Excel: save as 'CSV UTF-8')"
-    raise InputError(path, None, f"is {CONTENT_NAMES[found]}, not {EXPECTED_NAMES[expected]} as its name says", hint=hint)
+    raise InputError(
+        path, None, f"is {CONTENT_NAMES[found]}, not {EXPECTED_NAMES[expected]} as its name says", hint=hint
+    )
 
 
 def _matching_suffix(path: Path) -> str:
@@ -391,7 +400,12 @@ def _read_parquet(path: Path) -> pd.DataFrame:
     except Exception as exc:  # pyarrow raises several unrelated types for a bad file
         raise InputError(path, None, f"could not be read as Parquet: {exc}") from exc
     if unpacked > max_table_bytes():
-        raise _too_large(path, f"holds {metadata.num_rows:,} rows x {metadata.num_columns} columns, at least", unpacked, max_table_bytes())
+        raise _too_large(
+            path,
+            f"holds {metadata.num_rows:,} rows x {metadata.num_columns} columns, at least",
+            unpacked,
+            max_table_bytes(),
+        )
     try:
         return pd.read_parquet(path)
     except Exception as exc:  # pyarrow raises several unrelated types for a bad file
@@ -431,5 +445,3 @@ def _as_text(values: pd.Series) -> pd.Series:
         values = numbers.astype(object)
     out = values.astype(object).where(values.notna(), None)
     return pd.Series([None if v is None else str(v).strip() for v in out], index=values.index, dtype="str")
-
-

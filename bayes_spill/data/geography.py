@@ -82,7 +82,10 @@ def distance_matrix_km(counties: Counties, rows: np.ndarray, cols: np.ndarray) -
     """rho(l, m) in km for l in ``rows`` and m in ``cols`` (county indices): shape (len(rows), len(cols))."""
     rows, cols = np.asarray(rows), np.asarray(cols)
     return great_circle_km(
-        counties.lat[rows][:, None], counties.lon[rows][:, None], counties.lat[cols][None, :], counties.lon[cols][None, :]
+        counties.lat[rows][:, None],
+        counties.lon[rows][:, None],
+        counties.lat[cols][None, :],
+        counties.lon[cols][None, :],
     )
 
 

@@ -187,7 +187,11 @@ def _check_fips_format(frame: pd.DataFrame, file: str) -> None:
             "e.g. opened in Excel); write them as text with 5 digits, e.g. 06085, not 6085"
         )
     raise InputError(
-        file, "fips", f"FIPS codes that are not exactly 5 digits ({_examples(bad)})", rows=_lines(frame, malformed), hint=hint
+        file,
+        "fips",
+        f"FIPS codes that are not exactly 5 digits ({_examples(bad)})",
+        rows=_lines(frame, malformed),
+        hint=hint,
     )
 
 
@@ -283,7 +287,9 @@ def _drop_short_firms(frame: pd.DataFrame, min_years: int) -> tuple[pd.DataFrame
     firms = sorted(frame.loc[short, "gvkey"].unique().tolist())
     rule = f"fewer than {min_years} years"
     dropped = {f"firms with {rule}": len(firms), f"firm-years of firms with {rule}": int(short.sum())}
-    shown = ", ".join(firms[:EXAMPLES_SHOWN]) + (f" and {len(firms) - EXAMPLES_SHOWN} more" if len(firms) > EXAMPLES_SHOWN else "")
+    shown = ", ".join(firms[:EXAMPLES_SHOWN]) + (
+        f" and {len(firms) - EXAMPLES_SHOWN} more" if len(firms) > EXAMPLES_SHOWN else ""
+    )
     message = (
         f"Dropped {len(firms)} firm{'s' if len(firms) != 1 else ''} ({int(short.sum())} firm-years) seen in "
         f"{rule} (the paper's sample rule): gvkey {shown}"

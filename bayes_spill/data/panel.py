@@ -83,7 +83,18 @@ class PreparedPanel:
     truth: Mapping | None = None
 
     def __post_init__(self) -> None:
-        for name in ("firms", "firm_county", "years", "obs_firm", "obs_year", "sale", "emp", "ppent", "xrd", "rd_stock"):
+        for name in (
+            "firms",
+            "firm_county",
+            "years",
+            "obs_firm",
+            "obs_year",
+            "sale",
+            "emp",
+            "ppent",
+            "xrd",
+            "rd_stock",
+        ):
             object.__setattr__(self, name, _frozen(getattr(self, name)))
         object.__setattr__(self, "dropped", MappingProxyType(dict(self.dropped)))
         if self.truth is not None:

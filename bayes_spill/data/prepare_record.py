@@ -165,4 +165,6 @@ class Recorder:
         lines.insert(1, "conm", names.reindex(lines["gvkey"]).to_numpy() if len(lines) else np.array([], dtype=object))
         order = {rule: i for i, rule in enumerate(RULES)}
         lines = lines.assign(_order=lines["rule"].map(order)).sort_values(["gvkey", "_order"], kind="stable")
-        return PrepareRecord(lines=lines.drop(columns="_order").reset_index(drop=True), counts=dict(self.counts), sources=sources)
+        return PrepareRecord(
+            lines=lines.drop(columns="_order").reset_index(drop=True), counts=dict(self.counts), sources=sources
+        )

@@ -103,11 +103,17 @@ def _from_frame(frame: pd.DataFrame, name: str) -> PriceIndex:
 
     bad_year = years.isna() | (years % 1 != 0)
     if bad_year.any():
-        raise InputError(name, "fyear", "missing or non-integer years", rows=lines(bad_year), hint="Write each year as e.g. 2002")
+        raise InputError(
+            name, "fyear", "missing or non-integer years", rows=lines(bad_year), hint="Write each year as e.g. 2002"
+        )
     bad = ~np.isfinite(index) | (index <= 0)
     if bad.any():
         raise InputError(
-            name, "price_index", "missing, non-numeric or non-positive values", rows=lines(bad), hint="A price index is a positive number"
+            name,
+            "price_index",
+            "missing, non-numeric or non-positive values",
+            rows=lines(bad),
+            hint="A price index is a positive number",
         )
     repeated = years.duplicated(keep=False)
     if repeated.any():

@@ -89,7 +89,9 @@ def _lookup() -> dict[str, dict[str, str]]:
     return crosswalk().to_dict("index")
 
 
-def place_headquarters(f: pd.DataFrame, c: pd.DataFrame, rec: Recorder, company_name: str, table: Counties) -> pd.DataFrame:
+def place_headquarters(
+    f: pd.DataFrame, c: pd.DataFrame, rec: Recorder, company_name: str, table: Counties
+) -> pd.DataFrame:
     """Keep the firms headquartered in the US (``loc``, else ``fic``) whose ZIP gives a county of
     the county table, and give their rows that county; record each firm left out and why.
 
@@ -163,7 +165,9 @@ def place_headquarters(f: pd.DataFrame, c: pd.DataFrame, rec: Recorder, company_
             if city[g] is not None and city[g].upper() != entry["city"].upper():
                 notes.append((g, "city", f"city {city[g]}, ZIP {z} is {entry['city']}"))
             if entry["source"] == "geonames-county-name":
-                notes.append((g, "county_by_name", f"ZIP {z} has no ZCTA; county {entry['fips']} by its GeoNames county name"))
+                notes.append(
+                    (g, "county_by_name", f"ZIP {z} has no ZCTA; county {entry['fips']} by its GeoNames county name")
+                )
     labels = {
         "no_zip": "firms with no ZIP (addzip empty)",
         "zip_not_found": "firms whose ZIP is not in the crosswalk",
@@ -176,6 +180,10 @@ def place_headquarters(f: pd.DataFrame, c: pd.DataFrame, rec: Recorder, company_
         rec.count(label, len(firms_out))
     for g, rule, detail in notes:
         rec.add(g, NOTE, rule, detail=detail)
-    rec.count("firms whose city differs from the ZIP's primary city (kept; noted)", sum(r == "city" for _, r, _ in notes))
-    rec.count("firms placed by a PO Box ZIP's county name (GeoNames; noted)", sum(r == "county_by_name" for _, r, _ in notes))
+    rec.count(
+        "firms whose city differs from the ZIP's primary city (kept; noted)", sum(r == "city" for _, r, _ in notes)
+    )
+    rec.count(
+        "firms placed by a PO Box ZIP's county name (GeoNames; noted)", sum(r == "county_by_name" for _, r, _ in notes)
+    )
     return f.assign(fips=f["gvkey"].map(placed))

@@ -114,7 +114,11 @@ def evaluation_point(model, seed: int = 0, alpha_spread: float = 1.0) -> dict:
     logit denominator is trivially cheap."""
     rng = np.random.default_rng(seed)
     point = dict(model.initial_point())
-    fixed = {"halflife_km_log__": np.log(paper.HALFLIFE_KM), "gamma": 0.3, "sigma_alpha_log__": np.log(0.64 * alpha_spread)}
+    fixed = {
+        "halflife_km_log__": np.log(paper.HALFLIFE_KM),
+        "gamma": 0.3,
+        "sigma_alpha_log__": np.log(0.64 * alpha_spread),
+    }
     for name, value in fixed.items():
         if name in point:
             point[name] = np.asarray(value, dtype=float)
@@ -218,7 +222,9 @@ def run_bench(
                 model = build_model(panel, _config(formulation), static_shapes=backend == "JAX")
                 fn, x, compile_s = compile_gradient(model, BACKENDS[backend], alpha_scale(scale))
                 compiled.append((fn, x))
-                rows.append(GradientTiming(scale, panel.n_firms, formulation, backend, int(x.size), compile_s, float("nan")))
+                rows.append(
+                    GradientTiming(scale, panel.n_firms, formulation, backend, int(x.size), compile_s, float("nan"))
+                )
         for row, grad_ms in zip(rows, time_gradients(compiled, repeats)):
             row.grad_ms = grad_ms
             gradients.append(row)
@@ -244,13 +250,20 @@ def _add_ratios(gradients: list[GradientTiming], runs: list[SamplingRun]) -> Non
         base = next((b for b in gradients if b.scale == g.scale and (b.formulation, b.backend) == BASELINE), None)
         base = base or next((b for b in gradients if b.scale == g.scale and b.formulation == BASELINE[0]), None)
         g.ratio_to_baseline = base.grad_ms / g.grad_ms if base else None
-        paper = next((b for b in gradients if b.scale == 1.0 and (b.formulation, b.backend) == (g.formulation, g.backend)), None)
+        paper = next(
+            (b for b in gradients if b.scale == 1.0 and (b.formulation, b.backend) == (g.formulation, g.backend)), None
+        )
         g.ratio_to_paper_scale = g.grad_ms / paper.grad_ms if paper else None
     for r in runs:
-        base = next((b for b in runs if b.scale == r.scale and b.formulation == BASELINE[0] and b.sampler == BASELINE_SAMPLER), None)
+        base = next(
+            (b for b in runs if b.scale == r.scale and b.formulation == BASELINE[0] and b.sampler == BASELINE_SAMPLER),
+            None,
+        )
         if base:
             r.ratio_ess_per_s_gamma = r.ess_per_s_gamma / base.ess_per_s_gamma if base.ess_per_s_gamma else None
-            r.ratio_ess_per_s_halflife = r.ess_per_s_halflife / base.ess_per_s_halflife if base.ess_per_s_halflife else None
+            r.ratio_ess_per_s_halflife = (
+                r.ess_per_s_halflife / base.ess_per_s_halflife if base.ess_per_s_halflife else None
+            )
 
 
 def format_tables(result: dict) -> str:

@@ -215,7 +215,9 @@ class PosteriorDraws:
         if alpha.ndim == 1:  # homogeneous specification: one alpha for every firm
             n_firms = len(firms) if firms is not None else 1
             alpha = np.repeat(alpha[:, None], n_firms, axis=1)
-        elif firms is not None and not np.array_equal(posterior[FIRM].values.astype(str), np.asarray(firms).astype(str)):
+        elif firms is not None and not np.array_equal(
+            posterior[FIRM].values.astype(str), np.asarray(firms).astype(str)
+        ):
             raise PosteriorError("the posterior's firms do not match the rebuilt panel (was the data file changed?)")
         location = "county_effect" in posterior
         n_chains, n_per_chain = posterior.sizes["chain"], posterior.sizes["draw"]
@@ -258,7 +260,9 @@ class PosteriorDraws:
             choice set).
         """
         if not truth or "alpha" not in truth:
-            raise BayesSpillError("this panel carries no simulation truth (panel.truth with 'alpha'): it is not simulated")
+            raise BayesSpillError(
+                "this panel carries no simulation truth (panel.truth with 'alpha'): it is not simulated"
+            )
         p = truth["parameters"]
         firms = [str(f) for f in firms]
         alpha_by_firm = {str(k): float(v) for k, v in truth["alpha"].items()}
@@ -267,7 +271,9 @@ class PosteriorDraws:
             raise BayesSpillError(f"the truth has no alpha for firm(s) {', '.join(missing[:5])}")
         effects = {str(k): float(v) for k, v in truth.get("county_effect", {}).items()}
         choice_fips = [str(f) for f in choice_fips]
-        county_effect = np.array([[effects[f] for f in choice_fips]]) if all(f in effects for f in choice_fips) else None
+        county_effect = (
+            np.array([[effects[f] for f in choice_fips]]) if all(f in effects for f in choice_fips) else None
+        )
         return cls(
             halflife_km=np.array([p["halflife_km"]], dtype=float),
             alpha=np.array([[alpha_by_firm[f] for f in firms]]),

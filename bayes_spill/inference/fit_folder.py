@@ -241,7 +241,7 @@ class Transaction:
 
     Examples
     --------
-    >>> with Transaction(out, "fit", new_run=True) as tx:          # doctest: +SKIP
+    >>> with Transaction(out, "fit", new_run=True) as tx:  # doctest: +SKIP
     ...     tree.attrs[RUN_ATTR] = tx.run_id
     ...     tree.to_netcdf(tx.stage / "posterior.nc")
     """
@@ -273,7 +273,9 @@ class Transaction:
             self.stage.mkdir()
             (self.stage / OWNER).write_text(f"{socket.gethostname()} {os.getpid()}\n")
         except OSError as exc:
-            raise BayesSpillError(f"cannot write to {self.folder}: {exc.strerror or exc}; nothing was computed") from None
+            raise BayesSpillError(
+                f"cannot write to {self.folder}: {exc.strerror or exc}; nothing was computed"
+            ) from None
         if not self.new_run:
             manifest = read_manifest(self.folder)
             held = None if manifest is None else manifest.get("run_id")
@@ -302,14 +304,21 @@ class Transaction:
         if kind is None or not issubclass(kind, KeyboardInterrupt) or isinstance(exc, Interrupted):
             return
         if self.committed:
-            raise Interrupted(f"after {self.folder} was written in full: it holds the new outputs of {self.command}") from None
-        raise Interrupted(f"no partial output was written: {self.folder} holds {describe_run(self.folder)}, as before") from None
+            raise Interrupted(
+                f"after {self.folder} was written in full: it holds the new outputs of {self.command}"
+            ) from None
+        raise Interrupted(
+            f"no partial output was written: {self.folder} holds {describe_run(self.folder)}, as before"
+        ) from None
 
     def commit(self) -> None:
         """Move the staged files into the folder as one step (see the module's description)."""
         _test_stop("staged", self.stage)
         files = _staged_files(self.stage)
-        records = {rel: {"sha256": _sha256(self.stage / rel), "size": (self.stage / rel).stat().st_size, "by": self.command} for rel in files}
+        records = {
+            rel: {"sha256": _sha256(self.stage / rel), "size": (self.stage / rel).stat().st_size, "by": self.command}
+            for rel in files
+        }
         with locked(self.folder, self.command):
             _test_stop("locked", self.stage)
             manifest = read_manifest(self.folder)
@@ -450,7 +459,9 @@ def _outputs_present(folder: Path) -> list[str]:
     if not folder.is_dir():
         return []
     names = [p.name for p in folder.iterdir() if not p.name.startswith(".")]
-    return sorted(n for n in names if n in FIT_FILES or n == MANIFEST or any(fnmatch.fnmatch(n, p) for p in DERIVED_PATTERNS))
+    return sorted(
+        n for n in names if n in FIT_FILES or n == MANIFEST or any(fnmatch.fnmatch(n, p) for p in DERIVED_PATTERNS)
+    )
 
 
 def _top_levels(files: dict) -> list[str]:
@@ -459,7 +470,11 @@ def _top_levels(files: dict) -> list[str]:
 
 def _staged_files(stage: Path) -> list[str]:
     # hidden files are a writer's temporaries and markers, never outputs
-    files = sorted(str(p.relative_to(stage)).replace(os.sep, "/") for p in stage.rglob("*") if p.is_file() and not p.name.startswith("."))
+    files = sorted(
+        str(p.relative_to(stage)).replace(os.sep, "/")
+        for p in stage.rglob("*")
+        if p.is_file() and not p.name.startswith(".")
+    )
     # the posterior last: a reader that sees the new posterior sees the run's other files already there
     return sorted(files, key=lambda rel: rel == FIT_FILES[0])
 

@@ -234,8 +234,20 @@ def provenance(panel: PreparedPanel, config: ModelConfig, data_hash: str, wall_s
 
 
 VERSIONED_PACKAGES = (
-    "bayes_spill", "pymc", "pytensor", "nutpie", "numba", "numpy", "scipy", "pandas", "xarray",
-    "h5netcdf", "h5py", "arviz-base", "arviz-stats", "pyarrow",
+    "bayes_spill",
+    "pymc",
+    "pytensor",
+    "nutpie",
+    "numba",
+    "numpy",
+    "scipy",
+    "pandas",
+    "xarray",
+    "h5netcdf",
+    "h5py",
+    "arviz-base",
+    "arviz-stats",
+    "pyarrow",
 )
 
 

@@ -186,7 +186,9 @@ def config_from_tree(tree: xr.DataTree):
     """The ModelConfig a fit was made with (parsed from the TOML text stored in its attrs)."""
     from bayes_spill.config import parse_config
 
-    return parse_config(tree.attrs["model_config"], source=f"{tree.attrs.get('model_name', '?')} (stored in the posterior)")
+    return parse_config(
+        tree.attrs["model_config"], source=f"{tree.attrs.get('model_name', '?')} (stored in the posterior)"
+    )
 
 
 def panel_from_tree(tree: xr.DataTree, counties=None, config=None):
@@ -217,7 +219,9 @@ def panel_from_tree(tree: xr.DataTree, counties=None, config=None):
         }
     )
     config = config if config is not None else config_from_tree(tree)
-    return build_panel(frame, resolve_counties(counties), source=tree.attrs.get("data_source", "posterior"), settings=config.panel)
+    return build_panel(
+        frame, resolve_counties(counties), source=tree.attrs.get("data_source", "posterior"), settings=config.panel
+    )
 
 
 def check_matches(tree: xr.DataTree, config, file: Path | str = "posterior") -> None:
@@ -240,7 +244,11 @@ def check_claims(tree: xr.DataTree, file: Path | str = "posterior"):
     (an altered file). Only for fits of this package version: hashing may change between versions.
     Returns the configuration it parsed, or None when it did not check."""
     attrs = tree.attrs
-    if attrs.get("bayes_spill_version") != __version__ or "model_config" not in attrs or "model_config_hash" not in attrs:
+    if (
+        attrs.get("bayes_spill_version") != __version__
+        or "model_config" not in attrs
+        or "model_config_hash" not in attrs
+    ):
         return None
     from bayes_spill.errors import ConfigError
 

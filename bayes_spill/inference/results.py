@@ -145,7 +145,11 @@ class FittedModel:
 
     def __repr__(self) -> str:
         post = self.tree["posterior"] if "posterior" in self.tree.children else None
-        shape = f"{post.sizes.get('chain', 0)} chains x {post.sizes.get('draw', 0)} draws" if post is not None else "no posterior"
+        shape = (
+            f"{post.sizes.get('chain', 0)} chains x {post.sizes.get('draw', 0)} draws"
+            if post is not None
+            else "no posterior"
+        )
         where = f" in {self.path}" if self.path is not None else ""
         return f"<{type(self).__name__} {self.name} on {self.tree.attrs.get('data_source', '?')}: {shape}{where}>"
 

@@ -69,7 +69,11 @@ def chain_diagnostics(tree: xr.DataTree) -> pd.DataFrame:
         divergent = int(s["diverging"].sum()) if "diverging" in s else 0
         hits = int(depth_hit.sel(chain=chain).sum()) if depth_hit is not None else 0
         energy = s["energy"].values if "energy" in s else None
-        ebfmi = float(np.sum(np.diff(energy) ** 2) / np.sum((energy - energy.mean()) ** 2)) if energy is not None else np.nan
+        ebfmi = (
+            float(np.sum(np.diff(energy) ** 2) / np.sum((energy - energy.mean()) ** 2))
+            if energy is not None
+            else np.nan
+        )
         rows.append(
             {
                 "chain": int(chain),
@@ -103,12 +107,16 @@ def advice(diag: pd.DataFrame, table: pd.DataFrame) -> list[str]:
         )
     bad_rhat = table.index[table["r_hat"] > 1.01].tolist()
     if bad_rhat:
-        lines.append(f"R-hat above 1.01 for {', '.join(bad_rhat)}: chains disagree; run more draws or tuning before using these.")
+        lines.append(
+            f"R-hat above 1.01 for {', '.join(bad_rhat)}: chains disagree; run more draws or tuning before using these."
+        )
     low_ess = table.index[table["ess_bulk"] < 400].tolist()
     if low_ess:
         lines.append(f"Bulk ESS below 400 for {', '.join(low_ess)}: intervals are noisy; draw more.")
     if not lines:
-        lines.append("No sampler problems: no divergences, no tree-depth hits, E-BFMI fine, R-hat <= 1.01 and ESS >= 400.")
+        lines.append(
+            "No sampler problems: no divergences, no tree-depth hits, E-BFMI fine, R-hat <= 1.01 and ESS >= 400."
+        )
     return lines
 
 

@@ -100,7 +100,9 @@ def log_denominator(county_effect, sbar, c, terms: int, fixed_bins: int | None =
     from pytensor.gradient import disconnected_grad
 
     s_lo, s_hi = pt.min(sbar), pt.max(sbar)
-    needed = disconnected_grad(pt.maximum(1, pt.ceil(pt.max(pt.abs(c)) * (s_hi - s_lo) / (2.0 * TAYLOR_RADIUS))).astype("int64"))
+    needed = disconnected_grad(
+        pt.maximum(1, pt.ceil(pt.max(pt.abs(c)) * (s_hi - s_lo) / (2.0 * TAYLOR_RADIUS))).astype("int64")
+    )
     bins = pt.minimum(needed, MAX_DYNAMIC_BINS) if fixed_bins is None else pt.constant(fixed_bins, dtype="int64")
     # the largest |c| that bins of this width hold within the radius (2e12 x bins for a flat field)
     held = disconnected_grad(2.0 * TAYLOR_RADIUS * bins / pt.maximum(s_hi - s_lo, 1e-12))
@@ -131,7 +133,9 @@ def _binned_expansion(county_effect, sbar, c, terms: int, bins):
     index = pt.clip(pt.floor((sbar - s_lo) / pt.maximum(width, 1e-300)), 0, bins - 1).astype("int64")
     centre = s_lo + (pt.arange(bins) + 0.5) * width
     top = disconnected_grad(pt.max(county_effect))
-    moments = pt.zeros((bins, terms))[index].inc(_scaled_powers(scale * (sbar - centre[index]), terms, factorial=True) * pt.exp(county_effect - top)[:, None])
+    moments = pt.zeros((bins, terms))[index].inc(
+        _scaled_powers(scale * (sbar - centre[index]), terms, factorial=True) * pt.exp(county_effect - top)[:, None]
+    )
     inner = pt.dot(_scaled_powers(c / scale, terms, factorial=False), moments.T)  # (firms, bins), >= 0
     # max_m c Sbar_m: every bin's exp(c s_b - shift) <= e^radius, and the extreme county's bin is not empty
     shift = disconnected_grad(pt.maximum(c * s_hi, c * s_lo))
@@ -167,8 +171,6 @@ def _scaled_powers(x, terms: int, factorial: bool):
 CUBIC_ERROR_DENOMINATOR = 384.0 * 8.0
 
 
-
-
 def cubic_hermite(t, width, f0, d0, f1, d1):
     """The cubic matching value and first derivative at both ends of an interval of the given
     width, at relative position t in [0, 1]; numpy arrays or PyTensor tensors. It errs by at most
@@ -199,7 +201,9 @@ class LogDenominatorTable(NamedTuple):
     slope: np.ndarray
 
 
-def log_denominator_table(county_effect: np.ndarray, sbar: np.ndarray, c_lo: float, c_hi: float, nodes: int | None = None) -> LogDenominatorTable:
+def log_denominator_table(
+    county_effect: np.ndarray, sbar: np.ndarray, c_lo: float, c_hi: float, nodes: int | None = None
+) -> LogDenominatorTable:
     """LSE(c) and its derivative (the softmax mean of Sbar) on a grid of [c_lo, c_hi] (numpy).
 
     Parameters

@@ -71,7 +71,9 @@ def normal_quadrature(nodes: int) -> tuple[np.ndarray, np.ndarray]:
     return math.sqrt(2.0) * x, w
 
 
-def conjugate_alpha(resid, spillover, obs_firm: np.ndarray, years_per_firm: np.ndarray, sigma_w, mu_alpha, sigma_alpha, backend=np):
+def conjugate_alpha(
+    resid, spillover, obs_firm: np.ndarray, years_per_firm: np.ndarray, sigma_w, mu_alpha, sigma_alpha, backend=np
+):
     """(m_i, s_i, log p(q_i | theta)) per firm, numpy or PyTensor. resid = q - x beta - v_t and
     spillover = S_it (transformed) per firm-year; the firm effect is removed by demeaning."""
     xp = backend
@@ -218,7 +220,9 @@ def conditional_cdf(mean, sd, gamma: float, county_effect, sbar, choice: np.ndar
 def trapezoid_cdf(density: np.ndarray) -> np.ndarray:
     """The CDF of each row of a density on an evenly spaced grid (cumulative trapezoid rule),
     normalised to end at exactly 1."""
-    cdf = np.concatenate([np.zeros((len(density), 1)), np.cumsum(0.5 * (density[:, 1:] + density[:, :-1]), axis=1)], axis=1)
+    cdf = np.concatenate(
+        [np.zeros((len(density), 1)), np.cumsum(0.5 * (density[:, 1:] + density[:, :-1]), axis=1)], axis=1
+    )
     return cdf / cdf[:, -1:]
 
 
@@ -233,7 +237,9 @@ def inverse_cdf(u: np.ndarray, alpha: np.ndarray, cdf: np.ndarray) -> np.ndarray
     return alpha[rows, j] + t * (alpha[rows, j + 1] - alpha[rows, j])
 
 
-def _draw_alpha_on_grid(rng: np.random.Generator, mean, sd, gamma: float, county_effect, sbar, choice: np.ndarray) -> np.ndarray:
+def _draw_alpha_on_grid(
+    rng: np.random.Generator, mean, sd, gamma: float, county_effect, sbar, choice: np.ndarray
+) -> np.ndarray:
     """The inverse-CDF draw on a grid of +-GRID_SPAN s_i (firms x GRID_POINTS work)."""
     z = np.linspace(-GRID_SPAN, GRID_SPAN, GRID_POINTS)
     alpha, cdf = conditional_cdf(mean, sd, gamma, county_effect, sbar, choice, z)

@@ -43,7 +43,17 @@ FIRM, COUNTY, YEAR, COVARIATE = "firm", "county", "year", "county_covariate"
 PRODUCTION_COEFFICIENT = "production_coefficient"
 BETA_NAMES = ("beta_k", "beta_l", "beta_r", "beta_zero_rd")
 FIRM_LOGLIK = "firm_loglik"
-KEY_PARAMETERS = ("gamma", "halflife_km", "mu_alpha", "sigma_alpha", "sigma_alpha2", "beta_k", "beta_l", "beta_r", "sigma_w")
+KEY_PARAMETERS = (
+    "gamma",
+    "halflife_km",
+    "mu_alpha",
+    "sigma_alpha",
+    "sigma_alpha2",
+    "beta_k",
+    "beta_l",
+    "beta_r",
+    "sigma_w",
+)
 STATIC_DENOMINATOR_BINS = 16  # the logit denominator's bins under JAX, where shapes must be fixed
 # alpha_i integrated out: the denominators of firms x nodes rows read a table in c when there are at
 # least this many rows per county of the choice set (table: lattice points x counties; expansion:
@@ -196,7 +206,9 @@ def location_loglik(data: ModelData, county_effect, gamma, alpha, sbar, spec=Non
     return chosen - log_denominator(data, county_effect, sbar, c, spec, fixed_bins)
 
 
-def integrated_location_loglik(data: ModelData, county_effect, gamma, mean, sd, sbar, spec, fixed_bins: int | None = None):
+def integrated_location_loglik(
+    data: ModelData, county_effect, gamma, mean, sd, sbar, spec, fixed_bins: int | None = None
+):
     """Per-firm log of the logit probability averaged over alpha_i ~ Normal(mean, sd) by
     spec.quadrature_nodes-point Gauss-Hermite quadrature (integrated.py). The firms x nodes
     denominators come from a table in c where the rows outnumber the counties enough
@@ -300,7 +312,9 @@ def build_model(
             sbar = choice_spillover(data, halflife_km, spec)
             fixed_bins = spec.denominator_bins or (STATIC_DENOMINATOR_BINS if static_shapes else None)
             if spec.integrate_alpha:
-                location = integrated_location_loglik(data, county_effect, gamma, alpha_mean, alpha_sd, sbar, spec, fixed_bins)
+                location = integrated_location_loglik(
+                    data, county_effect, gamma, alpha_mean, alpha_sd, sbar, spec, fixed_bins
+                )
             else:
                 location = location_loglik(data, county_effect, gamma, alpha, sbar, spec, fixed_bins)
             firm_loglik = firm_loglik + location

@@ -72,26 +72,51 @@ def degenerate_panel(data: ModelData, config: ModelConfig) -> list[Degeneracy]:
 
     if location and panel.n_firms == 1:
         spread = ("sigma_alpha", *(("gamma",) if sorting else ()))
-        found.append(Degeneracy("the panel holds one firm", spread, "cannot be told from the prior (they describe differences between firms)"))
+        found.append(
+            Degeneracy(
+                "the panel holds one firm",
+                spread,
+                "cannot be told from the prior (they describe differences between firms)",
+            )
+        )
     if location and len(data.spill.choice_set) == 1:
-        found.append(Degeneracy("the location choice has one county to choose from", (*(("gamma",) if sorting else ()), *county)))
+        found.append(
+            Degeneracy("the location choice has one county to choose from", (*(("gamma",) if sorting else ()), *county))
+        )
 
     if not np.any(panel.rd_stock > 0):
-        found.append(Degeneracy("no firm-year has an R&D stock", ("beta_r", "beta_zero_rd", *alpha, "halflife_km", *(("gamma",) if sorting else ()))))
+        found.append(
+            Degeneracy(
+                "no firm-year has an R&D stock",
+                ("beta_r", "beta_zero_rd", *alpha, "halflife_km", *(("gamma",) if sorting else ())),
+            )
+        )
         return found  # every spillover is 0: the checks below would repeat this
     if not _varies_within_firms(data, data.inputs[:, 2]):
-        found.append(Degeneracy("no firm's log R&D stock changes over its years", ("beta_r",), "is absorbed by the firm effects"))
+        found.append(
+            Degeneracy("no firm's log R&D stock changes over its years", ("beta_r",), "is absorbed by the firm effects")
+        )
     # The zero-R&D dummy is not checked: it changes within a firm only when the firm starts R&D,
     # which few panels show (the embedded default: no firm), so a warning would come with
     # nearly every fit; docs/outputs.md says what beta_zero_rd is then.
 
-    received = [kernel.transform(kernel.firm_year_spillover(data.spill, h), spec.spillover, spec.log_floor_bil) for h in PROBE_HALFLIFES_KM]
-    offered = [kernel.transform(kernel.choice_spillover(data.spill, h), spec.spillover, spec.log_floor_bil) for h in PROBE_HALFLIFES_KM]
+    received = [
+        kernel.transform(kernel.firm_year_spillover(data.spill, h), spec.spillover, spec.log_floor_bil)
+        for h in PROBE_HALFLIFES_KM
+    ]
+    offered = [
+        kernel.transform(kernel.choice_spillover(data.spill, h), spec.spillover, spec.log_floor_bil)
+        for h in PROBE_HALFLIFES_KM
+    ]
     varies_in_production = any(_varies_within_firms(data, s) for s in received)
     sorting_informed = sorting and len(data.spill.choice_set) > 1 and any(_varies(s) for s in offered)
     via_location = "are informed only through the location choice" if sorting_informed else "have their prior only"
     if not varies_in_production:
-        found.append(Degeneracy("the spillover a firm receives does not change over its years", (*alpha, "halflife_km"), via_location))
+        found.append(
+            Degeneracy(
+                "the spillover a firm receives does not change over its years", (*alpha, "halflife_km"), via_location
+            )
+        )
     elif not any(_differs(received[0], s) for s in received[1:]):
         halflife_via_location = sorting_informed and any(_differs(offered[0], s) for s in offered[1:])
         found.append(

@@ -87,7 +87,14 @@ class PriorDistribution:
         middle = float(self.ppf(0.5))
         total = 0.0
         for a, b in ((lower, middle), (middle, np.inf)):
-            value, _ = integrate.quad(lambda x: g(x) * math.exp(float(self._log_density(np.array([x]))[0])), a, b, epsabs=0.0, epsrel=1e-12, limit=400)
+            value, _ = integrate.quad(
+                lambda x: g(x) * math.exp(float(self._log_density(np.array([x]))[0])),
+                a,
+                b,
+                epsabs=0.0,
+                epsrel=1e-12,
+                limit=400,
+            )
             total += value
         return total
 

@@ -101,7 +101,11 @@ def _firm_spans(s: SimulationSettings, rng: np.random.Generator) -> tuple[np.nda
     extra_mean = s.mean_years - s.min_years
     # negative binomial extra years (over-dispersed, like Table 2's sd 4.5 around a mean of 7.4)
     n_disp = 2.0
-    extra = rng.negative_binomial(n_disp, n_disp / (n_disp + extra_mean), size=s.n_firms) if extra_mean > 0 else np.zeros(s.n_firms, int)
+    extra = (
+        rng.negative_binomial(n_disp, n_disp / (n_disp + extra_mean), size=s.n_firms)
+        if extra_mean > 0
+        else np.zeros(s.n_firms, int)
+    )
     years = np.minimum(s.min_years + extra, cap)
     entry = np.empty(s.n_firms, dtype=np.int64)
     for i, t in enumerate(years):

@@ -136,7 +136,9 @@ def two_city_equilibria(tau: float, p: TwoCity, grid_points: int = 4001) -> list
     roots = [float(g) for g, e in zip(grid, excess) if e == 0.0]
     sign = np.sign(excess)
     for k in np.flatnonzero(sign[:-1] * sign[1:] < 0):
-        roots.append(brentq(lambda x: float(best_response(x, tau, p) - x), grid[k], grid[k + 1], xtol=1e-14, rtol=1e-14))
+        roots.append(
+            brentq(lambda x: float(best_response(x, tau, p) - x), grid[k], grid[k + 1], xtol=1e-14, rtol=1e-14)
+        )
     out = []
     h = 1e-6
     for r in sorted(roots):
@@ -152,7 +154,15 @@ def two_city_table(taus, p: TwoCity) -> pd.DataFrame:
     for tau in taus:
         eqs = two_city_equilibria(float(tau), p)
         for e in eqs:
-            rows.append({"tau": float(tau), "share_city1": e.share, "br_slope": e.slope, "stable": e.stable, "n_equilibria": len(eqs)})
+            rows.append(
+                {
+                    "tau": float(tau),
+                    "share_city1": e.share,
+                    "br_slope": e.slope,
+                    "stable": e.stable,
+                    "n_equilibria": len(eqs),
+                }
+            )
     return pd.DataFrame.from_records(rows)
 
 
@@ -204,7 +214,10 @@ def plot_figure1(p: TwoCity, taus, panel_a_taus, out_png) -> None:
     ax_b.set_ylabel("equilibrium share of city 1")
     ax_b.set_ylim(-0.02, 1.02)
     ax_b.set_title("(b) equilibria (solid: stable, dashed: unstable)")
-    fig.suptitle(f"Two-city model: sigma = {p.sigma:g}, b = {p.b:g} (gamma = {p.gamma:g}), exp(-lambda d) = {p.decay:.3f}", fontsize=10)
+    fig.suptitle(
+        f"Two-city model: sigma = {p.sigma:g}, b = {p.b:g} (gamma = {p.gamma:g}), exp(-lambda d) = {p.decay:.3f}",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(out_png, dpi=120)
     plt.close(fig)
@@ -313,7 +326,9 @@ class FixedPoint:
     max_change: float
 
 
-def solve_fixed_point(problem: CountyProblem, start: np.ndarray, damping: float = 0.5, tol: float = 1e-12, max_iter: int = 20000) -> FixedPoint:
+def solve_fixed_point(
+    problem: CountyProblem, start: np.ndarray, damping: float = 0.5, tol: float = 1e-12, max_iter: int = 20000
+) -> FixedPoint:
     """Damped iteration n <- (1 - damping) n + damping F(n) from ``start``."""
     n = np.asarray(start, dtype=float) / np.sum(start)
     change = np.inf
@@ -387,7 +402,9 @@ class CountyShockResult:
                 "mean_alpha_change_q95": dalpha[2],
             }
         )
-        return frame.sort_values("share_change_median", key=np.abs, ascending=False, kind="stable").reset_index(drop=True)
+        return frame.sort_values("share_change_median", key=np.abs, ascending=False, kind="stable").reset_index(
+            drop=True
+        )
 
 
 def shock_sources(world, extra_counties) -> tuple[np.ndarray, np.ndarray]:
@@ -401,7 +418,9 @@ def shock_sources(world, extra_counties) -> tuple[np.ndarray, np.ndarray]:
     return sources, distance_matrix_km(world.panel.counties, choice, sources)
 
 
-def county_problem(world, d: int, sources: np.ndarray, distance: np.ndarray, exogenous_bil: dict[int, float]) -> CountyProblem:
+def county_problem(
+    world, d: int, sources: np.ndarray, distance: np.ndarray, exogenous_bil: dict[int, float]
+) -> CountyProblem:
     """The draw-d game of a fitted world, with exogenous R&D ($ bil) by county index."""
     draws, spill, spec = world.draws, world.spill, world.config.model
     position = {int(c): k for k, c in enumerate(sources)}
@@ -420,7 +439,9 @@ def county_problem(world, d: int, sources: np.ndarray, distance: np.ndarray, exo
     )
 
 
-def county_shock(world, shock_fips: str, shock_rd_mil: float, damping: float = 0.5, tol: float = 1e-12) -> CountyShockResult:
+def county_shock(
+    world, shock_fips: str, shock_rd_mil: float, damping: float = 0.5, tol: float = 1e-12
+) -> CountyShockResult:
     """Re-solve the location equilibrium of every draw of ``world`` after adding ``shock_rd_mil``
     ($ million of R&D stock, exogenous) to the pool of ``shock_fips``.
 
@@ -489,11 +510,28 @@ def county_shock(world, shock_fips: str, shock_rd_mil: float, damping: float = 0
         sbar_base[d], sbar_shocked[d] = p0.sbar(fp0.shares), p1.sbar(fp1.shares)
         alpha_base[d], alpha_shocked[d] = p0.mean_alpha(fp0.shares), p1.mean_alpha(fp1.shares)
     if not converged.all():
-        notes.append(f"{int((~converged).sum())} of {D} draws did not converge (damping {damping}): their values are the last iterate")
+        notes.append(
+            f"{int((~converged).sum())} of {D} draws did not converge (damping {damping}): their values are the last iterate"
+        )
     labels = [counties.label(int(c)) for c in choice]
     return CountyShockResult(
-        counties.fips[choice].astype(str), labels, shock_fips, counties.label(shock_idx), float(shock_rd_mil), position,
-        observed, base, shocked, alternative, sbar_base, sbar_shocked, alpha_base, alpha_shocked, several, converged, tuple(notes),
+        counties.fips[choice].astype(str),
+        labels,
+        shock_fips,
+        counties.label(shock_idx),
+        float(shock_rd_mil),
+        position,
+        observed,
+        base,
+        shocked,
+        alternative,
+        sbar_base,
+        sbar_shocked,
+        alpha_base,
+        alpha_shocked,
+        several,
+        converged,
+        tuple(notes),
     )
 
 
@@ -520,7 +558,9 @@ def format_county_shock(result: CountyShockResult, top: int = 8) -> str:
             f"several equilibria (start concentrated in the shocked county reaches another fixed point): {result.several.mean():.3f} of draws",
         ]
         if result.several.any():
-            lines.append(f"  shocked county share in that other equilibrium: {cell(result.alternative[result.several, p])}")
+            lines.append(
+                f"  shocked county share in that other equilibrium: {cell(result.alternative[result.several, p])}"
+            )
     table = result.county_table().head(top)
     lines += ["", f"largest share changes (of {len(result.choice_fips)} counties in the choice set):"]
     for _, r in table.iterrows():

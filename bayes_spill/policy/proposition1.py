@@ -97,7 +97,9 @@ def parse_pairs(text: str) -> list[tuple[str, str]]:
             continue
         parts = [p.strip() for p in item.split(":")]
         if len(parts) != 2 or not all(p.isdigit() and len(p) == 5 for p in parts) or parts[0] == parts[1]:
-            raise BayesSpillError(f"a pair is two different 5-digit FIPS codes joined by ':', e.g. 06085:06087; got {item!r}")
+            raise BayesSpillError(
+                f"a pair is two different 5-digit FIPS codes joined by ':', e.g. 06085:06087; got {item!r}"
+            )
         pairs.append((parts[0], parts[1]))
     if not pairs:
         raise BayesSpillError("no county pairs given (e.g. --pairs 06085:06087,06085:06081)")
@@ -169,9 +171,19 @@ def sorting_dominance(world: FittedWorld, pairs: list[tuple[str, str]]) -> list[
             firm_gap = draws.alpha[:, firms_h].mean(axis=1) - draws.alpha[:, firms_l].mean(axis=1)
         out.append(
             PairDraws(
-                high, low, counties.label(int(hi_idx)), counties.label(int(lo_idx)),
-                sbar[:, ph], sbar[:, pl], np.asarray(draws.gamma, dtype=float),
-                dominates, max_gap, implied_gap, firm_gap, len(firms_h), len(firms_l),
+                high,
+                low,
+                counties.label(int(hi_idx)),
+                counties.label(int(lo_idx)),
+                sbar[:, ph],
+                sbar[:, pl],
+                np.asarray(draws.gamma, dtype=float),
+                dominates,
+                max_gap,
+                implied_gap,
+                firm_gap,
+                len(firms_h),
+                len(firms_l),
             )
         )
     return out
@@ -190,7 +202,9 @@ def format_sorting(results: list[PairDraws], n_draws: int) -> str:
     ]
     for r in results:
         row = r.row()
-        lines.append(f"{row['high_county']} (Sbar {row['sbar_high_median']:.3g} $ bil) vs {row['low_county']} (Sbar {row['sbar_low_median']:.3g} $ bil)")
+        lines.append(
+            f"{row['high_county']} (Sbar {row['sbar_high_median']:.3g} $ bil) vs {row['low_county']} (Sbar {row['sbar_low_median']:.3g} $ bil)"
+        )
         lines.append(
             f"  P(dominance) = {row['p_dominance']:.3f}   P(gamma dS > 0) = {row['p_gamma_dS']:.3f}   "
             f"draws disagreeing: {row['draws_disagreeing']}   max CDF gap (median) {row['max_cdf_gap_median']:.3g}"

@@ -161,7 +161,11 @@ def default_neighbors(world: FittedWorld, entrant: int, radius_km: float = DEFAU
     occupied = world.panel.occupied
     distance = distance_matrix_km(world.panel.counties, [entrant], occupied)[0]
     order = np.argsort(distance, kind="stable")
-    return [str(world.panel.counties.fips[occupied[i]]) for i in order if distance[i] <= radius_km and occupied[i] != entrant]
+    return [
+        str(world.panel.counties.fips[occupied[i]])
+        for i in order
+        if distance[i] <= radius_km and occupied[i] != entrant
+    ]
 
 
 def _county_firms_in_year(panel: PreparedPanel, county: int, year: int) -> tuple[np.ndarray, int | None, str | None]:
@@ -186,20 +190,36 @@ def read_county_sales(path: str | Path) -> dict[str, float]:
     frame = read_table(path)
     for column in ("fips", "sales"):
         if column not in frame.columns:
-            raise InputError(path, column, f"missing column; columns found: {', '.join(frame.columns)}",
-                             hint="a county-sales table has columns fips (5 digits) and sales ($ million)")
+            raise InputError(
+                path,
+                column,
+                f"missing column; columns found: {', '.join(frame.columns)}",
+                hint="a county-sales table has columns fips (5 digits) and sales ($ million)",
+            )
     fips = frame["fips"].astype(str).str.strip()
     bad = ~fips.str.fullmatch(r"\d{5}")
     if bad.any():
-        raise InputError(path, "fips", "malformed FIPS codes (not exactly 5 digits)", rows=list(frame.index[bad.to_numpy()]),
-                         hint="write FIPS as 5-digit text, e.g. 06085")
+        raise InputError(
+            path,
+            "fips",
+            "malformed FIPS codes (not exactly 5 digits)",
+            rows=list(frame.index[bad.to_numpy()]),
+            hint="write FIPS as 5-digit text, e.g. 06085",
+        )
     sales = pd.to_numeric(frame["sales"], errors="coerce")
     bad = ~np.isfinite(sales) | (sales < 0)
     if bad.any():
-        raise InputError(path, "sales", "missing, non-numeric or negative sales", rows=list(frame.index[bad.to_numpy()]),
-                         hint="sales are $ million, e.g. 7640 for Santa Clara's software sales in 2002")
+        raise InputError(
+            path,
+            "sales",
+            "missing, non-numeric or negative sales",
+            rows=list(frame.index[bad.to_numpy()]),
+            hint="sales are $ million, e.g. 7640 for Santa Clara's software sales in 2002",
+        )
     if fips.duplicated().any():
-        raise InputError(path, "fips", "duplicated FIPS codes", rows=list(frame.index[fips.duplicated(keep=False).to_numpy()]))
+        raise InputError(
+            path, "fips", "duplicated FIPS codes", rows=list(frame.index[fips.duplicated(keep=False).to_numpy()])
+        )
     return dict(zip(fips.tolist(), sales.astype(float).tolist()))
 
 
@@ -255,10 +275,16 @@ def table6(
     if not np.isfinite(rd_stock_mil) or rd_stock_mil < 0:
         raise BayesSpillError(f"the entrant's R&D stock must be a non-negative number of $ million, got {rd_stock_mil}")
     if alpha == "implied" and not draws.has_location:
-        raise BayesSpillError("alpha='implied' needs a fit with the location block (gamma, county effects); use alpha='firm'")
+        raise BayesSpillError(
+            "alpha='implied' needs a fit with the location block (gamma, county effects); use alpha='firm'"
+        )
     try:
         entrant = int(panel.counties.index_of([county])[0])
-        listed = [county] + [f for f in dict.fromkeys(neighbors if neighbors is not None else default_neighbors(world, entrant, radius_km)) if f != county]
+        listed = [county] + [
+            f
+            for f in dict.fromkeys(neighbors if neighbors is not None else default_neighbors(world, entrant, radius_km))
+            if f != county
+        ]
         idx = panel.counties.index_of(listed)
     except KeyError as exc:
         raise BayesSpillError(str(exc.args[0])) from None
@@ -280,9 +306,13 @@ def table6(
     year_pos = int(np.argmin(np.abs(panel.years - year)))
     if log_model and panel.years[year_pos] != year:
         notes.append(f"{year} is not a year of the panel: the spillover field of {panel.years[year_pos]} is used")
-    field_rows = _field_rows(world, idx, year_pos, draws.halflife_km) if log_model else np.zeros((draws.n_draws, len(idx)))
+    field_rows = (
+        _field_rows(world, idx, year_pos, draws.halflife_km) if log_model else np.zeros((draws.n_draws, len(idx)))
+    )
     if alpha == "implied" and panel.years[year_pos] != year and not log_model:
-        notes.append(f"{year} is not a year of the panel: the sales weights use the spillover field of {panel.years[year_pos]}")
+        notes.append(
+            f"{year} is not a year of the panel: the sales weights use the spillover field of {panel.years[year_pos]}"
+        )
     own_excluded = world.spill.own_stock_bil is not None
 
     D, C = draws.n_draws, len(idx)
@@ -295,14 +325,26 @@ def table6(
             notes.append(note)
         firm_sets.append((obs, used))
         in_choice = world.choice_position(str(panel.counties.fips[county_idx])) is not None
-        rows.append(CountyRow(str(panel.counties.fips[county_idx]), panel.counties.label(int(county_idx)), float(distance[c]), len(obs), used, in_choice))
+        rows.append(
+            CountyRow(
+                str(panel.counties.fips[county_idx]),
+                panel.counties.label(int(county_idx)),
+                float(distance[c]),
+                len(obs),
+                used,
+                in_choice,
+            )
+        )
 
     if alpha == "firm":
+
         def firm_percent(obs: np.ndarray, w: np.ndarray, base_field: np.ndarray, own: bool) -> np.ndarray:
             """Sales-weighted percent gain (D,) of the firms at observation rows ``obs``."""
             sale = panel.sale[obs]
             a = draws.alpha[:, panel.obs_firm[obs]]  # (D, n)
-            base = base_field[:, None] - (panel.rd_stock[obs][None, :] / MILLION_PER_BILLION if (own and own_excluded) else 0.0)
+            base = base_field[:, None] - (
+                panel.rd_stock[obs][None, :] / MILLION_PER_BILLION if (own and own_excluded) else 0.0
+            )
             g = a * gain(w[:, None] * r_bil, base)
             return 100.0 * (np.expm1(g) * sale[None, :]).sum(axis=1) / sale.sum()
 
@@ -319,7 +361,9 @@ def table6(
             if row.firms == 0:
                 notes.append(f"{row.name} has no sample firm: no firm-level alpha (try --alpha implied)")
         if len(e_obs) == 0:
-            notes.append(f"the entrant county {rows[0].name} has no sample firm: the distance-decay-only column needs its firms")
+            notes.append(
+                f"the entrant county {rows[0].name} has no sample firm: the distance-decay-only column needs its firms"
+            )
     else:
         positions = [world.choice_position(r.fips) for r in rows]
         for c, row in enumerate(rows):
@@ -333,11 +377,15 @@ def table6(
         known = [c for c in range(C) if positions[c] is not None]
         for d in range(D):
             args = (draws.county_effect[d], draws.gamma[d], sbar[d], draws.mu_alpha[d], draws.sigma_alpha[d])
-            entrant_density = implied_alpha_density(*args, [positions[0]], tilt=[tilt[d, 0]]) if positions[0] is not None else None
+            entrant_density = (
+                implied_alpha_density(*args, [positions[0]], tilt=[tilt[d, 0]]) if positions[0] is not None else None
+            )
             for c in known:
                 both = gain(weight[d, c] * r_bil, field_rows[d, c])
                 no_decay = gain(r_bil, field_rows[d, c])
-                grid, dens = entrant_density if c == 0 else implied_alpha_density(*args, [positions[c]], tilt=[tilt[d, c]])
+                grid, dens = (
+                    entrant_density if c == 0 else implied_alpha_density(*args, [positions[c]], tilt=[tilt[d, c]])
+                )
                 percent[d, c, 2] = 100.0 * implied_expectation(grid, dens, np.expm1(grid * both)[None, :])[0]
                 percent[d, c, 1] = 100.0 * implied_expectation(grid, dens, np.expm1(grid * no_decay)[None, :])[0]
             if entrant_density is not None:
@@ -356,7 +404,18 @@ def table6(
         if missing:
             notes.append(f"no county sales given for {', '.join(missing)}: no $ figure there")
         usd = percent[:, :, 2] / 100.0 * sales[None, :]
-    return Table6Result(county, float(rd_stock_mil), int(year), alpha, tuple(rows), percent, usd, county_sales, tuple(dict.fromkeys(notes)), draws.label)
+    return Table6Result(
+        county,
+        float(rd_stock_mil),
+        int(year),
+        alpha,
+        tuple(rows),
+        percent,
+        usd,
+        county_sales,
+        tuple(dict.fromkeys(notes)),
+        draws.label,
+    )
 
 
 def table6_truth(world_or_panel, county: str, rd_stock_mil: float, year: int, **kwargs) -> Table6Result:

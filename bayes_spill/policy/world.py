@@ -73,7 +73,9 @@ def load_world(source, counties=None, max_draws: int | None = None) -> FittedWor
     notes = []
     if fit.truth is not None:
         panel = PreparedPanel(**{**panel.__dict__, "truth": fit.truth})
-        notes.append(f"the fit's data is the embedded dataset {fit.tree.attrs.get('data_source')}: its true parameters are known")
+        notes.append(
+            f"the fit's data is the embedded dataset {fit.tree.attrs.get('data_source')}: its true parameters are known"
+        )
     return FittedWorld(panel, fit.config, spill, fit.draws.thin(max_draws), tuple(notes))
 
 
@@ -98,7 +100,9 @@ def attach_truth(world: FittedWorld, truth_file: str | Path) -> FittedWorld:
 def draws_from_truth(panel: PreparedPanel, spill: kernel.SpilloverInputs) -> PosteriorDraws:
     """The simulation's true parameters (``panel.truth``) as one draw on the panel's firms and the
     choice set of ``spill``."""
-    return PosteriorDraws.from_truth(panel.truth, panel.firms.astype(str), panel.counties.fips[spill.choice_set].astype(str))
+    return PosteriorDraws.from_truth(
+        panel.truth, panel.firms.astype(str), panel.counties.fips[spill.choice_set].astype(str)
+    )
 
 
 def truth_world(world: FittedWorld) -> FittedWorld:

@@ -256,7 +256,10 @@ def build_field_table(
     half = 0.5 * (u1 - u0) / pieces
     degree = _degree(bound, strip_rho(half), error_target)
     coefficients = np.stack(
-        [_chebyshev_fit(lambda x, c=0.5 * (edges[p] + edges[p + 1]): field(math.exp(c + half * x)), degree) for p in range(pieces)]
+        [
+            _chebyshev_fit(lambda x, c=0.5 * (edges[p] + edges[p + 1]): field(math.exp(c + half * x)), degree)
+            for p in range(pieces)
+        ]
     )
     # beyond h_max, w = 1/h in [0, w_max]; in E_rho, Re w >= -(semi-major - w_max/2), where
     # |exp(-ln2 d w)| <= exp(ln2 d_max (semi-major - w_max/2))
@@ -296,5 +299,7 @@ def evaluate_field_table(table: FieldTable, halflife_km, backend=np):
     x = xp.clip((u - u0 - (2.0 * p + 1.0) * half) / half, -1.0, 1.0)
     near = chebyshev_series(const(table.coefficients)[p], x, table.coefficients.shape[-1], backend)
     w = xp.clip(1.0 / halflife_km, 0.0, table.w_max)
-    far = chebyshev_series(const(table.far_coefficients), 2.0 * w / table.w_max - 1.0, table.far_coefficients.shape[-1], backend)
+    far = chebyshev_series(
+        const(table.far_coefficients), 2.0 * w / table.w_max - 1.0, table.far_coefficients.shape[-1], backend
+    )
     return xp.where(halflife_km * table.w_max > 1.0, far, near)

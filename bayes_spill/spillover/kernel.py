@@ -51,8 +51,6 @@ def firm_spillover(field, obs_receiver, obs_year, own_stock_bil=None):
     return s if own_stock_bil is None else s - own_stock_bil
 
 
-
-
 @dataclass(frozen=True, eq=False)
 class SpilloverInputs:
     """Everything the kernel needs from a panel, precomputed once (numpy arrays).
@@ -98,7 +96,9 @@ def spillover_inputs(
     else:
         where = np.flatnonzero(panel.years == sbar_year)
         if len(where) == 0:
-            raise ConfigError(f"model.sbar_year = {sbar_year} is not a year of the panel ({panel.years.min()}-{panel.years.max()})")
+            raise ConfigError(
+                f"model.sbar_year = {sbar_year} is not a year of the panel ({panel.years.min()}-{panel.years.max()})"
+            )
         choice_pool = pool[:, where[0]]
     return SpilloverInputs(
         sources=sources,
@@ -163,7 +163,9 @@ class SpilloverTransform:
         """T(S): S itself, or log max(S, floor_bil); numpy or PyTensor."""
         return transform(s, self.kind, self.floor_bil, backend)
 
-    def inputs(self, panel: PreparedPanel, choice_set: str = "occupied", sbar_year: int | None = None) -> SpilloverInputs:
+    def inputs(
+        self, panel: PreparedPanel, choice_set: str = "occupied", sbar_year: int | None = None
+    ) -> SpilloverInputs:
         """The kernel's inputs for a panel, with the own stock excluded as this transform says."""
         return spillover_inputs(panel, choice_set, self.exclude_own, sbar_year)
 

@@ -55,7 +55,12 @@ def estimate(
     }
     if settings.spec1:
         nls, ngrid, nvalues = nls_spec1(d, settings, weights)
-        out.update({f"spec1_{n}": float(b) if ok else float("nan") for n, b, ok in zip(BETA_NAMES, nls.beta, fit.identified[:4])})
+        out.update(
+            {
+                f"spec1_{n}": float(b) if ok else float("nan")
+                for n, b, ok in zip(BETA_NAMES, nls.beta, fit.identified[:4])
+            }
+        )
         out["spec1_alpha"] = nls.alpha
         out["spec1_halflife_km"] = nls.halflife_km
         out["_nls_profile"] = (ngrid, nvalues)
@@ -105,7 +110,9 @@ def bootstrap(d: Design, settings: BaselineSettings, start=None, progress: bool 
         # spawned (not forked) workers: no inherited sampler or BLAS threads; a script that calls
         # this needs the usual `if __name__ == "__main__":` guard
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(d, settings, start)) as pool:
+        with ProcessPoolExecutor(
+            max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(d, settings, start)
+        ) as pool:
             for row in pool.map(_replicate, seeds, chunksize=max(1, len(seeds) // (8 * workers))):
                 rows.append(row)
                 if bar:

@@ -72,7 +72,9 @@ class Design:
     n_firms: int
 
 
-def design(panel: PreparedPanel, transform: kernel.SpilloverTransform = kernel.LEVELS, sbar_year: int | None = None) -> Design:
+def design(
+    panel: PreparedPanel, transform: kernel.SpilloverTransform = kernel.LEVELS, sbar_year: int | None = None
+) -> Design:
     """Precompute the estimator's arrays from a panel (rows sorted by firm, as PreparedPanel is).
 
     Parameters

@@ -98,9 +98,15 @@ def _two_step(panel, config, settings: BaselineSettings, table4_bootstrap, progr
     # a coefficient that is not identified (a regressor constant within every firm) is absorbed
     # by the firm intercept, so any value gives the same alpha_hat: pass 0
     beta_for_alpha = np.where(fit.identified[:4], fit.beta, 0.0)
-    alpha_hat, s_variation = se.naive_alpha_hat(panel, beta_for_alpha, fit.halflife_km, year_effect, spec.spillover_transform)
+    alpha_hat, s_variation = se.naive_alpha_hat(
+        panel, beta_for_alpha, fit.halflife_km, year_effect, spec.spillover_transform
+    )
     est = estimate(d, settings, alpha_hat=(alpha_hat, s_variation), gmm_result=gmm_result)
-    boot = bootstrap(d, settings, start=(est["mu_alpha"], est["sigma_alpha"], est["gamma"]), progress=progress) if settings.n_bootstrap else pd.DataFrame()
+    boot = (
+        bootstrap(d, settings, start=(est["mu_alpha"], est["sigma_alpha"], est["gamma"]), progress=progress)
+        if settings.n_bootstrap
+        else pd.DataFrame()
+    )
 
     s_at_firm = se.spillover_at_firm_county(panel, est["halflife_km"], spec.spillover_transform)
     top = se.top_spillover_firms(panel, s_at_firm, k=20)
@@ -115,16 +121,27 @@ def _two_step(panel, config, settings: BaselineSettings, table4_bootstrap, progr
     notes = []
     for name, ok in zip(BETA_NAMES, fit.identified[:4]):
         if not ok:
-            notes.append(f"{name} is not identified with firm effects (its regressor does not vary within any firm): reported as nan")
-    if est["halflife_km"] >= settings.halflife_bounds_km[1] * 0.999 or est["halflife_km"] <= settings.halflife_bounds_km[0] * 1.001:
+            notes.append(
+                f"{name} is not identified with firm effects (its regressor does not vary within any firm): reported as nan"
+            )
+    if (
+        est["halflife_km"] >= settings.halflife_bounds_km[1] * 0.999
+        or est["halflife_km"] <= settings.halflife_bounds_km[0] * 1.001
+    ):
         notes.append(f"the GMM half-life is at the edge of the search interval {settings.halflife_bounds_km} km")
     minima = local_minima(*est["_gmm_profile"])
     if len(minima) > 1:
-        notes.append("the GMM profile has several local minima on its grid, at about " + ", ".join(f"{m:,.0f}" for m in minima) + " km")
+        notes.append(
+            "the GMM profile has several local minima on its grid, at about "
+            + ", ".join(f"{m:,.0f}" for m in minima)
+            + " km"
+        )
     if "_nls_profile" in est:
         nminima = local_minima(*est["_nls_profile"])
         if len(nminima) > 1:
-            notes.append("the spec. (1) NLS profile has local minima at about " + ", ".join(f"{m:,.0f}" for m in nminima) + " km")
+            notes.append(
+                "the spec. (1) NLS profile has local minima at about " + ", ".join(f"{m:,.0f}" for m in nminima) + " km"
+            )
     result = BaselineResult(
         estimates=public_estimates(est),
         bootstrap=boot,

@@ -71,7 +71,9 @@ def gmm_at(d: Design, halflife_km: float, weights: np.ndarray | None = None) -> 
     y_dm = d.q_dm - d.z_dm @ coef  # within-demeaned q - z beta (v_t included in z)
     cross = segment_sum(proj.s_dm * y_dm, d.obs_firm, d.n_firms)
     with np.errstate(invalid="ignore", divide="ignore"):
-        alpha_hat = np.where(proj.s_variation > 0, cross / np.where(proj.s_variation > 0, proj.s_variation, 1.0), np.nan)
+        alpha_hat = np.where(
+            proj.s_variation > 0, cross / np.where(proj.s_variation > 0, proj.s_variation, 1.0), np.nan
+        )
     return GMMFit(
         halflife_km=float(halflife_km),
         objective=float(np.sum(w * ssr)),
@@ -94,7 +96,9 @@ def _profile(objective, settings: BaselineSettings) -> tuple[float, np.ndarray, 
     best = int(np.nanargmin(values))
     left = np.log(grid[max(best - 1, 0)])
     right = np.log(grid[min(best + 1, len(grid) - 1)])
-    res = optimize.minimize_scalar(lambda u: objective(math.exp(u)), bounds=(left, right), method="bounded", options={"xatol": 1e-6})
+    res = optimize.minimize_scalar(
+        lambda u: objective(math.exp(u)), bounds=(left, right), method="bounded", options={"xatol": 1e-6}
+    )
     h = math.exp(res.x) if res.fun <= values[best] else float(grid[best])
     return h, grid, values
 
@@ -108,7 +112,9 @@ def local_minima(grid: np.ndarray, values: np.ndarray) -> list[float]:
     return out
 
 
-def gmm(d: Design, settings: BaselineSettings, weights: np.ndarray | None = None) -> tuple[GMMFit, np.ndarray, np.ndarray]:
+def gmm(
+    d: Design, settings: BaselineSettings, weights: np.ndarray | None = None
+) -> tuple[GMMFit, np.ndarray, np.ndarray]:
     """The A-B GMM estimate: (fit at the minimising half-life, profile grid, profile values)."""
     h, grid, values = _profile(lambda hh: gmm_at(d, hh, weights).objective, settings)
     return gmm_at(d, h, weights), grid, values
@@ -141,6 +147,8 @@ def nls_at(d: Design, halflife_km: float, weights: np.ndarray | None = None) -> 
     return NLSFit(float(halflife_km), ssr, coef[:4], float(coef[-1]), np.concatenate([[0.0], coef[4:-1]]))
 
 
-def nls_spec1(d: Design, settings: BaselineSettings, weights: np.ndarray | None = None) -> tuple[NLSFit, np.ndarray, np.ndarray]:
+def nls_spec1(
+    d: Design, settings: BaselineSettings, weights: np.ndarray | None = None
+) -> tuple[NLSFit, np.ndarray, np.ndarray]:
     h, grid, values = _profile(lambda hh: nls_at(d, hh, weights).ssr, settings)
     return nls_at(d, h, weights), grid, values

@@ -43,7 +43,9 @@ def predicted_shares(a: np.ndarray, sbar: np.ndarray, gamma: float, mu: float, s
     return w @ probs
 
 
-def blp_map(a: np.ndarray, log_shares: np.ndarray, sbar: np.ndarray, gamma: float, mu: float, sigma: float, quad) -> np.ndarray:
+def blp_map(
+    a: np.ndarray, log_shares: np.ndarray, sbar: np.ndarray, gamma: float, mu: float, sigma: float, quad
+) -> np.ndarray:
     """The paper's H(a) (Section 4.2): log n_l - log E[exp(gamma alpha S_l) / sum_m exp(a_m + gamma alpha S_m)]."""
     z, w = quad
     alpha = mu + sigma * z
@@ -101,7 +103,9 @@ def location_data(alpha_hat, s_variation, sigma_w2_value, firm_choice, sbar, wei
     remap[occupied] = np.arange(len(occupied))
     s_var = np.asarray(s_variation, float)
     with np.errstate(divide="ignore"):
-        var_nu = np.where((s_var > 0) & np.isfinite(alpha_hat), sigma_w2_value / np.where(s_var > 0, s_var, 1.0), np.inf)
+        var_nu = np.where(
+            (s_var > 0) & np.isfinite(alpha_hat), sigma_w2_value / np.where(s_var > 0, s_var, 1.0), np.inf
+        )
     return LocationData(
         alpha_hat=np.asarray(alpha_hat, float)[keep],
         var_nu=var_nu[keep],
@@ -112,7 +116,9 @@ def location_data(alpha_hat, s_variation, sigma_w2_value, firm_choice, sbar, wei
     )
 
 
-def firm_location_loglik(ld: LocationData, a: np.ndarray, mu: float, sigma: float, gamma: float, quad, exact: bool = False) -> np.ndarray:
+def firm_location_loglik(
+    ld: LocationData, a: np.ndarray, mu: float, sigma: float, gamma: float, quad, exact: bool = False
+) -> np.ndarray:
     """log integral P(l_i | alpha) N(alpha_hat_i; alpha, var_nu_i) N(alpha; mu, sigma^2) d alpha per firm
     (exact=True evaluates the logit denominator at every node instead of interpolating it)."""
     z, w = quad
@@ -147,7 +153,9 @@ class LocationFit:
     evaluations: int
 
 
-def location_ml(ld: LocationData, settings: BaselineSettings, start: tuple[float, float, float] | None = None) -> LocationFit:
+def location_ml(
+    ld: LocationData, settings: BaselineSettings, start: tuple[float, float, float] | None = None
+) -> LocationFit:
     """Maximum likelihood for (mu_alpha, sigma_alpha, gamma) with a(theta) from the contraction.
 
     Quasi-Newton (L-BFGS-B on mu, log sigma, gamma) with a Nelder-Mead fallback. Without a start
@@ -161,7 +169,9 @@ def location_ml(ld: LocationData, settings: BaselineSettings, start: tuple[float
         good = np.isfinite(ld.var_nu)
         precise = good & (ld.var_nu <= np.nanmedian(np.where(good, ld.var_nu, np.nan)))
         mu0 = float(np.median(ld.alpha_hat[precise])) if precise.any() else 0.0
-        spread = float(np.subtract(*np.percentile(ld.alpha_hat[precise], [75, 25])) / 1.349) if precise.sum() > 3 else 0.5
+        spread = (
+            float(np.subtract(*np.percentile(ld.alpha_hat[precise], [75, 25])) / 1.349) if precise.sum() > 3 else 0.5
+        )
         start = (mu0, max(spread, 0.05), 0.0)
     cache = {"a": None, "n": 0}
 
@@ -172,7 +182,17 @@ def location_ml(ld: LocationData, settings: BaselineSettings, start: tuple[float
             return 1e300
         cache["n"] += 1
         try:
-            a, _ = blp_contraction(ld.log_shares, ld.sbar, gamma, mu, sigma, quad, cache["a"], settings.contraction_tol, settings.contraction_max_iter)
+            a, _ = blp_contraction(
+                ld.log_shares,
+                ld.sbar,
+                gamma,
+                mu,
+                sigma,
+                quad,
+                cache["a"],
+                settings.contraction_tol,
+                settings.contraction_max_iter,
+            )
         except BayesSpillError:
             return 1e300
         cache["a"] = a
@@ -187,7 +207,12 @@ def location_ml(ld: LocationData, settings: BaselineSettings, start: tuple[float
         res = optimize.minimize(negloglik, x0, method="L-BFGS-B", bounds=bounds, options={"maxiter": 500})
         if not res.success or res.fun >= 1e299:
             # quasi-Newton can stall where the contraction fails or sigma runs to its bound: fall back
-            nm = optimize.minimize(negloglik, res.x if res.fun < 1e299 else x0, method="Nelder-Mead", options={"xatol": 1e-5, "fatol": 1e-7, "maxiter": 4000, "maxfev": 8000})
+            nm = optimize.minimize(
+                negloglik,
+                res.x if res.fun < 1e299 else x0,
+                method="Nelder-Mead",
+                options={"xatol": 1e-5, "fatol": 1e-7, "maxiter": 4000, "maxfev": 8000},
+            )
             if nm.fun <= res.fun:
                 res = nm
         return res
@@ -200,5 +225,7 @@ def location_ml(ld: LocationData, settings: BaselineSettings, start: tuple[float
     best = min((solve(x0) for x0 in starts), key=lambda r: r.fun)
     mu, log_sigma, gamma = best.x
     sigma = math.exp(log_sigma)
-    a, _ = blp_contraction(ld.log_shares, ld.sbar, gamma, mu, sigma, quad, None, settings.contraction_tol, settings.contraction_max_iter)
+    a, _ = blp_contraction(
+        ld.log_shares, ld.sbar, gamma, mu, sigma, quad, None, settings.contraction_tol, settings.contraction_max_iter
+    )
     return LocationFit(float(mu), float(sigma), float(gamma), float(-best.fun), a, bool(best.success), cache["n"])

@@ -143,14 +143,24 @@ def table3(result: BaselineResult) -> str:
         return fmt.format(value) if truth and value is not None and np.isfinite(value) else (" " * 10 if truth else "")
 
     lines = [f"{'':{LABEL}s}{'(1)':>18s}{'(2)':>18s}" + (f"{'truth':>10s}" if truth else "")]
-    for label, name in (("log K_it", "beta_k"), ("log L_it", "beta_l"), ("log R_it", "beta_r"), ("zero R&D dummy", "beta_zero_rd")):
-        lines.append(f"{label:{LABEL}s}{cell('spec1_' + name) if has1 else '':>18s}{cell(name):>18s}" + truth_cell(name))
+    for label, name in (
+        ("log K_it", "beta_k"),
+        ("log L_it", "beta_l"),
+        ("log R_it", "beta_r"),
+        ("zero R&D dummy", "beta_zero_rd"),
+    ):
+        lines.append(
+            f"{label:{LABEL}s}{cell('spec1_' + name) if has1 else '':>18s}{cell(name):>18s}" + truth_cell(name)
+        )
     lines.append(f"{'S_it (one alpha, spec. 1)':{LABEL}s}{cell('spec1_alpha') if has1 else '':>18s}{'':>18s}")
     lines.append(
         f"{'Spillover half-life (log 2/lambda), km':{LABEL}s}"
-        f"{cell('spec1_halflife_km', '{:,.0f}') if has1 else '':>18s}{cell('halflife_km', '{:,.0f}'):>18s}" + truth_cell("halflife_km", "{:>10,.0f}")
+        f"{cell('spec1_halflife_km', '{:,.0f}') if has1 else '':>18s}{cell('halflife_km', '{:,.0f}'):>18s}"
+        + truth_cell("halflife_km", "{:>10,.0f}")
     )
-    lines.append(f"{'sigma_w (Appendix 7.4)':{LABEL}s}{'':>18s}{_cell(result.estimates['sigma_w']):>18s}" + truth_cell("sigma_w"))
+    lines.append(
+        f"{'sigma_w (Appendix 7.4)':{LABEL}s}{'':>18s}{_cell(result.estimates['sigma_w']):>18s}" + truth_cell("sigma_w")
+    )
     lines.append(f"{'# of observations':{LABEL}s}{result.n_obs:>18,d}{result.n_obs:>18,d}")
     lines.append(f"{'# of firms (GMM: those with M_i != 0)':{LABEL}s}{result.n_firms:>18,d}{result.firms_gmm:>18,d}")
     return "\n".join(lines)
@@ -160,9 +170,16 @@ def table5(result: BaselineResult) -> str:
     summ = result.summary()
     truth = result.truth or {}
     lines = [f"{'':{LABEL}s}{'estimate':>18s}" + (f"{'truth':>10s}" if truth else "")]
-    for label, name in (("Attraction parameter, gamma", "gamma"), ("Distribution of alpha_i: mu_alpha", "mu_alpha"), ("                         sigma_alpha^2", "sigma_alpha2")):
+    for label, name in (
+        ("Attraction parameter, gamma", "gamma"),
+        ("Distribution of alpha_i: mu_alpha", "mu_alpha"),
+        ("                         sigma_alpha^2", "sigma_alpha2"),
+    ):
         t_val = truth.get(name)
-        lines.append(f"{label:{LABEL}s}{_cell(summ.loc[name, 'estimate'], summ.loc[name, 't']):>18s}" + (f"{t_val:>10.3f}" if truth and t_val is not None else ""))
+        lines.append(
+            f"{label:{LABEL}s}{_cell(summ.loc[name, 'estimate'], summ.loc[name, 't']):>18s}"
+            + (f"{t_val:>10.3f}" if truth and t_val is not None else "")
+        )
     lines.append(f"{'# of firms':{LABEL}s}{result.n_firms:>18,d}")
     lines.append(f"{'# of counties (choice set)':{LABEL}s}{result.location_counties:>18,d}")
     return "\n".join(lines)
@@ -178,7 +195,9 @@ def report(result: BaselineResult) -> str:
         else "no bootstrap (point estimates only)"
     )
     summ = result.summary()
-    interval_lines = summ[["estimate", "boot_se", "lo95", "hi95", "truth", "covered"]].to_string(float_format=lambda v: f"{v:.4g}")
+    interval_lines = summ[["estimate", "boot_se", "lo95", "hi95", "truth", "covered"]].to_string(
+        float_format=lambda v: f"{v:.4g}"
+    )
     parts = [
         f"Two-step estimator (Lychagin 2010, Section 4) on {result.source}: {result.n_firms} firms, {result.n_obs} firm-years",
         f"GMM: {result.firms_gmm} firms with M_i != 0; {result.firms_dropped_short} firms with T_i <= 2 drop out of this step; "

@@ -115,7 +115,9 @@ def naive_alpha_hat(
     return within_slope(y, s, panel.obs_firm, panel.n_firms)
 
 
-def spillover_at_firm_county(panel: PreparedPanel, halflife_km: float, transform: SpilloverTransform = LEVELS) -> np.ndarray:
+def spillover_at_firm_county(
+    panel: PreparedPanel, halflife_km: float, transform: SpilloverTransform = LEVELS
+) -> np.ndarray:
     """Sbar at each firm's county, (N,): the county's field S_lt averaged over the sample years
     (own stock not excluded: this is the county's value, the x-axis of Figure 3 and the regressor
     of Table 4), transformed as the model does."""

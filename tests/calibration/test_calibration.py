@@ -86,7 +86,9 @@ def test_rank_statistic_counts_thinned_draws_below_the_truth():
 def test_uniformity_tests_accept_uniform_and_reject_biased_ranks():
     rng = np.random.default_rng(3)
     n_ranks, bins = 99, 10
-    ranks = pd.DataFrame({"uniform": rng.integers(0, n_ranks + 1, 200), "biased": np.minimum(rng.integers(0, n_ranks + 1, 200), 60)})
+    ranks = pd.DataFrame(
+        {"uniform": rng.integers(0, n_ranks + 1, 200), "biased": np.minimum(rng.integers(0, n_ranks + 1, 200), 60)}
+    )
     table = sbc.uniformity_tests(ranks, n_ranks, bins)
     assert table.loc["uniform", "chi2_p"] > 0.01 and table.loc["uniform", "ks_p"] > 0.01
     assert table.loc["biased", "chi2_p"] < 1e-6
@@ -148,7 +150,9 @@ class Interrupting:
 def test_interrupted_study_resumes_where_it_stopped(config, tmp_path):
     spec = replace(config.sbc, sims=6)
     first = Interrupting(at=4)
-    run, text = sbc.run_sbc(tmp_path / "sbc", config, spec, executor=executors.SerialExecutor(), progress=False, fn=first, plot=False)
+    run, text = sbc.run_sbc(
+        tmp_path / "sbc", config, spec, executor=executors.SerialExecutor(), progress=False, fn=first, plot=False
+    )
     assert run.interrupted and run.done == 3
     stored = sorted(p.name for p in (tmp_path / "sbc" / "replicates").glob("*.json"))
     assert stored == ["sbc-0000.json", "sbc-0001.json", "sbc-0002.json"]
@@ -156,7 +160,9 @@ def test_interrupted_study_resumes_where_it_stopped(config, tmp_path):
     assert "interrupted" in text
 
     second = Interrupting(at=10**6)
-    run, text = sbc.run_sbc(tmp_path / "sbc", config, spec, executor=executors.SerialExecutor(), progress=False, fn=second)
+    run, text = sbc.run_sbc(
+        tmp_path / "sbc", config, spec, executor=executors.SerialExecutor(), progress=False, fn=second
+    )
     assert second.calls == ["sbc-0003", "sbc-0004", "sbc-0005"]  # only what was missing
     assert run.done == 6 and not run.interrupted
     assert (tmp_path / "sbc" / "sbc_uniformity.csv").is_file() and (tmp_path / "sbc" / "sbc_ranks.png").is_file()
@@ -175,29 +181,72 @@ def test_failed_replicates_are_recorded_and_retried(config, tmp_path):
             raise RuntimeError("sampler blew up")
         return fake_sbc_fit(task)
 
-    run, text = sbc.run_sbc(tmp_path / "s", config, spec, executor=executors.SerialExecutor(), progress=False, fn=flaky, plot=False)
+    run, text = sbc.run_sbc(
+        tmp_path / "s", config, spec, executor=executors.SerialExecutor(), progress=False, fn=flaky, plot=False
+    )
     assert run.done == 2 and "sbc-0001" in run.failed
     failure = json.loads((tmp_path / "s" / "failures" / "sbc-0001.json").read_text())
     assert "sampler blew up" in failure["error"]
-    run, _ = sbc.run_sbc(tmp_path / "s", config, spec, executor=executors.SerialExecutor(), progress=False, fn=fake_sbc_fit, plot=False)
+    run, _ = sbc.run_sbc(
+        tmp_path / "s", config, spec, executor=executors.SerialExecutor(), progress=False, fn=fake_sbc_fit, plot=False
+    )
     assert run.done == 3 and run.ran == 1
     assert not (tmp_path / "s" / "failures" / "sbc-0001.json").exists()
 
 
 def test_a_study_folder_refuses_other_settings_but_can_grow(config, tmp_path):
-    sbc.run_sbc(tmp_path / "s", config, replace(config.sbc, sims=2), executor=executors.SerialExecutor(), progress=False, fn=fake_sbc_fit, plot=False)
+    sbc.run_sbc(
+        tmp_path / "s",
+        config,
+        replace(config.sbc, sims=2),
+        executor=executors.SerialExecutor(),
+        progress=False,
+        fn=fake_sbc_fit,
+        plot=False,
+    )
     with pytest.raises(BayesSpillError, match="other settings"):
-        sbc.run_sbc(tmp_path / "s", config, replace(config.sbc, sims=2, firms=99), executor=executors.SerialExecutor(), progress=False, fn=fake_sbc_fit)
+        sbc.run_sbc(
+            tmp_path / "s",
+            config,
+            replace(config.sbc, sims=2, firms=99),
+            executor=executors.SerialExecutor(),
+            progress=False,
+            fn=fake_sbc_fit,
+        )
     calls = Interrupting(at=10**6)
-    run, text = sbc.run_sbc(tmp_path / "s", config, replace(config.sbc, sims=4), executor=executors.SerialExecutor(), progress=False, fn=calls, plot=False)
+    run, text = sbc.run_sbc(
+        tmp_path / "s",
+        config,
+        replace(config.sbc, sims=4),
+        executor=executors.SerialExecutor(),
+        progress=False,
+        fn=calls,
+        plot=False,
+    )
     assert calls.calls == ["sbc-0002", "sbc-0003"] and run.done == 4  # more simulations extend the study
-    _, text = sbc.run_sbc(tmp_path / "s", config, replace(config.sbc, sims=3), executor=executors.SerialExecutor(), progress=False, fn=calls, plot=False)
+    _, text = sbc.run_sbc(
+        tmp_path / "s",
+        config,
+        replace(config.sbc, sims=3),
+        executor=executors.SerialExecutor(),
+        progress=False,
+        fn=calls,
+        plot=False,
+    )
     assert "3 of 3 simulations done" in text  # a report covers the requested simulations only
 
 
 def test_local_process_pool_runs_and_stores_every_replicate(config, tmp_path):
     spec = replace(config.sbc, sims=4)
-    run, _ = sbc.run_sbc(tmp_path / "pool", config, spec, executor=executors.LocalExecutor(2), progress=False, fn=fake_sbc_fit, plot=False)
+    run, _ = sbc.run_sbc(
+        tmp_path / "pool",
+        config,
+        spec,
+        executor=executors.LocalExecutor(2),
+        progress=False,
+        fn=fake_sbc_fit,
+        plot=False,
+    )
     assert run.done == 4 and not run.failed
     serial_ranks = [fake_sbc_fit(t)["ranks"] for t in sbc.sbc_tasks(config, spec)]
     stored = [json.loads(p.read_text())["ranks"] for p in sorted((tmp_path / "pool" / "replicates").glob("*.json"))]
@@ -211,7 +260,15 @@ def fake_mc_fit(task: dict) -> dict:
     for name, t in truth.items():
         est = t + rng.normal(0, 0.1 * abs(t))
         estimates[name] = {"estimate": est, "lo": est - 0.2 * abs(t), "hi": est + 0.2 * abs(t), "sd": 0.1 * abs(t)}
-    return {"key": task["key"], "index": task["index"], "method": task["method"], "truth": truth, "estimates": estimates, "level": 0.9, "wall_seconds": 1.0 + (task["method"] == "joint")}
+    return {
+        "key": task["key"],
+        "index": task["index"],
+        "method": task["method"],
+        "truth": truth,
+        "estimates": estimates,
+        "level": 0.9,
+        "wall_seconds": 1.0 + (task["method"] == "joint"),
+    }
 
 
 def test_montecarlo_table_and_resume(config, tmp_path):
@@ -219,9 +276,13 @@ def test_montecarlo_table_and_resume(config, tmp_path):
     tasks = montecarlo.montecarlo_tasks(config, spec)
     assert len(tasks) == 10 and {t["method"] for t in tasks} == {"joint", "twostep"}
     assert tasks[0]["data_seed"] == tasks[1]["data_seed"]  # both methods fit the same dataset
-    run, text = montecarlo.run_montecarlo(tmp_path / "mc", config, spec, executor=executors.SerialExecutor(), progress=False, fn=_mc_interrupting(7))
+    run, text = montecarlo.run_montecarlo(
+        tmp_path / "mc", config, spec, executor=executors.SerialExecutor(), progress=False, fn=_mc_interrupting(7)
+    )
     assert run.interrupted and run.done == 6
-    run, text = montecarlo.run_montecarlo(tmp_path / "mc", config, spec, executor=executors.SerialExecutor(), progress=False, fn=fake_mc_fit)
+    run, text = montecarlo.run_montecarlo(
+        tmp_path / "mc", config, spec, executor=executors.SerialExecutor(), progress=False, fn=fake_mc_fit
+    )
     assert run.done == 10 and run.ran == 4
     table = pd.read_csv(tmp_path / "mc" / "montecarlo_table.csv", index_col=[0, 1])
     assert set(table.index.get_level_values(1)) == {"joint", "twostep"}
@@ -230,7 +291,15 @@ def test_montecarlo_table_and_resume(config, tmp_path):
     assert (table["datasets"] == 5).all()
     assert "bias, RMSE and coverage side by side" in text and "wall time" in text
     # more datasets, report only: nothing is fitted and the table covers what is stored
-    run, text = montecarlo.run_montecarlo(tmp_path / "mc", config, replace(spec, datasets=7), executor=executors.SerialExecutor(), progress=False, fn=None, report_only=True)
+    run, text = montecarlo.run_montecarlo(
+        tmp_path / "mc",
+        config,
+        replace(spec, datasets=7),
+        executor=executors.SerialExecutor(),
+        progress=False,
+        fn=None,
+        report_only=True,
+    )
     assert run.ran == 0 and run.done == 10 and run.total == 14
     reps = store.load_replicates(tmp_path / "mc")
     errors = [r["estimates"]["gamma"]["estimate"] - 0.053 for r in reps if r["method"] == "joint"]
@@ -290,7 +359,9 @@ TINY_SIMULATION = (("first_year", 1996), ("last_year", 2005))
 
 @pytest.mark.slow
 def test_tiny_sbc_with_real_fits(config, tmp_path):
-    spec = replace(config.sbc, sims=3, firms=60, draws=50, tune=50, chains=2, ranks=19, bins=5, simulation=TINY_SIMULATION)
+    spec = replace(
+        config.sbc, sims=3, firms=60, draws=50, tune=50, chains=2, ranks=19, bins=5, simulation=TINY_SIMULATION
+    )
     run, text = sbc.run_sbc(tmp_path / "sbc", config, spec, executor=executors.LocalExecutor(2), progress=False)
     assert run.done == 3 and not run.failed, run.failed
     for rep in store.load_replicates(tmp_path / "sbc"):
@@ -302,18 +373,34 @@ def test_tiny_sbc_with_real_fits(config, tmp_path):
 
 @pytest.mark.slow
 def test_tiny_montecarlo_with_real_fits(config, tmp_path):
-    spec = replace(config.montecarlo, datasets=1, firms=60, draws=50, tune=50, chains=2, bootstrap=4, simulation=TINY_SIMULATION)
-    run, text = montecarlo.run_montecarlo(tmp_path / "mc", config, spec, executor=executors.LocalExecutor(2), progress=False)
+    spec = replace(
+        config.montecarlo, datasets=1, firms=60, draws=50, tune=50, chains=2, bootstrap=4, simulation=TINY_SIMULATION
+    )
+    run, text = montecarlo.run_montecarlo(
+        tmp_path / "mc", config, spec, executor=executors.LocalExecutor(2), progress=False
+    )
     assert run.done == 2 and not run.failed, run.failed
     table = pd.read_csv(tmp_path / "mc" / "montecarlo_table.csv", index_col=[0, 1])
-    assert {("halflife_km", "joint"), ("halflife_km", "twostep"), ("gamma", "joint"), ("gamma", "twostep")} <= set(table.index)
+    assert {("halflife_km", "joint"), ("halflife_km", "twostep"), ("gamma", "joint"), ("gamma", "twostep")} <= set(
+        table.index
+    )
 
 
 def test_dask_executor_on_a_local_cluster(config, tmp_path):
     distributed = pytest.importorskip("distributed")  # optional extra: pip install 'bayes_spill[dask]'
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+    ) as cluster:
         executor = executors.make_executor(scheduler=cluster.scheduler_address)
-        run, _ = sbc.run_sbc(tmp_path / "dask", config, replace(config.sbc, sims=3), executor=executor, progress=False, fn=fake_sbc_fit, plot=False)
+        run, _ = sbc.run_sbc(
+            tmp_path / "dask",
+            config,
+            replace(config.sbc, sims=3),
+            executor=executor,
+            progress=False,
+            fn=fake_sbc_fit,
+            plot=False,
+        )
     assert run.done == 3 and not run.failed
 
 

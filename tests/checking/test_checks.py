@@ -19,6 +19,7 @@ from bayes_spill.model.within import within_firm
 def _within(values, obs_firm, n_firms):
     return within_firm(values, obs_firm, np.bincount(obs_firm, minlength=n_firms).astype(float), axis=-1)
 
+
 N_DRAWS = 30
 
 
@@ -101,7 +102,12 @@ def test_herfindahl():
 def test_thinned_draws_are_spread_over_every_chain(fit, tree):
     thinned = fit.draws.thin_per_chain(10)
     chains, draws = thinned.chain_labels, thinned.draw_labels
-    assert list(chains) == [0, 1] and len(draws) == 5 and draws[0] == 0 and draws[-1] == tree["posterior"].sizes["draw"] - 1
+    assert (
+        list(chains) == [0, 1]
+        and len(draws) == 5
+        and draws[0] == 0
+        and draws[-1] == tree["posterior"].sizes["draw"] - 1
+    )
     every = fit.draws.thin_per_chain(10_000).draw_labels
     assert len(every) == tree["posterior"].sizes["draw"]
 
@@ -118,7 +124,9 @@ def test_replicated_log_sales_keep_firm_means_and_replace_within_part(cd):
         mu = checks._linear_predictor(cd, cd.params.alpha)[k]
         within = _within((reps.log_sales[k] - mu)[None, :], panel.obs_firm, panel.n_firms)[0]
         np.testing.assert_allclose(within, reps.noise[k], atol=1e-10)
-        assert np.std(reps.noise[k]) == pytest.approx(cd.params.sigma_w[k] * np.sqrt(1 - panel.n_firms / panel.n_obs), rel=0.25)
+        assert np.std(reps.noise[k]) == pytest.approx(
+            cd.params.sigma_w[k] * np.sqrt(1 - panel.n_firms / panel.n_obs), rel=0.25
+        )
     assert reps.choice.shape == (cd.params.n_draws, panel.n_firms)
     assert reps.choice.min() >= 0 and reps.choice.max() < len(cd.data.spill.choice_set)
 
@@ -136,7 +144,9 @@ def test_replicated_choices_follow_the_logit(cd):
 def test_alpha_given_county_follows_the_population_without_sorting(cd):
     p = cd.params
     no_sorting = replace(p, gamma=np.zeros(p.n_draws))
-    fresh = checks.alpha_given_county(checks.CheckData(**{**cd.__dict__, "params": no_sorting}), np.random.default_rng(3))
+    fresh = checks.alpha_given_county(
+        checks.CheckData(**{**cd.__dict__, "params": no_sorting}), np.random.default_rng(3)
+    )
     z = (fresh - p.mu_alpha[:, None]) / p.sigma_alpha[:, None]
     assert abs(z.mean()) < 0.1 and abs(z.std() - 1) < 0.1
 
@@ -189,7 +199,14 @@ def test_check_command_writes_report_and_group(tmp_path, capsys):
     code = main(["check", str(fit_dir), "--ppc-draws", "20", "--bootstrap", "10", "--no-figures"])
     assert code == 0
     out = capsys.readouterr().out
-    for title in ("Sampler:", "Identification", "Locations (PPC):", "Sorting, Table 4 (PPC):", "Production residuals (PPC):", "PSIS-LOO:"):
+    for title in (
+        "Sampler:",
+        "Identification",
+        "Locations (PPC):",
+        "Sorting, Table 4 (PPC):",
+        "Production residuals (PPC):",
+        "PSIS-LOO:",
+    ):
         assert title in out
     report = (fit_dir / "report.md").read_text()
     assert "## Verdicts" in report and "## Table 4 on these data" in report and "t (bootstrap)" in report

@@ -19,7 +19,9 @@ from bayes_spill.inference.fitting import REPO_MODELS
 N_FIRMS, CHAINS, DRAWS = 40, 2, 200
 
 
-def fake_fit(model: str = "lychagin2010", data_sha="abc", firms=N_FIRMS, loglik_shift=0.0, seed=0, gamma_sd=0.1, log_h_sd=0.5) -> xr.DataTree:
+def fake_fit(
+    model: str = "lychagin2010", data_sha="abc", firms=N_FIRMS, loglik_shift=0.0, seed=0, gamma_sd=0.1, log_h_sd=0.5
+) -> xr.DataTree:
     """A DataTree shaped like a fit: posterior draws, per-firm log-likelihood, observed data and
     the stored configuration of ``models/<model>.toml``."""
     rng = np.random.default_rng(seed)
@@ -37,7 +39,9 @@ def fake_fit(model: str = "lychagin2010", data_sha="abc", firms=N_FIRMS, loglik_
         {
             "/posterior": xr.Dataset(posterior),
             "/sample_stats": xr.Dataset({"diverging": (("chain", "draw"), np.zeros((CHAINS, DRAWS), bool))}),
-            "/log_likelihood": xr.Dataset({"firm_loglik": (("chain", "draw", "firm"), loglik)}, coords={"firm": firm_ids}),
+            "/log_likelihood": xr.Dataset(
+                {"firm_loglik": (("chain", "draw", "firm"), loglik)}, coords={"firm": firm_ids}
+            ),
             "/observed_data": xr.Dataset(
                 {"log_sales": (("obs",), np.arange(3.0 * firms)), "county": (("firm",), ["06085"] * firms)},
                 coords={"firm": firm_ids},
@@ -50,7 +54,9 @@ def fake_fit(model: str = "lychagin2010", data_sha="abc", firms=N_FIRMS, loglik_
 
 
 def test_loo_compares_variants_of_the_same_data_and_ranks_the_better_one():
-    result = comparison.compare({"lychagin2010": fake_fit(), "no_sorting": fake_fit("no_sorting", loglik_shift=-0.5, seed=1)})
+    result = comparison.compare(
+        {"lychagin2010": fake_fit(), "no_sorting": fake_fit("no_sorting", loglik_shift=-0.5, seed=1)}
+    )
     assert list(result.table.index) == ["lychagin2010", "no_sorting"]
     assert result.table.loc["no_sorting", "elpd_diff"] < 0
     assert set(result.pareto.columns) >= {"good", "bad", "very_bad", "max_k", "good_k"}

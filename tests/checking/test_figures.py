@@ -17,7 +17,16 @@ from bayes_spill.checking import figures  # noqa: E402
 from bayes_spill.twostep.table4 import spillover_at_firm_county  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"
-EXPECTED = ("rank", "trace", "halflife_gamma", "decay_curve", "ppc_statistics", "ppc_log_sales", "absorptive_capacity_vs_spillover", "county_map")
+EXPECTED = (
+    "rank",
+    "trace",
+    "halflife_gamma",
+    "decay_curve",
+    "ppc_statistics",
+    "ppc_log_sales",
+    "absorptive_capacity_vs_spillover",
+    "county_map",
+)
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +84,9 @@ def test_decay_bands():
     np.testing.assert_allclose(bands[:, 1], 0.5)
     np.testing.assert_allclose(bands[:, 2], 0.25)
     spread = figures.decay_bands(np.array([20.0, 59.0, 200.0]), d, probs=(0.0, 0.5, 1.0))
-    assert spread[0, 1] == pytest.approx(np.exp(-np.log(2) * 59 / 20)) and spread[2, 1] == pytest.approx(np.exp(-np.log(2) * 59 / 200))
+    assert spread[0, 1] == pytest.approx(np.exp(-np.log(2) * 59 / 20)) and spread[2, 1] == pytest.approx(
+        np.exp(-np.log(2) * 59 / 200)
+    )
 
 
 def test_county_values_match_firm_level_numbers(checked):

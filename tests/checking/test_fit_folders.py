@@ -31,7 +31,13 @@ def command(*args: str, hold: str | None = None) -> subprocess.Popen:
     env.pop(fit_folder.TEST_STOP_ENV, None)
     if hold:
         env[fit_folder.TEST_STOP_ENV] = hold
-    return subprocess.Popen([sys.executable, "-m", "bayes_spill.cli.main", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "bayes_spill.cli.main", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_held(process: subprocess.Popen, folder: Path, step: str = "staged", timeout: float = 400.0) -> Path:
@@ -58,8 +64,14 @@ def test_a_refit_into_a_checked_folder_leaves_no_old_report(tmp_path):
     fit = bayes_spill.fit(data=tiny_csv(), model=config, out=folder, progress=False, report=False)
     assert outputs(folder) == sorted([*fit_folder.FIT_FILES, fit_folder.MANIFEST])
     assert fit_folder.verify(folder) == [] and fit_folder.current_run(folder) != old_run
-    assert bayes_spill.load(folder).tree.attrs[fit_folder.RUN_ATTR] == fit.tree.attrs[fit_folder.RUN_ATTR] == fit_folder.current_run(folder)
-    assert "posterior_predictive" not in bayes_spill.load(folder).tree.children  # the check's group went with its report
+    assert (
+        bayes_spill.load(folder).tree.attrs[fit_folder.RUN_ATTR]
+        == fit.tree.attrs[fit_folder.RUN_ATTR]
+        == fit_folder.current_run(folder)
+    )
+    assert (
+        "posterior_predictive" not in bayes_spill.load(folder).tree.children
+    )  # the check's group went with its report
 
 
 def test_a_fit_that_commits_while_a_check_runs_stops_the_check(tmp_path):
@@ -81,8 +93,21 @@ def test_a_check_that_commits_while_a_fit_runs_is_replaced_by_the_fit(tmp_path):
     fit's commit then removes the check's outputs with the run they describe."""
     folder = fit_copy("lychagin2010", tmp_path / "fit")
     fit = command(
-        "fit", "--data", str(tiny_csv()), "--out", str(folder), "--draws", "10", "--tune", "10", "--chains", "1",
-        "--sampler", "pymc", "--no-progress", hold="staged",
+        "fit",
+        "--data",
+        str(tiny_csv()),
+        "--out",
+        str(folder),
+        "--draws",
+        "10",
+        "--tune",
+        "10",
+        "--chains",
+        "1",
+        "--sampler",
+        "pymc",
+        "--no-progress",
+        hold="staged",
     )
     marker = wait_held(fit, folder)
     assert main(["check", str(folder), *CHECK]) == 0
@@ -105,7 +130,9 @@ def test_a_fit_into_a_read_only_folder_fails_before_sampling(tmp_path, monkeypat
     folder.mkdir()
     monkeypatch.setattr(fitting, "sample", must_not_run)
     with read_only(folder):
-        code = main(["fit", "--data", str(tiny_csv()), "--out", str(folder), "--draws", "5", "--tune", "5", "--no-progress"])
+        code = main(
+            ["fit", "--data", str(tiny_csv()), "--out", str(folder), "--draws", "5", "--tune", "5", "--no-progress"]
+        )
     assert code == 2 and "cannot write the fit to" in capsys.readouterr().err
 
 

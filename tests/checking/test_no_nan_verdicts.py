@@ -83,7 +83,10 @@ def test_contraction_of_nan_draws_cannot_be_computed():
     halflife[1, 7] = np.inf
     table = comparison.contraction(tree_with({"gamma": gamma, "halflife_km": halflife}, rng.normal(size=(2, 100, 5))))
     verdicts = comparison.contraction_verdicts(table)
-    assert verdicts["gamma"] == "gamma: the contraction from prior to posterior cannot be computed because 1 of 200 posterior draws are not finite numbers."
+    assert (
+        verdicts["gamma"]
+        == "gamma: the contraction from prior to posterior cannot be computed because 1 of 200 posterior draws are not finite numbers."
+    )
     assert "cannot be computed because 1 of 200" in verdicts["log(halflife_km)"]
     assert not any(NAN_PERCENT.search(v) or "%" in v for v in verdicts.values())
 
@@ -108,9 +111,17 @@ def test_check_reports_nonfinite_draws_and_never_says_ok_from_them(tmp_path, cap
     assert main(["check", str(folder), "--ppc-draws", "10", "--bootstrap", "0", "--no-figures"]) == 0
     out = capsys.readouterr().out
     verdicts = dict(line[2:].split(": ", 1) for line in out.splitlines() if line.startswith("- "))
-    assert verdicts["Sampler"].startswith("PROBLEMS: The posterior holds draws that are not finite numbers: gamma (5 of 80)")
-    assert "R-hat" in verdicts["Sampler"] and "of gamma cannot be computed because its draws are not all finite numbers" in verdicts["Sampler"]
-    assert "gamma: the contraction from prior to posterior cannot be computed because 5 of 80" in verdicts["Identification (prior to posterior)"]
+    assert verdicts["Sampler"].startswith(
+        "PROBLEMS: The posterior holds draws that are not finite numbers: gamma (5 of 80)"
+    )
+    assert (
+        "R-hat" in verdicts["Sampler"]
+        and "of gamma cannot be computed because its draws are not all finite numbers" in verdicts["Sampler"]
+    )
+    assert (
+        "gamma: the contraction from prior to posterior cannot be computed because 5 of 80"
+        in verdicts["Identification (prior to posterior)"]
+    )
     for name, verdict in verdicts.items():
         assert "nan%" not in verdict.lower() and not re.search(r"p from nan", verdict), (name, verdict)
     assert "not finite numbers: gamma (5 of 80)" in (folder / "report.md").read_text()
@@ -119,7 +130,9 @@ def test_check_reports_nonfinite_draws_and_never_says_ok_from_them(tmp_path, cap
 def test_nonfinite_draws_counts_each_variable():
     values = np.zeros((2, 3))
     values[1, 2] = -np.inf
-    tree = xr.DataTree.from_dict({"/posterior": xr.Dataset({"g": (("chain", "draw"), values), "h": (("chain", "draw"), np.ones((2, 3)))})})
+    tree = xr.DataTree.from_dict(
+        {"/posterior": xr.Dataset({"g": (("chain", "draw"), values), "h": (("chain", "draw"), np.ones((2, 3)))})}
+    )
     assert report.nonfinite_draws(tree) == {"g": (1, 6)}
 
 
@@ -127,7 +140,9 @@ def test_nonfinite_draws_counts_each_variable():
 def stored_panel_tree(csv: Path, data_sha: str) -> xr.DataTree:
     config = load_config(Path(REPO_MODELS) / "lychagin2010.toml")
     panel = load_panel(csv, settings=config.panel)
-    tree = xr.DataTree.from_dict({"/observed_data": observed_data(panel, config), "/constant_data": constant_data(panel, config)})
+    tree = xr.DataTree.from_dict(
+        {"/observed_data": observed_data(panel, config), "/constant_data": constant_data(panel, config)}
+    )
     tree.attrs["data_sha256"] = data_sha
     return tree
 
@@ -142,7 +157,9 @@ def test_the_same_data_with_crlf_line_ends_is_the_same_data(tmp_path):
     assert comparison.data_identity(a)[0] == "panel sha256"
     shuffled = tmp_path / "shuffled.csv"
     pd.read_csv(lf, dtype=str).sample(frac=1.0, random_state=3).to_csv(shuffled, index=False)
-    assert comparison.data_identity(stored_panel_tree(shuffled, "x")) == comparison.data_identity(a)  # row order is not data
+    assert comparison.data_identity(stored_panel_tree(shuffled, "x")) == comparison.data_identity(
+        a
+    )  # row order is not data
 
 
 def test_changed_data_is_other_data(tmp_path):
@@ -150,7 +167,9 @@ def test_changed_data_is_other_data(tmp_path):
     frame.loc[0, "sale"] *= 1.01
     changed = tmp_path / "changed.csv"
     frame.to_csv(changed, index=False)
-    assert comparison.data_identity(stored_panel_tree(changed, "x")) != comparison.data_identity(stored_panel_tree(tiny_csv(), "x"))
+    assert comparison.data_identity(stored_panel_tree(changed, "x")) != comparison.data_identity(
+        stored_panel_tree(tiny_csv(), "x")
+    )
 
 
 @pytest.mark.slow

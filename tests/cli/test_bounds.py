@@ -85,7 +85,9 @@ def test_a_huge_model_file_is_refused_by_its_size(tmp_path):
     path = tmp_path / "big.toml"
     text = (shipped_models() / "lychagin2010.toml").read_text()
     path.write_text(text + "#" * MAX_MODEL_FILE_BYTES)
-    with pytest.raises(ConfigError, match=rf"big\.toml: is {path.stat().st_size:,} bytes, more than the {MAX_MODEL_FILE_BYTES:,}"):
+    with pytest.raises(
+        ConfigError, match=rf"big\.toml: is {path.stat().st_size:,} bytes, more than the {MAX_MODEL_FILE_BYTES:,}"
+    ):
         load_config(path)
     path.write_text(text + "#" * (MAX_MODEL_FILE_BYTES - len(text.encode()) - 1) + "\n")  # exactly at the limit
     assert load_config(path).name == "lychagin2010"
@@ -93,6 +95,8 @@ def test_a_huge_model_file_is_refused_by_its_size(tmp_path):
 
 def test_a_model_file_that_is_not_utf8(tmp_path):
     path = tmp_path / "latin1.toml"
-    path.write_bytes((shipped_models() / "lychagin2010.toml").read_bytes().replace(b'description = "', b'description = "\xe9'))
+    path.write_bytes(
+        (shipped_models() / "lychagin2010.toml").read_bytes().replace(b'description = "', b'description = "\xe9')
+    )
     with pytest.raises(ConfigError, match=r"latin1\.toml: cannot read the model configuration"):
         load_config(path)

@@ -43,7 +43,24 @@ REPO = Path(__file__).resolve().parents[2]
 RUN_IN_FULL = {"fit", "validate", "simulate", "counterfactual", "sorting", "equilibrium counties", "check", "compare"}
 PATH_DESTS = {"data", "counties", "model", "out", "dir", "dirs", "county_sales", "truth", "config", "pairs"}
 GOOD_NUMBERS = ["1", "2", "3", "5", "2000", "2003", "0.5"]  # valid for most numeric options
-BAD_NUMBERS = ["0", "-1", "40000", "1e3", "1.5", "-0", "nan", "inf", "-inf", "1e400", "99999999999999999999", "", " ", "x", "0x10", "٣"]
+BAD_NUMBERS = [
+    "0",
+    "-1",
+    "40000",
+    "1e3",
+    "1.5",
+    "-0",
+    "nan",
+    "inf",
+    "-inf",
+    "1e400",
+    "99999999999999999999",
+    "",
+    " ",
+    "x",
+    "0x10",
+    "٣",
+]
 
 
 class ReachedModelBuild(Exception):
@@ -58,7 +75,9 @@ class ReachedSimulator(Exception):
 def workspace(tmp_path_factory):
     """Files and folders the arguments point to; the fuzzed commands run inside ``root``."""
     root = tmp_path_factory.mktemp("cli_fuzz")
-    panel = simulate_industry(SimulationSettings(n_firms=6, first_year=2000, last_year=2004, mean_years=4, max_years=5), seed=1)
+    panel = simulate_industry(
+        SimulationSettings(n_firms=6, first_year=2000, last_year=2004, mean_years=4, max_years=5), seed=1
+    )
     good = root / "good.csv"
     panel.to_frame().to_csv(good, index=False)
     bad = root / "bad.csv"
@@ -67,7 +86,9 @@ def workspace(tmp_path_factory):
     (root / "latin1.csv").write_bytes("gvkey,fyear\nSoci\xe9t\xe9,2000\n".encode("latin-1"))
     (root / "panel.xlsx").write_bytes(b"PK\x03\x04")
     counties = root / "counties.csv"
-    pd.DataFrame({"fips": ["06085", "02013"], "lat": [37.2, 55.4], "lon": [-121.7, -161.7], "labor_force": [1e6, 1e3]}).to_csv(counties, index=False)
+    pd.DataFrame(
+        {"fips": ["06085", "02013"], "lat": [37.2, 55.4], "lon": [-121.7, -161.7], "labor_force": [1e6, 1e3]}
+    ).to_csv(counties, index=False)
     (root / "bad_counties.csv").write_text("fips,lat,lon\n6085,37,-121\n")
     (root / "bad.toml").write_text("name = 3\n")
     (root / "broken.toml").write_text("[model\n")
@@ -77,20 +98,51 @@ def workspace(tmp_path_factory):
     (fake_fit / "posterior.nc").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\x00" * 64)
     (root / "a_file").write_text("not a folder")
     paths = {
-        "data": [str(good), str(bad), str(root / "empty.csv"), str(root / "latin1.csv"), str(root / "panel.xlsx"), str(root / "missing.csv"), str(root / "folder"), "", "software"],
+        "data": [
+            str(good),
+            str(bad),
+            str(root / "empty.csv"),
+            str(root / "latin1.csv"),
+            str(root / "panel.xlsx"),
+            str(root / "missing.csv"),
+            str(root / "folder"),
+            "",
+            "software",
+        ],
         "counties": [str(counties), str(root / "bad_counties.csv"), str(root / "missing.csv"), ""],
-        "model": ["lychagin2010", "no_sorting", "homogeneous", "log_spillover", str(root / "bad.toml"), str(root / "broken.toml"), "nonexistent", str(root / "folder"), "", str(REPO / "models" / "lychagin2010.toml")],
-        "out": [str(root / "out"), str(root / "a_file"), str(root / "a_file" / "below"), "/proc/no_such_place", "out_here"],
+        "model": [
+            "lychagin2010",
+            "no_sorting",
+            "homogeneous",
+            "log_spillover",
+            str(root / "bad.toml"),
+            str(root / "broken.toml"),
+            "nonexistent",
+            str(root / "folder"),
+            "",
+            str(REPO / "models" / "lychagin2010.toml"),
+        ],
+        "out": [
+            str(root / "out"),
+            str(root / "a_file"),
+            str(root / "a_file" / "below"),
+            "/proc/no_such_place",
+            "out_here",
+        ],
         "dir": [str(root / "missing_fit"), str(root / "folder"), str(fake_fit), str(root / "a_file"), ""],
     }
     paths["dirs"] = paths["dir"]
     for dest in ("county_sales", "truth", "config", "pairs"):
         paths[dest] = paths["data"][:7] + [str(root / "bad.toml")]
-    small = simulate_industry(SimulationSettings(n_firms=3, first_year=2000, last_year=2003, mean_years=3, max_years=4), seed=2)
+    small = simulate_industry(
+        SimulationSettings(n_firms=3, first_year=2000, last_year=2003, mean_years=3, max_years=4), seed=2
+    )
     return {"root": root, "paths": paths, "small_panel": small}
 
 
-def commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], argparse.ArgumentParser]:
+def commands(
+    parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()
+) -> dict[tuple[str, ...], argparse.ArgumentParser]:
     """Every (sub)command path and its parser, found by walking the parser."""
     out = {}
     for action in parser._actions:
@@ -105,14 +157,25 @@ def argument_tokens(draw, action: argparse.Action, paths: dict) -> list[str]:
     if action.nargs == 0:
         return list(action.option_strings[:1])
     if action.dest in PATH_DESTS and action.dest in paths:
-        values = draw(st.lists(st.sampled_from(paths[action.dest]), min_size=1, max_size=3 if action.nargs in ("+", "*") else 1))
+        values = draw(
+            st.lists(st.sampled_from(paths[action.dest]), min_size=1, max_size=3 if action.nargs in ("+", "*") else 1)
+        )
     elif action.choices:
         values = [draw(st.sampled_from([*action.choices, "junk", ""]))]
     elif action.type is not None and getattr(action.type, "__name__", "").endswith("fips"):
         values = [draw(st.sampled_from(["06085", "02013", "06085,02013", "6085", "99999", "x", ""]))]
     elif action.type is not None:
         # mostly plausible values, so that whole command lines get past the parser often
-        values = [draw(st.one_of(st.sampled_from(GOOD_NUMBERS), st.sampled_from(GOOD_NUMBERS), st.sampled_from(BAD_NUMBERS), st.text(max_size=6)))]
+        values = [
+            draw(
+                st.one_of(
+                    st.sampled_from(GOOD_NUMBERS),
+                    st.sampled_from(GOOD_NUMBERS),
+                    st.sampled_from(BAD_NUMBERS),
+                    st.text(max_size=6),
+                )
+            )
+        ]
     else:
         values = [draw(st.one_of(st.sampled_from(["06085", "02013", "6085", "99999", "x", ""]), st.text(max_size=6)))]
     return [*action.option_strings[:1], *values]
@@ -134,7 +197,10 @@ def command_lines(draw, paths: dict, names: tuple[str, ...] | None = None) -> li
     tokens = draw(st.permutations(tokens)) if tokens else []
     argv = [*path, *(t for group in tokens for t in group)]
     if draw(st.integers(0, 9)) == 0:
-        argv.insert(draw(st.integers(0, len(argv))), draw(st.one_of(st.sampled_from(["--bogus", "-x", "--", "-h", "fit", "--help"]), st.text(max_size=5))))
+        argv.insert(
+            draw(st.integers(0, len(argv))),
+            draw(st.one_of(st.sampled_from(["--bogus", "-x", "--", "-h", "fit", "--help"]), st.text(max_size=5))),
+        )
     return argv
 
 
@@ -149,11 +215,16 @@ def stubs(small_panel):
         for name in ("halflife_km", "gamma", "mu_alpha", "sigma_alpha2", "sigma_w"):
             value = getattr(settings, name)
             assert math.isfinite(value), f"simulate got {name} = {value}"
-        assert settings.halflife_km > 0 and settings.sigma_w > 0 and settings.sigma_alpha2 >= 0 and settings.n_firms >= 2
+        assert (
+            settings.halflife_km > 0 and settings.sigma_w > 0 and settings.sigma_alpha2 >= 0 and settings.n_firms >= 2
+        )
         assert 1000 <= settings.first_year <= settings.last_year <= 9999 and seed >= 0
         return small_panel
 
-    with mock.patch("bayes_spill.inference.fitting.build_model", build_model), mock.patch("bayes_spill.model.simulate.simulate_industry", simulate):
+    with (
+        mock.patch("bayes_spill.inference.fitting.build_model", build_model),
+        mock.patch("bayes_spill.model.simulate.simulate_industry", simulate),
+    ):
         yield
 
 
@@ -236,7 +307,9 @@ def test_bad_numbers_are_usage_errors(argv, workspace):
 def test_an_unwritable_output_folder_is_reported_before_sampling(workspace):
     paths = workspace["paths"]
     with stubs(workspace["small_panel"]):
-        outcome, _, stderr = run_main(["fit", "--data", paths["data"][0], "--out", str(workspace["root"] / "a_file" / "below")], workspace["root"])
+        outcome, _, stderr = run_main(
+            ["fit", "--data", paths["data"][0], "--out", str(workspace["root"] / "a_file" / "below")], workspace["root"]
+        )
     assert outcome == "exit 2" and "cannot write the fit" in stderr, stderr
 
 
@@ -264,7 +337,9 @@ def test_fuzzed_command_lines_1000(workspace):
     @settings(settings.get_profile("slow"))
     @given(data=st.data())
     def run(data):
-        fuzz_once(data.draw(command_lines(workspace["paths"], names=tuple(sorted(_run_in_full())))), workspace, outcomes)
+        fuzz_once(
+            data.draw(command_lines(workspace["paths"], names=tuple(sorted(_run_in_full())))), workspace, outcomes
+        )
         parse_once(data.draw(command_lines(workspace["paths"])), parsed)
 
     run()
@@ -285,7 +360,11 @@ def test_fuzzed_command_lines_1000(workspace):
 )
 def test_the_installed_command_exits_2_without_a_traceback(argv, code, text, tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "bayes_spill.cli.main", *argv], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "bayes_spill.cli.main", *argv],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     assert result.returncode == code, result.stderr

@@ -132,7 +132,9 @@ def test_a_parquet_file_is_limited_by_its_uncompressed_size(tmp_path, monkeypatc
     frame = pd.DataFrame({"gvkey": ["001004"] * 50_000, "fyear": [2000] * 50_000})
     path = write_table(frame, tmp_path / "packed.parquet")
     monkeypatch.setenv(files.MAX_TABLE_BYTES_ENV, str(path.stat().st_size + 1))
-    with pytest.raises(InputError, match=r"packed\.parquet: holds 50,000 rows x 2 columns, at least 800\.0 kB, over the .* limit"):
+    with pytest.raises(
+        InputError, match=r"packed\.parquet: holds 50,000 rows x 2 columns, at least 800\.0 kB, over the .* limit"
+    ):
         read_table(path)
 
 

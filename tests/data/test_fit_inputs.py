@@ -25,4 +25,6 @@ def test_fit_from_a_dataframe_and_from_a_stata_panel(tmp_path):
     assert from_frame.attrs["data_source"] == "DataFrame" and from_dta.attrs["data_source"] == str(dta)
     assert from_frame.attrs["data_sha256"] == resolve_data(frame, config)[1]
     # the same data, configuration and seed give the same draws, whichever way the data came
-    np.testing.assert_array_equal(from_frame.posterior["halflife_km"].to_numpy(), from_dta.posterior["halflife_km"].to_numpy())
+    np.testing.assert_array_equal(
+        from_frame.posterior["halflife_km"].to_numpy(), from_dta.posterior["halflife_km"].to_numpy()
+    )

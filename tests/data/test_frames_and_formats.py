@@ -53,7 +53,9 @@ def test_stata_empty_strings_are_missing_and_codes_keep_their_zeros(tmp_path):
 
 def test_county_tables_from_stata_and_dataframes(tmp_path):
     builtin = geography.load_counties()
-    frame = pd.DataFrame({"fips": builtin.fips, "lat": builtin.lat, "lon": builtin.lon, "labor_force": builtin.covariates["labor_force"]})
+    frame = pd.DataFrame(
+        {"fips": builtin.fips, "lat": builtin.lat, "lon": builtin.lon, "labor_force": builtin.covariates["labor_force"]}
+    )
     for counties in (resolve_counties(frame), resolve_counties(write_table(frame, tmp_path / "counties.dta"))):
         assert counties.fips.tolist() == builtin.fips.tolist()
         np.testing.assert_array_equal(counties.covariates["labor_force"], builtin.covariates["labor_force"])

@@ -175,13 +175,20 @@ def mutate_cell(draw, case: Case) -> None:
         text, value = draw(st.sampled_from(CURATED))
         known = True
     else:
-        text = draw(st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"), max_size=12))
+        text = draw(
+            st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"), max_size=12)
+        )
         value, known = None, False
     frame.iat[pos, frame.columns.get_loc(column)] = text
     line = pos + 2
     if column == "fyear":
         # another year can duplicate a firm-year, open a gap or fall outside the range
-        case.note(f"fyear={text!r}", {"fyear", "gvkey, fyear", None}, reject=known and not cell_is_valid(column, value), exact=False)
+        case.note(
+            f"fyear={text!r}",
+            {"fyear", "gvkey, fyear", None},
+            reject=known and not cell_is_valid(column, value),
+            exact=False,
+        )
     else:
         case.note(f"{column}={text!r}", {column}, reject=known and not cell_is_valid(column, value), exact=False)
     if known and not cell_is_valid(column, value):
@@ -203,13 +210,17 @@ def mutate_text_cell(draw, case: Case) -> None:
         text = ""
         reject = True
     elif column == "fips" and choice == 1:
-        text = draw(st.sampled_from(("6085", "060850", "06O85", "06085.0", "٠٦٠٨٥", "0608", "6 085", "-6085", *UNKNOWN_FIPS)))
+        text = draw(
+            st.sampled_from(("6085", "060850", "06O85", "06085.0", "٠٦٠٨٥", "0608", "6 085", "-6085", *UNKNOWN_FIPS))
+        )
         reject = True
     elif column == "fips" and choice == 2:
         text = " " + frame.iat[pos, frame.columns.get_loc("fips")] + "\t"  # whitespace is stripped
         reject = False
     else:
-        text = draw(st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"), max_size=10))
+        text = draw(
+            st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"), max_size=10)
+        )
         reject = False
     frame.iat[pos, frame.columns.get_loc(column)] = text
     blame = {"fips"} if column == "fips" else IDENTITY_BLAME
@@ -358,7 +369,9 @@ def to_csv_bytes(frame: pd.DataFrame, line_end: str = "\n") -> bytes:
 
 def to_parquet_bytes(case: Case, draw) -> bytes | None:
     frame = case.frame.copy()
-    casts = draw(st.sampled_from(("text", "numbers", "fips as numbers", "gvkey as numbers", "bool sale", "datetime fyear")))
+    casts = draw(
+        st.sampled_from(("text", "numbers", "fips as numbers", "gvkey as numbers", "bool sale", "datetime fyear"))
+    )
     for column in frame.columns:
         values = frame[column]
         if casts != "text" and column in NUMERIC:
@@ -409,7 +422,24 @@ def panel_cases(draw) -> Case:
                 case.raw = raw[: draw(st.integers(0, len(raw) - 1))]
                 case.note("truncated parquet", {None}, reject=True)
             return case
-    damage = draw(st.sampled_from(("none",) * 6 + ("empty", "header only", "latin-1", "utf-16", "bom", "crlf", "blank lines", "truncated", "random bytes", "bad line", "semicolons")))
+    damage = draw(
+        st.sampled_from(
+            ("none",) * 6
+            + (
+                "empty",
+                "header only",
+                "latin-1",
+                "utf-16",
+                "bom",
+                "crlf",
+                "blank lines",
+                "truncated",
+                "random bytes",
+                "bad line",
+                "semicolons",
+            )
+        )
+    )
     frame = case.frame
     raw = to_csv_bytes(frame)
     if damage == "empty":
@@ -494,7 +524,9 @@ def check_rejection(error: InputError, case: Case, path: Path) -> str:
             f"blamed column {error.column!r}, but the mutations {case.mutations} could only break {case.blame}: {message}"
         )
     if error.column in case.lines and error.unit == "line" and len(case.mutations) == 1:
-        assert case.lines[error.column] & set(error.rows), f"rows {error.rows} miss the bad lines {case.lines[error.column]}"
+        assert case.lines[error.column] & set(error.rows), (
+            f"rows {error.rows} miss the bad lines {case.lines[error.column]}"
+        )
     if error.unit == "line" and error.rows:
         assert all(isinstance(r, int) and r >= 2 for r in error.rows), error.rows
     return f"rejected: {error.column}"
@@ -576,7 +608,10 @@ def run_panel_case(case: Case, outcomes: Counter) -> None:
         path = Path(tmp) / f"panel{case.suffix}"
         path.write_bytes(case.raw if case.raw is not None else to_csv_bytes(case.frame))
         n_rows = len(case.frame) if case.raw is not None and case.suffix in (".csv", ".csv.gz", ".parquet") else None
-        if any(m in ("truncated", "random bytes", "damaged gzip", "blank line", "truncated parquet") for m in case.mutations):
+        if any(
+            m in ("truncated", "random bytes", "damaged gzip", "blank line", "truncated parquet")
+            for m in case.mutations
+        ):
             n_rows = None
         try:
             with np.errstate(all="raise"):
@@ -724,7 +759,9 @@ def county_cases(draw) -> CountyCase:
             case.frame = frame.iloc[[pos]].reset_index(drop=True)
             case.note("one county", set())
         else:
-            frame["note"] = pd.Series(draw(st.lists(st.text(max_size=5), min_size=len(frame), max_size=len(frame))), dtype=object)
+            frame["note"] = pd.Series(
+                draw(st.lists(st.text(max_size=5), min_size=len(frame), max_size=len(frame))), dtype=object
+            )
             case.note("text column", {"note"})  # a column of mostly number-like strings is a covariate
     damage = draw(st.sampled_from(("none",) * 5 + ("empty", "header only", "latin-1", "random bytes", "parquet")))
     raw = case.frame.to_csv(index=False).encode()
@@ -756,7 +793,17 @@ def panel_in(counties: Counties) -> pd.DataFrame:
     rows = []
     for i, fips in enumerate(counties.fips[:3]):
         for year in (2000, 2001, 2002):
-            rows.append({"gvkey": f"{i + 1:06d}", "fyear": year, "sale": 10.0 + i, "emp": 1.0, "ppent": 5.0, "xrd": 1.0 * i, "fips": fips})
+            rows.append(
+                {
+                    "gvkey": f"{i + 1:06d}",
+                    "fyear": year,
+                    "sale": 10.0 + i,
+                    "emp": 1.0,
+                    "ppent": 5.0,
+                    "xrd": 1.0 * i,
+                    "fips": fips,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -775,7 +822,9 @@ def run_county_case(case: CountyCase, outcomes: Counter) -> None:
             assert str(path) in message
             if error.column is not None:
                 assert f"column '{error.column}'" in message
-            assert error.column in case.blame or set(str(error.column).split(", ")) <= case.blame, f"blamed {error.column!r}; mutations {case.mutations} could break {case.blame}: {message}"
+            assert error.column in case.blame or set(str(error.column).split(", ")) <= case.blame, (
+                f"blamed {error.column!r}; mutations {case.mutations} could break {case.blame}: {message}"
+            )
             outcomes[f"table rejected: {error.column}"] += 1
             return
         assert not case.must_reject, f"accepted, but {case.mutations} make the table invalid"

@@ -212,7 +212,9 @@ def test_corrupt_binary_file(tmp_path, name, magic):
 def test_text_under_a_binary_extension_is_called_text(tmp_path, name):
     path = tmp_path / name
     path.write_bytes(b"this is not what the extension says\n" * 3)
-    with pytest.raises(InputError, match=rf"{name.replace('.', '[.]')}: is text, not .* as its name says. Rename it to broken.csv"):
+    with pytest.raises(
+        InputError, match=rf"{name.replace('.', '[.]')}: is text, not .* as its name says. Rename it to broken.csv"
+    ):
         read_table(path)
 
 
@@ -324,7 +326,9 @@ def test_unknown_fips_names_the_county_table(tmp_path):
 def test_a_firm_that_moves(tmp_path):
     frame = with_cells(good_frame(), "fips", {2: "06081", 3: "06081", 4: "06085"})
     error = load_error(frame, tmp_path)
-    assert_reports(error, "panel.csv", "fips", ["gvkey 001004 (06085/06081)", "gvkey 012141 (06085/25017)"], "changes over time")
+    assert_reports(
+        error, "panel.csv", "fips", ["gvkey 001004 (06085/06081)", "gvkey 012141 (06085/25017)"], "changes over time"
+    )
 
 
 # -- the sample rule and gaps ------------------------------------------------------------------

@@ -23,7 +23,9 @@ XRD = [10.0, 20.0, 0.0, 5.0]
 
 def one_firm_stock(xrd, years=None, **settings) -> np.ndarray:
     years = np.arange(2000, 2000 + len(xrd)) if years is None else np.asarray(years)
-    return rd_stock_by_perpetual_inventory(np.zeros(len(xrd), dtype=int), years, np.asarray(xrd), PanelSettings(**settings))
+    return rd_stock_by_perpetual_inventory(
+        np.zeros(len(xrd), dtype=int), years, np.asarray(xrd), PanelSettings(**settings)
+    )
 
 
 def frame(rows) -> pd.DataFrame:
@@ -113,7 +115,12 @@ def test_arrays_are_read_only():
 
 
 def test_panel_settings_reject_nonsense():
-    for bad in ({"depreciation": 0.0}, {"min_years": 1}, {"on_gap": "ignore"}, {"depreciation": 0.1, "presample_growth": -0.2}):
+    for bad in (
+        {"depreciation": 0.0},
+        {"min_years": 1},
+        {"on_gap": "ignore"},
+        {"depreciation": 0.1, "presample_growth": -0.2},
+    ):
         with pytest.raises(ValueError):
             PanelSettings(**bad)
 

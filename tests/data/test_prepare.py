@@ -45,7 +45,9 @@ def assert_same_panel(got: pd.DataFrame, expected: pd.DataFrame) -> None:
     assert got["fyear"].tolist() == expected["fyear"].tolist()
     assert got["fips"].tolist() == expected["fips"].tolist()
     for column in ("sale", "emp", "ppent", "xrd"):
-        np.testing.assert_allclose(got[column].to_numpy(), expected[column].to_numpy(), rtol=RTOL, atol=0, err_msg=column)
+        np.testing.assert_allclose(
+            got[column].to_numpy(), expected[column].to_numpy(), rtol=RTOL, atol=0, err_msg=column
+        )
 
 
 def test_prepare_gives_back_the_panel_the_extract_was_made_from_and_records_every_exclusion():
@@ -61,7 +63,9 @@ def test_prepare_gives_back_the_panel_the_extract_was_made_from_and_records_ever
     assert record.counts["firms with headquarters outside the US"] == 2
     assert record.counts["firms with no ZIP (addzip empty)"] == 1
     # every firm-year whose xrd was empty in FUNDA is listed, and only those
-    standard = funda[(funda["indfmt"] == "INDL") & (funda["datafmt"] == "STD") & funda["gvkey"].isin(set(panel["gvkey"]))]
+    standard = funda[
+        (funda["indfmt"] == "INDL") & (funda["datafmt"] == "STD") & funda["gvkey"].isin(set(panel["gvkey"]))
+    ]
     empty = standard[standard["xrd"].isna()]
     changed = record.lines[record.lines["rule"] == "xrd_zero"]
     assert (changed["action"] == CHANGED).all()
@@ -103,7 +107,9 @@ def test_every_file_format_gives_the_same_panel(tmp_path, suffix):
 
 def test_industry_by_historical_sich_where_present_else_the_header_sic():
     funda, company = drift_extract()
-    got, record = prepare(funda, company, sic=[7372], price_index=pd.DataFrame({"fyear": range(2000, 2005), "price_index": 1.0}))
+    got, record = prepare(
+        funda, company, sic=[7372], price_index=pd.DataFrame({"fyear": range(2000, 2005), "price_index": 1.0})
+    )
     kept = got.groupby("gvkey")["fyear"].apply(list).to_dict()
     assert kept == {"000001": [2000, 2001, 2002], "000002": list(range(2000, 2005)), "000003": list(range(2000, 2005))}
     dropped = record.lines[(record.lines["gvkey"] == "000001") & (record.lines["rule"] == "industry")].iloc[0]
@@ -111,7 +117,9 @@ def test_industry_by_historical_sich_where_present_else_the_header_sic():
     assert got.loc[got["gvkey"] == "000001", "fips"].iloc[0] == "06085"
     assert got.loc[got["gvkey"] == "000002", "fips"].iloc[0] == "25017"
     # a 3-digit prefix takes the whole group
-    got, record = prepare(funda, company, sic=["737"], price_index=pd.DataFrame({"fyear": range(2000, 2005), "price_index": 1.0}))
+    got, record = prepare(
+        funda, company, sic=["737"], price_index=pd.DataFrame({"fyear": range(2000, 2005), "price_index": 1.0})
+    )
     assert len(got) == 15 and record.excluded().empty
 
 
@@ -119,7 +127,9 @@ def test_naics_selects_by_naicsh_else_the_header_naics():
     funda, company = drift_extract()
     funda["naicsh"] = [511210] * 3 + [541511] * 2 + [None] * 10
     company["naics"] = ["511210", "511210", "334111"]
-    got, record = prepare(funda, company, naics=["5112"], price_index=pd.DataFrame({"fyear": range(2000, 2005), "price_index": 1.0}))
+    got, record = prepare(
+        funda, company, naics=["5112"], price_index=pd.DataFrame({"fyear": range(2000, 2005), "price_index": 1.0})
+    )
     assert got.groupby("gvkey").size().to_dict() == {"000001": 3, "000002": 5}
     assert record.excluded()[["gvkey", "rule"]].values.tolist() == [["000003", "industry"]]
 
@@ -137,7 +147,9 @@ def test_any_base_year_of_a_price_index_gives_the_same_2002_dollars(tmp_path):
 
 def test_a_price_index_missing_a_year_the_panel_needs_names_the_years(tmp_path):
     funda, company = drift_extract()
-    path = write_table(pd.DataFrame({"fyear": [2000, 2001, 2002], "price_index": [90.0, 95.0, 100.0]}), tmp_path / "p.csv")
+    path = write_table(
+        pd.DataFrame({"fyear": [2000, 2001, 2002], "price_index": [90.0, 95.0, 100.0]}), tmp_path / "p.csv"
+    )
     with pytest.raises(InputError) as caught:
         prepare(funda, company, sic=[7372], price_index=path)
     assert caught.value.file == str(path) and caught.value.column == "fyear"
@@ -162,7 +174,12 @@ def test_missing_xrd_error_names_the_funda_lines(tmp_path):
 
 @pytest.mark.parametrize(
     ("table", "drop", "column"),
-    [("funda", "fyear", "fyear"), ("company", "addzip", "addzip"), ("company", "loc", "loc, fic"), ("company", "sic", "sic")],
+    [
+        ("funda", "fyear", "fyear"),
+        ("company", "addzip", "addzip"),
+        ("company", "loc", "loc, fic"),
+        ("company", "sic", "sic"),
+    ],
 )
 def test_raw_tables_without_a_needed_column_name_the_file_and_column(tmp_path, table, drop, column):
     funda, company = drift_extract()
@@ -195,7 +212,9 @@ def test_an_unreadable_zip_of_a_us_firm_is_an_error_naming_the_company_line(tmp_
 def test_gvkeys_read_as_numbers_match_their_company_rows():
     funda, company = drift_extract()
     funda["gvkey"] = funda["gvkey"].astype(int)
-    got, _ = prepare(funda, company, sic=[7372], price_index=pd.DataFrame({"fyear": range(2000, 2005), "price_index": 1.0}))
+    got, _ = prepare(
+        funda, company, sic=[7372], price_index=pd.DataFrame({"fyear": range(2000, 2005), "price_index": 1.0})
+    )
     assert sorted(got["gvkey"].unique()) == ["000001", "000002", "000003"]
 
 
@@ -208,7 +227,9 @@ def test_state_cross_check_currency_and_duplicate_fiscal_years_are_recorded():
     funda["datadate"] = funda["fyear"].astype(str) + "-06-30"
     again = funda.iloc[[12]].assign(datadate="2002-12-31", sale=555.0)  # a change of fiscal year end
     funda = pd.concat([funda, again], ignore_index=True)
-    got, record = prepare(funda, company, sic=[7372], price_index=pd.DataFrame({"fyear": range(2000, 2005), "price_index": 1.0}))
+    got, record = prepare(
+        funda, company, sic=[7372], price_index=pd.DataFrame({"fyear": range(2000, 2005), "price_index": 1.0})
+    )
     lines = record.lines.set_index(["gvkey", "rule"])
     assert lines.loc[("000002", "zip_state"), "action"] == EXCLUDED
     assert "in MA" in lines.loc[("000002", "zip_state"), "detail"]
@@ -234,7 +255,13 @@ def test_usage_errors():
 def test_counties_outside_the_county_table_are_recorded():
     funda, company = drift_extract()
     counties = pd.DataFrame({"fips": ["06085", "53033"], "lat": [37.2, 47.5], "lon": [-121.7, -121.8]})
-    got, record = prepare(funda, company, sic=[7372], counties=counties, price_index=pd.DataFrame({"fyear": range(2000, 2005), "price_index": 1.0}))
+    got, record = prepare(
+        funda,
+        company,
+        sic=[7372],
+        counties=counties,
+        price_index=pd.DataFrame({"fyear": range(2000, 2005), "price_index": 1.0}),
+    )
     assert sorted(got["fips"].unique()) == ["06085", "53033"]
     excluded = record.excluded().iloc[0]
     assert (excluded["gvkey"], excluded["rule"]) == ("000002", "county_not_in_table") and "25017" in excluded["detail"]

@@ -33,7 +33,19 @@ def test_bad_raw_input_exits_2_with_the_file_column_and_line(tmp_path, capsys):
     funda, company = drift_extract()
     company.loc[1, "addzip"] = "O2139"
     funda_path, company_path = write_table(funda, tmp_path / "f.csv"), write_table(company, tmp_path / "c.csv")
-    code = main(["prepare", "--funda", str(funda_path), "--company", str(company_path), "--sic", "7372", "--out", str(tmp_path / "p.csv")])
+    code = main(
+        [
+            "prepare",
+            "--funda",
+            str(funda_path),
+            "--company",
+            str(company_path),
+            "--sic",
+            "7372",
+            "--out",
+            str(tmp_path / "p.csv"),
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert f"{company_path}, column 'addzip'" in err and "1 line: 3" in err

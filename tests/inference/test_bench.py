@@ -71,14 +71,33 @@ def test_ratios_in_one_run():
     ]
     _add_ratios(grads, runs)
     assert grads[1].ratio_to_baseline == pytest.approx(20.0) and grads[2].ratio_to_paper_scale == pytest.approx(10.0)
-    assert runs[1].ratio_ess_per_s_gamma == pytest.approx(40.0) and runs[1].ratio_ess_per_s_halflife == pytest.approx(20.0)
+    assert runs[1].ratio_ess_per_s_gamma == pytest.approx(40.0) and runs[1].ratio_ess_per_s_halflife == pytest.approx(
+        20.0
+    )
 
 
 def test_tables_and_json(tiny_bench, tmp_path, capsys):
     text = format_tables(tiny_bench)
     assert "grad_ms" in text and "ratio_to_baseline" in text
     out = tmp_path / "bench.json"
-    assert main(["bench", "--scales", "0.06", "--backends", "Python", "--formulations", "occupied", "--repeats", "1", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--scales",
+                "0.06",
+                "--backends",
+                "Python",
+                "--formulations",
+                "occupied",
+                "--repeats",
+                "1",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert json.loads(out.read_text())["gradients"][0]["formulation"] == "occupied"
 
 
@@ -94,7 +113,15 @@ def test_bad_pairs_are_a_clear_error(capsys):
 
 @pytest.mark.slow  # compiles and samples a model (about a minute)
 def test_a_sampling_pair_reports_steps_and_ess_per_second():
-    result = run_bench(scales=(0.06,), formulations=("occupied",), backends=(), pairs=(("occupied", "pymc"),), draws=30, tune=30, chains=1)
+    result = run_bench(
+        scales=(0.06,),
+        formulations=("occupied",),
+        backends=(),
+        pairs=(("occupied", "pymc"),),
+        draws=30,
+        tune=30,
+        chains=1,
+    )
     (row,) = result["sampling"]
     assert (row["formulation"], row["sampler"], row["draws"]) == ("occupied", "pymc", 30)
     assert row["wall_s"] > 0 and row["steps_per_draw"] >= 1

@@ -43,12 +43,20 @@ def small_tree(seed: int = 0) -> xr.DataTree:
     """A small DataTree with the groups a fit has (what 'the previous posterior' is here)."""
     rng = np.random.default_rng(seed)
     draws = {"chain": 2, "draw": 5}
-    posterior = xr.Dataset({"gamma": (("chain", "draw"), rng.normal(size=(2, 5)))}, coords={k: np.arange(v) for k, v in draws.items()})
+    posterior = xr.Dataset(
+        {"gamma": (("chain", "draw"), rng.normal(size=(2, 5)))}, coords={k: np.arange(v) for k, v in draws.items()}
+    )
     stats = xr.Dataset({"diverging": (("chain", "draw"), np.zeros((2, 5), bool))}, coords=posterior.coords)
     loglik = xr.Dataset({"firm_loglik": (("chain", "draw", "firm"), rng.normal(size=(2, 5, 3)))})
     data = xr.Dataset({"x": (("obs",), np.arange(3.0))})
     tree = xr.DataTree.from_dict(
-        {"/posterior": posterior, "/sample_stats": stats, "/log_likelihood": loglik, "/observed_data": data, "/constant_data": data}
+        {
+            "/posterior": posterior,
+            "/sample_stats": stats,
+            "/log_likelihood": loglik,
+            "/observed_data": data,
+            "/constant_data": data,
+        }
     )
     tree.attrs["model_name"] = "previous"
     return tree
@@ -168,7 +176,11 @@ def test_load_names_what_differs_from_the_configuration(tmp_path):
     config = load_config(REPO / "models" / "lychagin2010.toml").with_sampler(seed=3)
     tree = small_tree()
     tree.attrs.update(
-        {"model_config": config.to_toml(), "model_config_hash": config.hash(), "bayes_spill_version": bayes_spill.__version__}
+        {
+            "model_config": config.to_toml(),
+            "model_config_hash": config.hash(),
+            "bayes_spill_version": bayes_spill.__version__,
+        }
     )
     posterior_io.save(tree, tmp_path / "run")
     assert bayes_spill.load(tmp_path / "run", config=config).tree.attrs["model_config_hash"] == config.hash()
@@ -202,7 +214,9 @@ def test_load_reports_another_package_version(tmp_path):
 
     config = load_config(REPO / "models" / "lychagin2010.toml")
     tree = small_tree()
-    tree.attrs.update({"model_config": config.to_toml(), "model_config_hash": config.hash(), "bayes_spill_version": "0.0.1"})
+    tree.attrs.update(
+        {"model_config": config.to_toml(), "model_config_hash": config.hash(), "bayes_spill_version": "0.0.1"}
+    )
     posterior_io.save(tree, tmp_path / "run")
     with pytest.raises(PosteriorError, match="written by bayes_spill 0.0.1"):
         bayes_spill.load(tmp_path / "run", config=config)
@@ -243,13 +257,17 @@ def finish(process: subprocess.Popen, timeout: float = 120.0) -> tuple[int, str]
     return process.returncode, err
 
 
-def kill_while_writing(csv: Path, out: Path, signum: int, name: str = "posterior.nc", before: bytes | None = None) -> str:
+def kill_while_writing(
+    csv: Path, out: Path, signum: int, name: str = "posterior.nc", before: bytes | None = None
+) -> str:
     process = start_fit(csv, out, write_delay=f"{name}=120")
     wait_for_temporary(process, out, name)
     process.send_signal(signum)
     code, err = finish(process)
     assert code == 128 + signum, f"exit code {code}: {err[-3000:]}"
-    assert "interrupted; no partial output was written" in err and "as before" in err and "Traceback" not in err, err[-3000:]
+    assert "interrupted; no partial output was written" in err and "as before" in err and "Traceback" not in err, err[
+        -3000:
+    ]
     return check_outcome(out, before)
 
 
@@ -285,7 +303,9 @@ def test_kills_at_every_stage_of_a_real_fit(tiny_csv, tmp_path):
     assert outcomes[-1][1] == "previous"
     # the summary is written after the posterior, into the same stage: a kill there keeps the
     # previous run whole (tracker issue 20: never a new posterior beside an old summary)
-    outcomes.append(("SIGTERM writing summary", kill_while_writing(tiny_csv, out, signal.SIGTERM, "summary.csv", before=before)))
+    outcomes.append(
+        ("SIGTERM writing summary", kill_while_writing(tiny_csv, out, signal.SIGTERM, "summary.csv", before=before))
+    )
     assert outcomes[-1][1] == "previous"
     before = (out / "posterior.nc").read_bytes()
     rng = np.random.default_rng(0)

@@ -41,7 +41,18 @@ def test_posterior_groups_dims_and_names(cli_fit):
     for group in ("posterior", "sample_stats", "log_likelihood", "observed_data", "constant_data"):
         assert group in tree.children
     post = tree["posterior"]
-    for name in ("gamma", "halflife_km", "mu_alpha", "sigma_alpha", "beta_k", "beta_l", "beta_r", "sigma_w", "alpha", "county_effect"):
+    for name in (
+        "gamma",
+        "halflife_km",
+        "mu_alpha",
+        "sigma_alpha",
+        "beta_k",
+        "beta_l",
+        "beta_r",
+        "sigma_w",
+        "alpha",
+        "county_effect",
+    ):
         assert name in post.data_vars, name
     assert post["alpha"].dims == ("chain", "draw", "firm")
     assert post["county_effect"].dims == ("chain", "draw", "county")
@@ -215,10 +226,19 @@ def test_load_returns_a_fit_that_parses_lazily_and_once(cli_fit, monkeypatch):
     assert draws.n_draws == post.sizes["chain"] * post.sizes["draw"]
     np.testing.assert_array_equal(draws.alpha[1], post["alpha"].values[0, 1])  # chain-major, firms in panel order
     for _ in range(2):
-        assert fit.config is fit.config and fit.panel is fit.panel and fit.draws is draws and fit.model_data is fit.model_data
+        assert (
+            fit.config is fit.config
+            and fit.panel is fit.panel
+            and fit.draws is draws
+            and fit.model_data is fit.model_data
+        )
     assert calls == {"config_from_tree": 1, "panel_from_tree": 1, "model_data": 1}
     thinned = draws.thin(7)
-    assert thinned.n_draws == 7 and thinned.halflife_km[0] == draws.halflife_km[0] and thinned.halflife_km[-1] == draws.halflife_km[-1]
+    assert (
+        thinned.n_draws == 7
+        and thinned.halflife_km[0] == draws.halflife_km[0]
+        and thinned.halflife_km[-1] == draws.halflife_km[-1]
+    )
     assert fit.truth is None  # not the embedded dataset
     assert "Fit" in repr(fit) and str(cli_fit) in repr(fit)
     # a tree in memory parses on first use too

@@ -20,7 +20,22 @@ from bayes_spill.inference import posterior_io
 from bayes_spill.model.simulate import SimulationSettings, simulate_industry
 
 TINY = dict(draws=15, tune=15, chains=2, progress=False, report=False)
-VERSIONED = ("python", "bayes_spill", "pymc", "pytensor", "nutpie", "numba", "numpy", "scipy", "pandas", "xarray", "arviz-base", "arviz-stats", "h5netcdf", "h5py")
+VERSIONED = (
+    "python",
+    "bayes_spill",
+    "pymc",
+    "pytensor",
+    "nutpie",
+    "numba",
+    "numpy",
+    "scipy",
+    "pandas",
+    "xarray",
+    "arviz-base",
+    "arviz-stats",
+    "h5netcdf",
+    "h5py",
+)
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,9 @@ from bayes_spill.spillover import kernel
 
 @pytest.fixture(scope="module")
 def all_counties():
-    return kernel.spillover_inputs(simulate_industry(SimulationSettings(n_firms=80, gamma=0.5), seed=11), choice_set="all")
+    return kernel.spillover_inputs(
+        simulate_industry(SimulationSettings(n_firms=80, gamma=0.5), seed=11), choice_set="all"
+    )
 
 
 def test_log_denominator_table_matches_the_direct_sum():
@@ -43,7 +45,9 @@ def test_numpy_table_slope_and_fixed_nodes():
     table = denom.log_denominator_table(a, sbar, -1.0, 2.0)
     c = rng.uniform(-0.9, 1.9, size=500)
     step = 1e-6
-    numeric = (denom.evaluate_log_denominator(table, c + step) - denom.evaluate_log_denominator(table, c - step)) / (2 * step)
+    numeric = (denom.evaluate_log_denominator(table, c + step) - denom.evaluate_log_denominator(table, c - step)) / (
+        2 * step
+    )
     np.testing.assert_allclose(denom.evaluate_log_denominator_slope(table, c), numeric, rtol=1e-6, atol=1e-6)
     _, exact_slope = denom.log_denominator_with_slope(a, sbar, c)
     np.testing.assert_allclose(denom.evaluate_log_denominator_slope(table, c), exact_slope, rtol=0, atol=1e-3)
@@ -74,7 +78,12 @@ def test_taylor_terms_meet_the_tolerance():
 
 
 # gamma up to 50 and alpha spreads up to 20, far beyond where a sampler goes, over every county
-DENOMINATOR_CASES = {"gamma": st.floats(-50.0, 50.0), "spread": st.floats(0.0, 20.0), "halflife": st.floats(0.5, 5000.0), "seed": st.integers(0, 2**16)}
+DENOMINATOR_CASES = {
+    "gamma": st.floats(-50.0, 50.0),
+    "spread": st.floats(0.0, 20.0),
+    "halflife": st.floats(0.5, 5000.0),
+    "seed": st.integers(0, 2**16),
+}
 
 
 def _denominator_case(all_counties, gamma, spread, halflife, rows, seed):
@@ -194,7 +203,11 @@ def test_table_spacing_is_the_widest_power_of_two_within_the_bound():
     for s_range in (1e-3, 0.37, 1.0, 1.2, 55.0, 3e4):
         dc = float(spacing(s_range))
         assert math.log2(dc) == int(math.log2(dc))
-        assert (dc * s_range) ** 4 / denom.CUBIC_ERROR_DENOMINATOR <= ROW_ERROR < (2 * dc * s_range) ** 4 / denom.CUBIC_ERROR_DENOMINATOR
+        assert (
+            (dc * s_range) ** 4 / denom.CUBIC_ERROR_DENOMINATOR
+            <= ROW_ERROR
+            < (2 * dc * s_range) ** 4 / denom.CUBIC_ERROR_DENOMINATOR
+        )
     assert np.isfinite(spacing(0.0))  # a flat field: one wide interval, LSE linear in c
 
 

@@ -34,7 +34,9 @@ def _integral(log_f, lo: float, hi: float) -> float:
     """log of the integral of exp(log_f) over [lo, hi], scaled by its value at the mode region."""
     grid = np.linspace(lo, hi, 401)
     top = max(log_f(a) for a in grid)
-    value, _ = integrate.quad(lambda a: math.exp(log_f(a) - top), lo, hi, points=list(grid[::40]), limit=400, epsabs=0, epsrel=1e-12)
+    value, _ = integrate.quad(
+        lambda a: math.exp(log_f(a) - top), lo, hi, points=list(grid[::40]), limit=400, epsabs=0, epsrel=1e-12
+    )
     return top + math.log(value)
 
 
@@ -43,7 +45,9 @@ def _firm_production(panel, resid, spillover, firm: int, sigma_w: float):
     rows = panel.obs_firm == firm
     r, s = resid[rows] - resid[rows].mean(), spillover[rows] - spillover[rows].mean()
     dof = rows.sum() - 1.0
-    return lambda a: -0.5 * dof * math.log(2 * math.pi * sigma_w**2) - 0.5 * float(np.sum((r - a * s) ** 2)) / sigma_w**2
+    return lambda a: (
+        -0.5 * dof * math.log(2 * math.pi * sigma_w**2) - 0.5 * float(np.sum((r - a * s) ** 2)) / sigma_w**2
+    )
 
 
 def test_gauss_hermite_rule_integrates_against_the_standard_normal():
@@ -67,7 +71,9 @@ def test_conjugate_block_is_the_integral_over_alpha(panel, sigma_alpha):
     rng = np.random.default_rng(1)
     resid, spillover = rng.normal(size=panel.n_obs), rng.gamma(2.0, 1.0, size=panel.n_obs)
     sigma_w, mu = 0.4, 0.3
-    mean, sd, log_marginal = integrated.conjugate_alpha(resid, spillover, panel.obs_firm, panel.years_per_firm.astype(float), sigma_w, mu, sigma_alpha)
+    mean, sd, log_marginal = integrated.conjugate_alpha(
+        resid, spillover, panel.obs_firm, panel.years_per_firm.astype(float), sigma_w, mu, sigma_alpha
+    )
     for firm in range(0, panel.n_firms, 7):
         production = _firm_production(panel, resid, spillover, firm, sigma_w)
         if sigma_alpha < 1e-3:
@@ -78,7 +84,9 @@ def test_conjugate_block_is_the_integral_over_alpha(panel, sigma_alpha):
         log_joint = lambda a: production(a) + prior.logpdf(a)  # noqa: E731
         log_z = _integral(log_joint, lo, hi)
         numeric_mean = integrate.quad(lambda a: a * math.exp(log_joint(a) - log_z), lo, hi, limit=400)[0]
-        numeric_var = integrate.quad(lambda a: (a - numeric_mean) ** 2 * math.exp(log_joint(a) - log_z), lo, hi, limit=400)[0]
+        numeric_var = integrate.quad(
+            lambda a: (a - numeric_mean) ** 2 * math.exp(log_joint(a) - log_z), lo, hi, limit=400
+        )[0]
         assert log_marginal[firm] == pytest.approx(log_z, abs=1e-8), f"firm {firm}"
         assert mean[firm] == pytest.approx(numeric_mean, abs=1e-7 * (1 + abs(numeric_mean)))
         assert sd[firm] == pytest.approx(math.sqrt(numeric_var), rel=1e-6)
@@ -89,7 +97,9 @@ def test_conjugate_block_numpy_and_pytensor_agree(panel):
     resid, spillover = rng.normal(size=panel.n_obs), rng.gamma(2.0, 1.0, size=panel.n_obs)
     years = panel.years_per_firm.astype(float)
     r, s, sw, mu, sa = pt.dvector(), pt.dvector(), pt.dscalar(), pt.dscalar(), pt.dscalar()
-    fn = pytensor.function([r, s, sw, mu, sa], list(integrated.conjugate_alpha(r, s, panel.obs_firm, years, sw, mu, sa, pt)), mode=FAST)
+    fn = pytensor.function(
+        [r, s, sw, mu, sa], list(integrated.conjugate_alpha(r, s, panel.obs_firm, years, sw, mu, sa, pt)), mode=FAST
+    )
     for args in [(0.4, 0.3, 0.64), (1.3, -0.2, 0.05), (0.05, 2.0, 5.0)]:
         expected = integrated.conjugate_alpha(resid, spillover, panel.obs_firm, years, *args)
         for got, want in zip(fn(resid, spillover, *args), expected):
@@ -108,7 +118,9 @@ def _integrated_config(evaluation: str = "interpolated"):
 def _point(model, seed: int):
     rng = np.random.default_rng(seed)
     point = dict(model.initial_point())
-    point.update(halflife_km_log__=np.array(math.log(59.0)), gamma=np.array(GAMMA), sigma_alpha_log__=np.array(math.log(0.64)))
+    point.update(
+        halflife_km_log__=np.array(math.log(59.0)), gamma=np.array(GAMMA), sigma_alpha_log__=np.array(math.log(0.64))
+    )
     point["mu_alpha"] = np.array(0.2)
     point["county_effect_raw"] = rng.normal(size=point["county_effect_raw"].shape)
     point["production_z"] = point["production_z"] + rng.normal(scale=0.5, size=point["production_z"].shape)
@@ -122,7 +134,18 @@ def test_integrated_model_is_the_latent_model_integrated_over_alpha(panel, evalu
     config = _integrated_config(evaluation)
     model = build_model(panel, config)
     point = _point(model, seed=4)
-    names = ["firm_loglik", "beta_k", "beta_l", "beta_r", "beta_zero_rd", "year_effect", "sigma_w", "halflife_km", "county_effect", "sigma_alpha"]
+    names = [
+        "firm_loglik",
+        "beta_k",
+        "beta_l",
+        "beta_r",
+        "beta_zero_rd",
+        "year_effect",
+        "sigma_w",
+        "halflife_km",
+        "county_effect",
+        "sigma_alpha",
+    ]
     values = dict(zip(names, value_function(model, [model[n] for n in names])(point)))
     data = model_data(panel, config)
     spec = config.model
@@ -187,7 +210,11 @@ def test_conditional_density_and_cdf_match_quadrature(per_firm):
 
         def log_f(x, l=l):
             logits = a + gamma * x * sbar
-            return stats.norm.logpdf(x, mu, sigma) + logits[l] - (logits.max() + math.log(np.exp(logits - logits.max()).sum()))
+            return (
+                stats.norm.logpdf(x, mu, sigma)
+                + logits[l]
+                - (logits.max() + math.log(np.exp(logits - logits.max()).sum()))
+            )
 
         lo, hi = mu - 8 * sigma, mu + 8 * sigma
         log_z = _integral(log_f, lo, hi)
@@ -228,7 +255,11 @@ def test_drawn_alpha_follow_their_conditional_posterior(monkeypatch, rounds):
 
     def log_density(alpha):
         logits = a + gamma * alpha * sbar
-        return stats.norm.logpdf(alpha, m, s) + logits[choice] - (logits.max() + math.log(np.exp(logits - logits.max()).sum()))
+        return (
+            stats.norm.logpdf(alpha, m, s)
+            + logits[choice]
+            - (logits.max() + math.log(np.exp(logits - logits.max()).sum()))
+        )
 
     lo, hi = m - 8 * s, m + 8 * s
     log_z = _integral(log_density, lo, hi)
@@ -236,7 +267,9 @@ def test_drawn_alpha_follow_their_conditional_posterior(monkeypatch, rounds):
     assert abs(mean - m) > 0.2, "the test needs a logit that moves alpha"
 
     def cdf(x):
-        return np.array([integrate.quad(lambda t: math.exp(log_density(t) - log_z), lo, v)[0] for v in np.atleast_1d(x)])
+        return np.array(
+            [integrate.quad(lambda t: math.exp(log_density(t) - log_z), lo, v)[0] for v in np.atleast_1d(x)]
+        )
 
     grid = np.linspace(lo, hi, 801)
     table = cdf(grid)
@@ -293,7 +326,9 @@ def test_within_firm_sums_bit_for_bit_along_any_axis_and_unsorted_rows():
     np.testing.assert_array_equal(within.segment_sum(values[:, 3], obs_firm, 40), by_add_at[:, 3])
     np.testing.assert_array_equal(within.segment_sum(values.T, obs_firm, 40, axis=-1), by_add_at.T)
     years = np.bincount(obs_firm, minlength=40).astype(float)
-    np.testing.assert_array_equal(within.within_firm(values.T, obs_firm, years, axis=-1), within.within_firm(values, obs_firm, years).T)
+    np.testing.assert_array_equal(
+        within.within_firm(values.T, obs_firm, years, axis=-1), within.within_firm(values, obs_firm, years).T
+    )
 
 
 def test_fit_prepares_the_data_and_the_halflife_table_once():
@@ -332,7 +367,11 @@ def test_conditional_mode_and_the_envelope_at_the_edges():
 
     def log_target(alpha, i):
         logits = a + gamma * alpha * sbar
-        return -0.5 * ((alpha - mean[i]) / sd[i]) ** 2 + logits[choice[i]] - (logits.max() + np.log(np.exp(logits - logits.max()).sum()))
+        return (
+            -0.5 * ((alpha - mean[i]) / sd[i]) ** 2
+            + logits[choice[i]]
+            - (logits.max() + np.log(np.exp(logits - logits.max()).sum()))
+        )
 
     mode, table = integrated._conditional_mode(mean, sd, gamma, a, sbar, sbar[choice])
     assert table[0][0] <= np.min(gamma * mode) and np.max(gamma * mode) <= table[0][-1]  # draw_alpha reuses it
@@ -354,11 +393,18 @@ def test_denominator_route_follows_the_rows_per_county(panel, monkeypatch, choic
 
     routes = []
     real_table, real_expansion = denominator.tabulated_log_denominator, denominator.log_denominator
-    monkeypatch.setattr(denominator, "tabulated_log_denominator", lambda *a, **k: routes.append("table") or real_table(*a, **k))
-    monkeypatch.setattr(denominator, "log_denominator", lambda *a, **k: routes.append("expansion") or real_expansion(*a, **k))
+    monkeypatch.setattr(
+        denominator, "tabulated_log_denominator", lambda *a, **k: routes.append("table") or real_table(*a, **k)
+    )
+    monkeypatch.setattr(
+        denominator, "log_denominator", lambda *a, **k: routes.append("expansion") or real_expansion(*a, **k)
+    )
     config = _integrated_config()
     config = replace(config, model=replace(config.model, choice_set=choice_set))
     counties = len(model_data(panel, config).spill.choice_set)
     build_model(panel, config)
     rows_per_county = config.model.quadrature_nodes * panel.n_firms / counties
-    assert routes == ["table" if rows_per_county >= model_module.TABLE_ROWS_PER_COUNTY else "expansion"], (rows_per_county, routes)
+    assert routes == ["table" if rows_per_county >= model_module.TABLE_ROWS_PER_COUNTY else "expansion"], (
+        rows_per_county,
+        routes,
+    )

@@ -24,7 +24,13 @@ def small_panel():
 
 def test_every_model_file_is_tested():
     names = {f.split("/")[-1] for f in MODEL_FILES}
-    assert {"lychagin2010.toml", "homogeneous.toml", "no_sorting.toml", "log_spillover.toml", "all_counties.toml"} <= names
+    assert {
+        "lychagin2010.toml",
+        "homogeneous.toml",
+        "no_sorting.toml",
+        "log_spillover.toml",
+        "all_counties.toml",
+    } <= names
 
 
 @pytest.mark.parametrize("path", MODEL_FILES)
@@ -63,7 +69,12 @@ def numpy_firm_loglik(panel, truth, county_effect, county_choice_set, gamma):
     alpha = np.array([truth["alpha"][g] for g in panel.firms])
     inputs = kernel.spillover_inputs(panel)
     s_it = kernel.firm_year_spillover(inputs, p["halflife_km"])
-    year_effect = np.array([truth["year_effect"][str(y)] if str(y) in truth["year_effect"] else truth["year_effect"][y] for y in panel.years])
+    year_effect = np.array(
+        [
+            truth["year_effect"][str(y)] if str(y) in truth["year_effect"] else truth["year_effect"][y]
+            for y in panel.years
+        ]
+    )
     year_effect = year_effect - year_effect[0]
     resid = (
         panel.q

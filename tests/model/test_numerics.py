@@ -50,7 +50,13 @@ def tail_points(full: bool):
     """(gamma, mu_alpha, sigma_alpha, alpha_raw, sigma_w): the corners of a box far in the prior
     tails (gamma ~ Normal(0, 0.25): +-8 sd; mu_alpha, alpha_raw ~ Normal(0, 1): +-6 sd;
     sigma_alpha, sigma_w ~ HalfNormal(1): 1e-3 to 6), and the centre."""
-    box = {"gamma": (-2.0, 2.0), "mu_alpha": (-6.0, 6.0), "sigma_alpha": (1e-3, 6.0), "alpha_raw": (-6.0, 6.0), "sigma_w": (1e-3, 6.0)}
+    box = {
+        "gamma": (-2.0, 2.0),
+        "mu_alpha": (-6.0, 6.0),
+        "sigma_alpha": (1e-3, 6.0),
+        "alpha_raw": (-6.0, 6.0),
+        "sigma_w": (1e-3, 6.0),
+    }
     corners = list(itertools.product(*box.values()))
     if not full:
         corners = corners[:: len(corners) // 6]
@@ -96,7 +102,8 @@ def test_log_spillover_with_zero_pools(zero_pool_panel):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "model_file", ["lychagin2010.toml", "log_spillover.toml", "homogeneous.toml", "no_sorting.toml", "all_counties.toml"]
+    "model_file",
+    ["lychagin2010.toml", "log_spillover.toml", "homogeneous.toml", "no_sorting.toml", "all_counties.toml"],
 )
 def test_logp_and_gradient_finite_on_the_full_grid(panel, zero_pool_panel, model_file):
     tried = check_model_on_grid(panel, model_file, full=True)
@@ -143,7 +150,15 @@ def test_the_pytensor_kernel_gradient_is_finite_at_short_half_lives():
 
 @pytest.mark.parametrize("halflife_km, gamma", [(1.0, 0.0), (5000.0, 3.0), (59.0, -3.0)])
 def test_simulate_load_and_model_inputs_raise_no_floating_point_error(tmp_path, halflife_km, gamma):
-    settings = SimulationSettings(n_firms=15, first_year=2000, last_year=2005, mean_years=4, halflife_km=halflife_km, gamma=gamma, zero_rd_share=0.3)
+    settings = SimulationSettings(
+        n_firms=15,
+        first_year=2000,
+        last_year=2005,
+        mean_years=4,
+        halflife_km=halflife_km,
+        gamma=gamma,
+        zero_rd_share=0.3,
+    )
     config = load_config(MODELS / "lychagin2010.toml")
     with np.errstate(all="raise"):
         panel = simulate_industry(settings, seed=2)

@@ -50,25 +50,49 @@ def test_a_usual_panel_gets_no_warning():
 def test_one_firm():
     found = findings(one_firm())
     assert found["the panel holds one firm"] == ("sigma_alpha", "gamma")
-    assert found["the location choice has one county to choose from"] == ("gamma", "county_effect", "county_delta", "county_tau")
+    assert found["the location choice has one county to choose from"] == (
+        "gamma",
+        "county_effect",
+        "county_delta",
+        "county_tau",
+    )
     # a firm's own stock is excluded, so one firm receives no spillover at all
-    assert found["the spillover a firm receives does not change over its years"] == ("alpha", "mu_alpha", "sigma_alpha", "halflife_km")
+    assert found["the spillover a firm receives does not change over its years"] == (
+        "alpha",
+        "mu_alpha",
+        "sigma_alpha",
+        "halflife_km",
+    )
 
 
 def test_all_firms_in_one_county():
     found = findings(one_county())
     assert "the location choice has one county to choose from" in found
-    assert found["the spillover firms receive does not depend on distance (all R&D is in the firms' own counties)"] == ("halflife_km",)
+    assert found["the spillover firms receive does not depend on distance (all R&D is in the firms' own counties)"] == (
+        "halflife_km",
+    )
     assert "the panel holds one firm" not in found
 
 
 def test_no_rd_anywhere():
     found = findings(no_rd())
-    assert found == {"no firm-year has an R&D stock": ("beta_r", "beta_zero_rd", "alpha", "mu_alpha", "sigma_alpha", "halflife_km", "gamma")}
+    assert found == {
+        "no firm-year has an R&D stock": (
+            "beta_r",
+            "beta_zero_rd",
+            "alpha",
+            "mu_alpha",
+            "sigma_alpha",
+            "halflife_km",
+            "gamma",
+        )
+    }
 
 
 def test_the_homogeneous_model_names_its_one_alpha():
-    assert findings(no_rd(), "homogeneous") == {"no firm-year has an R&D stock": ("beta_r", "beta_zero_rd", "alpha", "halflife_km")}
+    assert findings(no_rd(), "homogeneous") == {
+        "no firm-year has an R&D stock": ("beta_r", "beta_zero_rd", "alpha", "halflife_km")
+    }
     assert "the panel holds one firm" not in findings(one_firm(), "homogeneous")  # no spread of alpha to speak of
 
 
@@ -120,7 +144,9 @@ def test_draws_that_cannot_fit_in_memory_stop_before_sampling(monkeypatch):
 def test_the_command_line_says_the_same_and_exits_2(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(preflight, "available_memory_bytes", lambda: 8 * 1024**3)
     monkeypatch.setattr(fitting, "sample", lambda *a, **k: pytest.fail("sampling started"))
-    code = main(["fit", "--data", str(tiny_csv()), "--out", str(tmp_path / "fit"), "--draws", "100000000", "--no-progress"])
+    code = main(
+        ["fit", "--data", str(tiny_csv()), "--out", str(tmp_path / "fit"), "--draws", "100000000", "--no-progress"]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "100,000,000 draws x 4 chains" in err and "Traceback" not in err
 
@@ -129,9 +155,13 @@ def test_unknown_memory_does_not_stop_a_fit(monkeypatch):
     monkeypatch.setattr(preflight, "available_memory_bytes", lambda: None)
     config = tiny_config()
     panel = load_panel(tiny_csv(), settings=config.panel)
-    preflight.require_draws_fit_memory(build_model(panel, config, model_data(panel, config)), panel.n_firms, config.with_sampler(draws=10**9))
+    preflight.require_draws_fit_memory(
+        build_model(panel, config, model_data(panel, config)), panel.n_firms, config.with_sampler(draws=10**9)
+    )
 
 
 def test_config_error_is_raised_with_sampler_bounds():
-    with pytest.raises(ConfigError, match="sampler.seed must be at most 9,223,372,036,854,775,807, got 99,999,999,999,999,999,999"):
+    with pytest.raises(
+        ConfigError, match="sampler.seed must be at most 9,223,372,036,854,775,807, got 99,999,999,999,999,999,999"
+    ):
         tiny_config().with_sampler(seed=99999999999999999999)

@@ -51,7 +51,9 @@ def test_draws_have_the_scipy_moments_and_follow_the_seed():
         values = draws[prior.family]
         assert values.shape == (20_000,)
         # the mean within 5 standard errors, the median within 5% of the scale
-        assert np.mean(values) == pytest.approx(reference.mean(), abs=5 * reference.std() / np.sqrt(20_000)), prior.family
+        assert np.mean(values) == pytest.approx(reference.mean(), abs=5 * reference.std() / np.sqrt(20_000)), (
+            prior.family
+        )
         assert np.median(values) == pytest.approx(reference.median(), abs=0.05 * reference.std()), prior.family
         assert stats.kstest(values, reference.cdf).pvalue > 1e-4, prior.family
     one = priors.draw(named, np.random.default_rng(1))

@@ -144,7 +144,15 @@ def test_embedded_default_dataset(default):
 
 def test_embedded_default_truth_is_the_papers(default):
     p = default.truth["parameters"]
-    paper = {"beta_k": 0.11, "beta_l": 0.66, "beta_r": 0.09, "halflife_km": 59.0, "gamma": 0.053, "mu_alpha": -0.05, "sigma_alpha2": 0.41}
+    paper = {
+        "beta_k": 0.11,
+        "beta_l": 0.66,
+        "beta_r": 0.09,
+        "halflife_km": 59.0,
+        "gamma": 0.053,
+        "mu_alpha": -0.05,
+        "sigma_alpha2": 0.41,
+    }
     for name, value in paper.items():
         assert p[name] == pytest.approx(value, rel=1e-12), f"{name}: {p[name]} vs the paper's {value}"
     assert p["sigma_alpha"] == pytest.approx(np.sqrt(0.41), rel=1e-12)

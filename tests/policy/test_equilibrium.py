@@ -156,7 +156,21 @@ def test_cli_counties(fit_dir, tmp_path, capsys):
     world = load_world(fit_dir)
     fips = str(world.choice_fips[0])
     out = tmp_path / "eq.csv"
-    code = main(["equilibrium", "counties", str(fit_dir), "--shock-county", fips, "--shock-rd-stock", "1000", "--draws", "4", "--out", str(out)])
+    code = main(
+        [
+            "equilibrium",
+            "counties",
+            str(fit_dir),
+            "--shock-county",
+            fips,
+            "--shock-rd-stock",
+            "1000",
+            "--draws",
+            "4",
+            "--out",
+            str(out),
+        ]
+    )
     text = capsys.readouterr().out
     assert code == 0, text
     assert "over 4 draws" in text

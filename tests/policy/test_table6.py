@@ -93,7 +93,9 @@ def test_decay_column_uses_the_entrant_county_firms(world):
     """Distance decay only: the entrant county's firms at the neighbour's distance."""
     panel, draws = world.panel, world.draws
     r = table6(world, "06085", 220.0, 2002, neighbors=PAPER_NEIGHBORS)
-    obs = np.flatnonzero((panel.obs_county == panel.counties.index_of(["06085"])[0]) & (panel.years[panel.obs_year] == 2002))
+    obs = np.flatnonzero(
+        (panel.obs_county == panel.counties.index_of(["06085"])[0]) & (panel.years[panel.obs_year] == 2002)
+    )
     a, sale = draws.alpha[:, panel.obs_firm[obs]], panel.sale[obs]
     for c, row in enumerate(r.rows):
         w = np.exp(-np.log(2) / draws.halflife_km * row.distance_km)
@@ -133,7 +135,9 @@ def test_implied_density_is_a_density_and_matches_gauss_hermite(world):
     draws = world.draws
     sbar = world.sbar()[d]
     pos = world.choice_position("06085")
-    grid, dens = implied_alpha_density(draws.county_effect[d], draws.gamma[d], sbar, draws.mu_alpha[d], draws.sigma_alpha[d], [pos])
+    grid, dens = implied_alpha_density(
+        draws.county_effect[d], draws.gamma[d], sbar, draws.mu_alpha[d], draws.sigma_alpha[d], [pos]
+    )
     assert np.isclose((dens * trapezoid_weights(grid)).sum(), 1.0)
     assert np.isclose(implied_cdf(grid, dens)[0, -1], 1.0)
     # E_f[expm1(alpha c)] against Gauss-Hermite: ∫ P_l(alpha) expm1(alpha c) N / ∫ P_l(alpha) N
@@ -198,7 +202,9 @@ def test_log_spillover_variant_by_hand(panel):
     p = world.panel
     county = p.counties.index_of(["06085"])[0]
     obs = np.flatnonzero((p.obs_county == county) & (p.years[p.obs_year] == 2002))
-    field = _field_rows(world, np.array([county]), int(np.flatnonzero(p.years == 2002)[0]), world.draws.halflife_km)[0, 0]
+    field = _field_rows(world, np.array([county]), int(np.flatnonzero(p.years == 2002)[0]), world.draws.halflife_km)[
+        0, 0
+    ]
     s_it = np.maximum(field - p.rd_stock[obs] / 1000.0, 0.001)
     gain = world.draws.alpha[0, p.obs_firm[obs]] * (np.log(s_it + 0.22) - np.log(s_it))
     expected = 100 * (np.expm1(gain) * p.sale[obs]).sum() / p.sale[obs].sum()
@@ -244,8 +250,24 @@ def test_cli_paper_example_in_one_command(fit_dir, panel, tmp_path, capsys):
     truth.write_text(json.dumps(dict(panel.truth)))
     out = tmp_path / "table6.csv"
     code = main(
-        ["counterfactual", str(fit_dir), "--county", "06085", "--rd-stock", "220", "--year", "2002",
-         "--neighbors", ",".join(PAPER_NEIGHBORS), "--county-sales", str(sales), "--truth", str(truth), "--out", str(out)]
+        [
+            "counterfactual",
+            str(fit_dir),
+            "--county",
+            "06085",
+            "--rd-stock",
+            "220",
+            "--year",
+            "2002",
+            "--neighbors",
+            ",".join(PAPER_NEIGHBORS),
+            "--county-sales",
+            str(sales),
+            "--truth",
+            str(truth),
+            "--out",
+            str(out),
+        ]
     )
     text = capsys.readouterr().out
     assert code == 0, text
@@ -256,7 +278,22 @@ def test_cli_paper_example_in_one_command(fit_dir, panel, tmp_path, capsys):
         assert {f"{m}_pct_median", f"{m}_pct_q5", f"{m}_pct_q95", f"{m}_pct_truth"} <= set(table.columns)
     assert "both_usd_mil_median" in table
 
-    code = main(["counterfactual", str(fit_dir), "--county", "06085", "--rd-stock", "0", "--year", "2002", "--alpha", "implied", "--out", str(out)])
+    code = main(
+        [
+            "counterfactual",
+            str(fit_dir),
+            "--county",
+            "06085",
+            "--rd-stock",
+            "0",
+            "--year",
+            "2002",
+            "--alpha",
+            "implied",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     table = pd.read_csv(out)
     assert (table.filter(like="_pct_").fillna(0.0) == 0.0).all().all()
@@ -280,10 +317,17 @@ def test_table6_intervals_cover_the_truth_at_about_the_nominal_rate():
 
     results, lines = [], []
     for seed in COVERAGE_SEEDS:
-        panel = simulate_industry(SimulationSettings(n_firms=120, first_year=1994, last_year=2004, county_shift=BAY), seed=seed)
+        panel = simulate_industry(
+            SimulationSettings(n_firms=120, first_year=1994, last_year=2004, county_shift=BAY), seed=seed
+        )
         tree = bayes_spill.fit(data=panel, draws=100, tune=100, chains=2, seed=seed, progress=False, report=False)
         world = load_world(tree)
-        world = FittedWorld(type(world.panel)(**{**world.panel.__dict__, "truth": dict(panel.truth)}), world.config, world.spill, world.draws)
+        world = FittedWorld(
+            type(world.panel)(**{**world.panel.__dict__, "truth": dict(panel.truth)}),
+            world.config,
+            world.spill,
+            world.draws,
+        )
         for alpha in ALPHA_MODES:
             post = table6(world, "06085", 220.0, 2002, alpha=alpha)
             result = post.with_truth(table6_truth(world, "06085", 220.0, 2002, alpha=alpha))

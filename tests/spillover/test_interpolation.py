@@ -69,13 +69,19 @@ def test_gumbel_derivative_polynomials_are_the_derivatives():
 
 def test_table_within_its_bound_over_the_whole_half_life_axis(all_counties, table):
     assert table.error_bound <= 1e-10
-    halflives = np.concatenate([np.exp(np.linspace(np.log(1e-4), np.log(1e8), 1201)), [interp.H_MIN_KM, interp.H_MAX_KM, 59.0]])
-    worst = max(np.max(np.abs(interp.evaluate_table(table, h) - kernel.choice_spillover(all_counties, h))) for h in halflives)
+    halflives = np.concatenate(
+        [np.exp(np.linspace(np.log(1e-4), np.log(1e8), 1201)), [interp.H_MIN_KM, interp.H_MAX_KM, 59.0]]
+    )
+    worst = max(
+        np.max(np.abs(interp.evaluate_table(table, h) - kernel.choice_spillover(all_counties, h))) for h in halflives
+    )
     print(f"table: {table.nodes} nodes, bound {table.error_bound:.3g}, worst error {worst:.3g} $ bil")
     assert worst <= table.error_bound
 
 
-@pytest.mark.parametrize("name, evaluate", [("table", interp.evaluate_table), ("field_table", interp.evaluate_field_table)])
+@pytest.mark.parametrize(
+    "name, evaluate", [("table", interp.evaluate_table), ("field_table", interp.evaluate_field_table)]
+)
 def test_tables_numpy_and_pytensor_agree_with_a_finite_gradient(request, name, evaluate):
     table = request.getfixturevalue(name)
     h = pt.dscalar("h")
@@ -107,9 +113,16 @@ def test_field_table_within_its_bound_over_the_whole_half_life_axis(all_counties
     (sources x machine epsilon x the pool)."""
     assert field_table.error_bound <= interp.FIELD_ERROR_TARGET
     rounding = all_counties.pool.shape[0] * np.finfo(float).eps * np.abs(all_counties.pool).sum(axis=0).max()
-    halflives = np.concatenate([np.exp(np.linspace(np.log(1e-4), np.log(1e9), 801)), [interp.H_MIN_KM, interp.H_MAX_KM, 59.0, np.inf]])
-    worst = max(np.max(np.abs(interp.evaluate_field_table(field_table, h) - _direct_field(all_counties, field_table, h))) for h in halflives)
-    print(f"field table: {field_table.coefficients.shape}, bound {field_table.error_bound:.3g}, worst {worst:.3g} $ bil")
+    halflives = np.concatenate(
+        [np.exp(np.linspace(np.log(1e-4), np.log(1e9), 801)), [interp.H_MIN_KM, interp.H_MAX_KM, 59.0, np.inf]]
+    )
+    worst = max(
+        np.max(np.abs(interp.evaluate_field_table(field_table, h) - _direct_field(all_counties, field_table, h)))
+        for h in halflives
+    )
+    print(
+        f"field table: {field_table.coefficients.shape}, bound {field_table.error_bound:.3g}, worst {worst:.3g} $ bil"
+    )
     assert worst <= field_table.error_bound + rounding
 
 
@@ -132,7 +145,13 @@ def _point_values(model, rng, scale):
 
 @pytest.mark.parametrize(
     "name, table_rows_per_county",
-    [("lychagin2010", None), ("all_counties", None), ("log_spillover", None), ("integrated_alpha", 0), ("integrated_alpha", math.inf)],
+    [
+        ("lychagin2010", None),
+        ("all_counties", None),
+        ("log_spillover", None),
+        ("integrated_alpha", 0),
+        ("integrated_alpha", math.inf),
+    ],
 )
 def test_interpolated_model_matches_the_exact_model_to_its_tolerance(panel, name, table_rows_per_county, monkeypatch):
     """With alpha_i integrated out, both ways to the denominators: the table in c (0 rows per county
@@ -154,7 +173,9 @@ def test_interpolated_model_matches_the_exact_model_to_its_tolerance(panel, name
     points.append(tiny)
     for k, point in enumerate(points):
         a, b = logp_fast(point), logp_exact(point)
-        assert np.isfinite(a) and abs(a - b) <= 1e-6, f"{name} point {k}: interpolated {a!r}, exact {b!r}, diff {a - b:.3g}"
+        assert np.isfinite(a) and abs(a - b) <= 1e-6, (
+            f"{name} point {k}: interpolated {a!r}, exact {b!r}, diff {a - b:.3g}"
+        )
         g_fast, g_exact = dlogp_fast(point), dlogp_exact(point)
         assert np.all(np.isfinite(g_fast))
         # the interpolant's derivative errs by O(H^5) where its value errs by O(H^6): close, not 1e-6

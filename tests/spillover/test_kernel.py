@@ -68,7 +68,14 @@ def numpy_outputs(inputs, h):
 # -- numpy == PyTensor -------------------------------------------------------------------------
 @pytest.mark.parametrize("h", HALFLIVES)
 def test_numpy_and_pytensor_agree(compiled, inputs, h):
-    names = ("spillover_field", "firm_year_spillover", "choice_spillover", "transform level", "transform log S_it", "transform log Sbar")
+    names = (
+        "spillover_field",
+        "firm_year_spillover",
+        "choice_spillover",
+        "transform level",
+        "transform log S_it",
+        "transform log Sbar",
+    )
     for name, a, b in zip(names, compiled(h), numpy_outputs(inputs, h), strict=True):
         assert a.shape == b.shape, name
         np.testing.assert_allclose(a, b, rtol=RTOL, atol=1e-300, err_msg=f"{name} at h={h}")
@@ -109,7 +116,9 @@ def test_gradient_matches_central_difference(objective, h):
     analytic = float(grad(h))
     step = h * 1e-5
     numeric = (value(np, h + step) - value(np, h - step)) / (2 * step)
-    assert analytic == pytest.approx(numeric, rel=1e-6, abs=1e-9), f"h={h}: pytensor {analytic!r}, finite difference {numeric!r}"
+    assert analytic == pytest.approx(numeric, rel=1e-6, abs=1e-9), (
+        f"h={h}: pytensor {analytic!r}, finite difference {numeric!r}"
+    )
     assert abs(analytic) > 1e-6, f"h={h}: gradient {analytic} too small to test anything"
 
 
@@ -260,7 +269,9 @@ def test_tiny_case_by_hand(tiny):
     h = 37.0
     w1, w2 = np.exp(-np.log(2) / h * D), np.exp(-np.log(2) / h * 2 * D)
     expected_c = [w1 * 4.0 + w2 * 1.5, w1 * 8.0 + w2 * 2.0]
-    np.testing.assert_allclose(kernel.spillover_field(everywhere.choice_distance, inputs.pool, h)[2], expected_c, rtol=1e-12)
+    np.testing.assert_allclose(
+        kernel.spillover_field(everywhere.choice_distance, inputs.pool, h)[2], expected_c, rtol=1e-12
+    )
 
 
 def test_tiny_case_pytensor(tiny):
@@ -285,7 +296,9 @@ def test_spillover_transform_carries_the_three_settings(panel):
         assert (spill.own_stock_bil is not None) == t.exclude_own
         s_it = kernel.firm_year_spillover(spill, 59.0)
         np.testing.assert_array_equal(t.firm_year(spill, 59.0), kernel.transform(s_it, t.kind, t.floor_bil))
-        np.testing.assert_array_equal(t.choice(spill, 59.0), kernel.transform(kernel.choice_spillover(spill, 59.0), t.kind, t.floor_bil))
+        np.testing.assert_array_equal(
+            t.choice(spill, 59.0), kernel.transform(kernel.choice_spillover(spill, 59.0), t.kind, t.floor_bil)
+        )
         h = pt.dscalar("h")
         symbolic = pytensor.function([h], t.firm_year(spill, h, pt), mode="FAST_COMPILE")
         np.testing.assert_allclose(symbolic(59.0), t.firm_year(spill, 59.0), rtol=1e-12, atol=1e-15)

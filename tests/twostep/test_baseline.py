@@ -22,7 +22,9 @@ from bayes_spill.twostep import table4 as se
 @pytest.fixture(scope="module")
 def panel():
     # low noise so that the GMM pins beta and the half-life on a small industry
-    settings = SimulationSettings(n_firms=150, first_year=1990, last_year=2006, sigma_w=0.05, county_shift=(("06085", 2.0), ("25017", 1.5)))
+    settings = SimulationSettings(
+        n_firms=150, first_year=1990, last_year=2006, sigma_w=0.05, county_shift=(("06085", 2.0), ("25017", 1.5))
+    )
     return simulate_industry(settings, seed=11)
 
 
@@ -82,7 +84,9 @@ def test_gmm_recovers_beta_and_halflife(panel, design):
 
 def test_alpha_hat_by_product_equals_sorting_evidence(panel, design):
     fit = gmm.gmm_at(design, 70.0)
-    alpha_hat, s_variation = se.naive_alpha_hat(panel, np.where(fit.identified[:4], fit.beta, 0.0), 70.0, year_effect=fit.year_effect())
+    alpha_hat, s_variation = se.naive_alpha_hat(
+        panel, np.where(fit.identified[:4], fit.beta, 0.0), 70.0, year_effect=fit.year_effect()
+    )
     np.testing.assert_allclose(fit.alpha_hat, alpha_hat, rtol=1e-7, atol=1e-7, equal_nan=True)
     np.testing.assert_allclose(fit.s_variation, s_variation, rtol=1e-10)
 
@@ -128,7 +132,14 @@ def test_bootstrap_weights_equal_duplicated_firms(panel, design):
     idx = np.concatenate([np.repeat(np.arange(5), 3), np.arange(5, panel.n_firms)])
     rows = np.concatenate([np.flatnonzero(panel.obs_firm == i) for i in idx])
     dup = design_module.Design(
-        spill=design_module.kernel.SpilloverInputs(**{**design.spill.__dict__, "obs_receiver": design.spill.obs_receiver[rows], "obs_year": design.spill.obs_year[rows], "own_stock_bil": design.spill.own_stock_bil[rows]}),
+        spill=design_module.kernel.SpilloverInputs(
+            **{
+                **design.spill.__dict__,
+                "obs_receiver": design.spill.obs_receiver[rows],
+                "obs_year": design.spill.obs_year[rows],
+                "own_stock_bil": design.spill.own_stock_bil[rows],
+            }
+        ),
         transform=design.transform,
         obs_firm=np.repeat(np.arange(len(idx)), panel.years_per_firm[idx]),
         years_per_firm=panel.years_per_firm[idx].astype(float),
@@ -235,7 +246,9 @@ def test_location_ml_recovers_gamma_and_the_alpha_distribution():
 
 
 def test_location_data_drops_counties_without_firms():
-    ld = location.location_data(np.array([0.1, 0.2, 0.3]), np.array([1.0, 1.0, 0.0]), 0.5, np.array([0, 2, 2]), np.array([1.0, 2.0, 3.0]))
+    ld = location.location_data(
+        np.array([0.1, 0.2, 0.3]), np.array([1.0, 1.0, 0.0]), 0.5, np.array([0, 2, 2]), np.array([1.0, 2.0, 3.0])
+    )
     np.testing.assert_allclose(ld.sbar, [1.0, 3.0])
     np.testing.assert_array_equal(ld.choice, [0, 1, 1])
     assert np.isinf(ld.var_nu[2])  # no variation: no alpha_hat information
@@ -246,7 +259,9 @@ def test_location_data_drops_counties_without_firms():
 
 
 def test_two_step_end_to_end_with_a_small_bootstrap(panel):
-    result = estimator.two_step(panel, settings=design_module.BaselineSettings(n_bootstrap=3, workers=1, grid_points=21), table4_bootstrap=0)
+    result = estimator.two_step(
+        panel, settings=design_module.BaselineSettings(n_bootstrap=3, workers=1, grid_points=21), table4_bootstrap=0
+    )
     assert len(result.draws) == 3 and result.failed_replicates == 0
     assert result.firms_dropped_short == 0
     for name in ("beta_k", "beta_l", "beta_r", "halflife_km", "gamma", "mu_alpha", "sigma_alpha2", "spec1_halflife_km"):
@@ -263,7 +278,9 @@ def test_cli_baseline_on_a_simulated_csv(panel, tmp_path, capsys):
     from bayes_spill.model.simulate import write_simulation
 
     csv_path, _ = write_simulation(panel, tmp_path / "sim")
-    code = main(["baseline", "--data", str(csv_path), "--bootstrap", "0", "--no-progress", "--out", str(tmp_path / "out")])
+    code = main(
+        ["baseline", "--data", str(csv_path), "--bootstrap", "0", "--no-progress", "--out", str(tmp_path / "out")]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "Table 3" in out and "Table 5" in out and "truth" in out  # truth.json beside the CSV is shown
@@ -287,7 +304,9 @@ def test_two_step_recovers_betas_and_halflife_at_paper_scale():
     from bayes_spill.model.simulate import SOFTWARE_SETTINGS
 
     panel = simulate_industry(SOFTWARE_SETTINGS, seed=4242)
-    result = estimator.two_step(panel, settings=design_module.BaselineSettings(n_bootstrap=49, workers=2, seed=1), table4_bootstrap=0)
+    result = estimator.two_step(
+        panel, settings=design_module.BaselineSettings(n_bootstrap=49, workers=2, seed=1), table4_bootstrap=0
+    )
     summ = result.summary()
     checked = ["beta_k", "beta_l", "beta_r", "halflife_km", "sigma_w"]
     misses = [n for n in checked if not summ.loc[n, "covered"]]

@@ -13,7 +13,14 @@ from bayes_spill.twostep import table4 as se
 
 HALFLIFE = 59.0
 BETA = np.array([0.11, 0.66, 0.09, -0.3])
-FIPS = ["06085", "06081", "06001", "25017", "25025", "53033"]  # Santa Clara, San Mateo, Alameda, Middlesex, Suffolk, King
+FIPS = [
+    "06085",
+    "06081",
+    "06001",
+    "25017",
+    "25025",
+    "53033",
+]  # Santa Clara, San Mateo, Alameda, Middlesex, Suffolk, King
 
 
 @pytest.fixture(scope="module")
