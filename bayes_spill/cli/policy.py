@@ -114,21 +114,21 @@ def cmd_sorting(args: argparse.Namespace) -> int:
 
 
 def cmd_two_city(args: argparse.Namespace) -> int:
-    from bayes_spill.policy import equilibrium as eq
+    from bayes_spill.policy import two_city
 
-    params = eq.TwoCity(sigma=args.sigma, b=args.b, lam=args.lam, distance_km=args.distance_km)
-    table = eq.two_city_table(args.tau_grid, params)
+    params = two_city.TwoCity(sigma=args.sigma, b=args.b, lam=args.lam, distance_km=args.distance_km)
+    table = two_city.two_city_table(args.tau_grid, params)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     png = out / "figure1.png"
     panel_a = args.panel_a_taus or _panel_a_taus(table)
-    eq.plot_figure1(params, args.tau_grid, panel_a, png)
+    two_city.plot_figure1(params, args.tau_grid, panel_a, png)
     _write_csv(table, out / "equilibria.csv")
     print(
         f"Two-city model (Section 2.6): sigma = {params.sigma:g}, b = {params.b:g} (gamma = {params.gamma:g}), "
         f"lambda = {params.lam:.4g}/km, distance {params.distance_km:g} km (exp(-lambda d) = {params.decay:.3f})"
     )
-    print(eq.format_two_city(table))
+    print(two_city.format_two_city(table))
     print(f"\nwrote {png} and {out / 'equilibria.csv'}")
     return 0
 

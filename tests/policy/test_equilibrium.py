@@ -10,9 +10,10 @@ from policy_fixtures import fake_fit, small_panel
 from bayes_spill.cli.main import main
 from bayes_spill.errors import BayesSpillError
 from bayes_spill.policy import equilibrium as eq
+from bayes_spill.policy import two_city
 from bayes_spill.policy.world import load_world
 
-P = eq.TwoCity()  # sigma 5, b 1, 59 km half-life, 100 km apart
+P = two_city.TwoCity()  # sigma 5, b 1, 59 km half-life, 100 km apart
 
 
 def shares(eqs):
@@ -20,9 +21,9 @@ def shares(eqs):
 
 
 def test_one_equilibrium_at_high_tau_three_at_low_tau():
-    high = eq.two_city_equilibria(3.0, P)
+    high = two_city.two_city_equilibria(3.0, P)
     assert len(high) == 1 and high[0].share == pytest.approx(0.5) and high[0].stable
-    low = eq.two_city_equilibria(1.05, P)
+    low = two_city.two_city_equilibria(1.05, P)
     assert len(low) == 3
     assert [e.stable for e in low] == [True, False, True]
     assert low[1].share == pytest.approx(0.5)
@@ -32,40 +33,40 @@ def test_one_equilibrium_at_high_tau_three_at_low_tau():
 
 def test_roots_are_fixed_points_and_stability_is_the_slope():
     for tau in (1.0, 1.3, 1.5, 1.6, 2.0):
-        for e in eq.two_city_equilibria(tau, P):
-            assert float(eq.best_response(e.share, tau, P)) == pytest.approx(e.share, abs=1e-10)
+        for e in two_city.two_city_equilibria(tau, P):
+            assert float(two_city.best_response(e.share, tau, P)) == pytest.approx(e.share, abs=1e-10)
             assert e.stable == (e.slope < 1.0)
 
 
 def test_slope_at_the_symmetric_point_without_trade_costs():
     """tau = 1: market access is equal, BR = S1^gamma / (S1^gamma + S2^gamma), slope at 1/2 is
     gamma (1 - e) / (1 + e) with e = exp(-lambda d)."""
-    (mid,) = [e for e in eq.two_city_equilibria(1.0, P) if abs(e.share - 0.5) < 1e-9]
+    (mid,) = [e for e in two_city.two_city_equilibria(1.0, P) if abs(e.share - 0.5) < 1e-9]
     e = P.decay
     assert mid.slope == pytest.approx(P.gamma * (1 - e) / (1 + e), rel=1e-5)
 
 
 def test_no_multiplicity_without_spillover_attraction():
-    weak = eq.TwoCity(b=20.0)  # gamma = 0.2: too weak to agglomerate
+    weak = two_city.TwoCity(b=20.0)  # gamma = 0.2: too weak to agglomerate
     for tau in (1.0, 1.5, 3.0):
-        assert len(eq.two_city_equilibria(tau, weak)) == 1
+        assert len(two_city.two_city_equilibria(tau, weak)) == 1
 
 
 def test_branches_and_table():
-    table = eq.two_city_table(np.linspace(1.0, 2.5, 31), P)
+    table = two_city.two_city_table(np.linspace(1.0, 2.5, 31), P)
     counts = table.groupby("tau")["n_equilibria"].first()
     assert counts.iloc[0] == 3 and counts.iloc[-1] == 1
     assert set(counts.unique()) <= {1, 3, 5}
-    branches = eq.equilibrium_branches(table)
+    branches = two_city.equilibrium_branches(table)
     assert sum(len(b) for b in branches) == len(table)
-    assert "equilibria" in eq.format_two_city(table)
+    assert "equilibria" in two_city.format_two_city(table)
 
 
 def test_bad_two_city_parameters():
     with pytest.raises(BayesSpillError):
-        eq.TwoCity(sigma=1.0)
+        two_city.TwoCity(sigma=1.0)
     with pytest.raises(BayesSpillError):
-        eq.best_response(0.5, 0.5, P)
+        two_city.best_response(0.5, 0.5, P)
 
 
 def test_cli_two_city_writes_figure_and_table(tmp_path, capsys):
