@@ -358,7 +358,7 @@ def parse_config(text: str, source: str = "<memory>") -> ModelConfig:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML ({exc})") from None
-    _reject_unknown(raw, TOP_LEVEL_KEYS, source, "top level")
+    reject_unknown_keys(raw, TOP_LEVEL_KEYS, source, "top level")
     name = raw.get("name")
     if not isinstance(name, str) or not name.strip() or not all(c.isalnum() or c in "-_" for c in name):
         raise ConfigError(
@@ -381,7 +381,7 @@ def parse_config(text: str, source: str = "<memory>") -> ModelConfig:
     return ModelConfig(name, description, model, priors, sampler, panel, source, text)
 
 
-def _reject_unknown(table: Any, valid: tuple[str, ...], source: str, where: str) -> None:
+def reject_unknown_keys(table: Any, valid: tuple[str, ...], source: str, where: str) -> None:
     if not isinstance(table, dict):
         raise ConfigError(f"{source}: {where} must be a table")
     unknown = sorted(set(table) - set(valid))
@@ -393,7 +393,7 @@ def _reject_unknown(table: Any, valid: tuple[str, ...], source: str, where: str)
 
 def _build_section(cls, table: Any, source: str, where: str):
     valid = tuple(f.name for f in fields(cls))
-    _reject_unknown(table, valid, source, f"[{where}]" if where != "top level" else where)
+    reject_unknown_keys(table, valid, source, f"[{where}]" if where != "top level" else where)
     values = {}
     defaults = cls()
     for f in fields(cls):
@@ -485,14 +485,14 @@ def _check_sampler(s: SamplerSpec, source: str) -> None:
 
 def _parse_priors(table: Any, model: ModelSpec, source: str) -> tuple[tuple[str, Prior], ...]:
     needed = required_priors(model)
-    _reject_unknown(table, needed, source, "[priors] (for this model)")
+    reject_unknown_keys(table, needed, source, "[priors] (for this model)")
     missing = [n for n in needed if n not in table]
     if missing:
         raise ConfigError(f"{source}: [priors] is missing {', '.join(missing)}")
-    return tuple((name, _parse_prior(name, table[name], source)) for name in needed)
+    return tuple((name, parse_prior(name, table[name], source)) for name in needed)
 
 
-def _parse_prior(name: str, spec: Any, source: str) -> Prior:
+def parse_prior(name: str, spec: Any, source: str) -> Prior:
     key = f"priors.{name}"
     if not isinstance(spec, dict) or "dist" not in spec:
         raise ConfigError(f'{source}: {key} must be a table like {{ dist = "Normal", mu = 0.0, sigma = 1.0 }}')

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bayes_spill import paper
-from bayes_spill.config import Prior, _parse_prior, find_model_file, shipped_models
+from bayes_spill.config import Prior, find_model_file, parse_prior, reject_unknown_keys, shipped_models
 from bayes_spill.errors import ConfigError
 
 # Study configurations live in models/studies/: models/*.toml are model configurations only.
@@ -112,23 +112,13 @@ def load_calibration(path: str | Path | None = None) -> CalibrationConfig:
     return parse_calibration(text, str(path))
 
 
-def _reject(table: dict, valid, source: str, where: str) -> None:
-    if not isinstance(table, dict):
-        raise ConfigError(f"{source}: {where} must be a table")
-    unknown = sorted(set(table) - set(valid))
-    if unknown:
-        raise ConfigError(
-            f"{source}: unknown key(s) {', '.join(map(repr, unknown))} in {where}; valid keys: {', '.join(valid)}"
-        )
-
-
 def _simulation_table(table: dict, source: str, where: str) -> tuple[tuple[str, Any], ...]:
     from bayes_spill.model.simulate import SimulationSettings
 
     valid = [
         f for f in SimulationSettings.__dataclass_fields__ if f not in ("panel", *SIMULATOR_PARAMETERS, "sigma_alpha2")
     ]
-    _reject(table, valid, source, where)
+    reject_unknown_keys(table, valid, source, where)
     out = []
     for key, value in table.items():
         if key == "county_shift":
@@ -139,7 +129,7 @@ def _simulation_table(table: dict, source: str, where: str) -> tuple[tuple[str, 
 
 def _spec(cls, table: dict, source: str, where: str):
     names = [f for f in cls.__dataclass_fields__]
-    _reject(table, names, source, where)
+    reject_unknown_keys(table, names, source, where)
     values = {}
     for key, value in table.items():
         if key == "simulation":
@@ -163,20 +153,20 @@ def parse_calibration(text: str, source: str = "<memory>") -> CalibrationConfig:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML ({exc})") from None
-    _reject(
+    reject_unknown_keys(
         raw,
         ("name", "description", "model", "sampler", "cores_per_fit", "prior", "simulation", "sbc", "montecarlo"),
         source,
         "top level",
     )
     table = raw.get("prior", {})
-    _reject(table, SIMULATOR_PARAMETERS, source, "[prior]")
+    reject_unknown_keys(table, SIMULATOR_PARAMETERS, source, "[prior]")
     missing = [p for p in SIMULATOR_PARAMETERS if p not in table]
     if missing:
         raise ConfigError(
             f"{source}: [prior] must give every parameter the simulator takes; missing {', '.join(missing)}"
         )
-    priors = tuple((name, _parse_prior(name, table[name], source)) for name in SIMULATOR_PARAMETERS)
+    priors = tuple((name, parse_prior(name, table[name], source)) for name in SIMULATOR_PARAMETERS)
     sbc = _spec(SBCSpec, raw.get("sbc", {}), source, "[sbc]")
     mc = _spec(MonteCarloSpec, raw.get("montecarlo", {}), source, "[montecarlo]")
     check_sbc(sbc, source)

@@ -13,22 +13,9 @@ from bayes_spill.inference.bench import (
     DEFAULT_FORMULATIONS,
     FORMULATIONS,
     SAMPLERS,
+    format_tables,
     run_bench,
 )
-
-
-def format_tables(result: dict) -> str:
-    import pandas as pd
-
-    parts = []
-    if result["gradients"]:
-        parts.append("log-density + gradient (median of repeats; ratio_to_baseline = baseline time / this time;")
-        parts.append("ratio_to_paper_scale = this time / the same formulation and backend at 688 firms)")
-        parts.append(pd.DataFrame(result["gradients"]).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    if result["sampling"]:
-        parts.append("\nsampling (ratio = ESS/s over the baseline: all counties, direct sums, PyMC NUTS, C backend)")
-        parts.append(pd.DataFrame(result["sampling"]).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    return "\n".join(parts)
 
 
 def add_commands(sub) -> None:

@@ -99,7 +99,7 @@ def load_counties(path: str | os.PathLike | None = None) -> Counties:
     if path is None:
         return _builtin_counties()
 
-    return _counties_from_frame(read_table(path), str(path))
+    return counties_from_frame(read_table(path), str(path))
 
 
 @functools.lru_cache(maxsize=1)
@@ -107,10 +107,10 @@ def _builtin_counties() -> Counties:
     with resources.files("bayes_spill").joinpath("data/counties.csv").open("rb") as f:
         frame = pd.read_csv(f, dtype={c: str for c in TEXT_COLUMNS})
     frame.index = pd.RangeIndex(2, 2 + len(frame))
-    return _counties_from_frame(frame, "built-in counties.csv", source="built-in")
+    return counties_from_frame(frame, "built-in counties.csv", source="built-in")
 
 
-def _counties_from_frame(frame: pd.DataFrame, file: str, source: str | None = None) -> Counties:
+def counties_from_frame(frame: pd.DataFrame, file: str, source: str | None = None) -> Counties:
     """Validate a county table whose index holds file line numbers, and build Counties from it."""
 
     def lines(mask: pd.Series) -> list[int]:

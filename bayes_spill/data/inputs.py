@@ -390,7 +390,7 @@ def resolve_counties(counties: Counties | str | os.PathLike | pd.DataFrame | Non
         return counties
     if isinstance(counties, pd.DataFrame):
         # load_counties takes a path; a frame goes through the same reader and checks
-        return geography._counties_from_frame(read_table(counties), FRAME_NAME)
+        return geography.counties_from_frame(read_table(counties), FRAME_NAME)
     if isinstance(counties, (str, os.PathLike)):
         return geography.load_counties(counties)
     raise TypeError(f"counties must be None, a path, a DataFrame or a Counties object, got {type(counties).__name__}")
