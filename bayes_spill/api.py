@@ -23,32 +23,9 @@ from bayes_spill.policy.world import load_world
 class Fit(FittedModel):
     """A fitted model: the posterior DataTree, what is parsed from it once, and every after-fit step.
 
-    Parameters
-    ----------
-    tree : xarray.DataTree
-        The posterior as ``bayes-spill fit`` writes it (groups posterior, sample_stats,
-        log_likelihood, observed_data, constant_data; provenance in its attrs).
-    path : str or pathlib.Path, optional
-        The fit folder the tree was read from or written to; None for a fit held only in memory.
-    counties : str, pathlib.Path or Counties, optional
-        The county table of the fit when it was not the built-in one (needed to rebuild the panel).
-
-    Attributes
-    ----------
-    tree : xarray.DataTree
-        The posterior; pass it to ArviZ (``arviz_stats.summary(fit.tree)``).
-    path : pathlib.Path or None
-        The fit folder.
-    config : ModelConfig
-        The model configuration the fit was made with.
-    panel : PreparedPanel
-        The panel the fit was made on.
-    model_data : ModelData
-        The model's numbers for that panel and configuration.
-    draws : PosteriorDraws
-        Every posterior draw of the parameters as numpy arrays; ``fit.draws.thin(n)`` keeps n.
-    truth : dict or None
-        The true parameters when the fit's data is an embedded simulated dataset.
+    Its constructor, attributes (``tree``, ``path``, ``config``, ``panel``, ``model_data``,
+    ``draws``, ``truth``) and ``summary``/``save`` are FittedModel's
+    (``bayes_spill.inference.results``); the methods below run the after-fit stages on it.
 
     See Also
     --------
