@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bayes_spill.cli.arguments import non_negative_int, positive_int
+from bayes_spill.cli import arguments
+from bayes_spill.cli.arguments import positive_int
 from bayes_spill.errors import BayesSpillError
 from bayes_spill.inference.bench import (
     BACKENDS,
@@ -39,16 +40,16 @@ def add_commands(sub) -> None:
         default="",
         help="also sample these formulation:sampler pairs, e.g. occupied:nutpie,all_counties_exact:pymc",
     )
-    p.add_argument("--draws", type=positive_int, default=200)
-    p.add_argument("--tune", type=non_negative_int, default=200)
-    p.add_argument("--chains", type=positive_int, default=2)
+    p.add_argument("--draws", type=arguments.draws, default=200)
+    p.add_argument("--tune", type=arguments.tune, default=200)
+    p.add_argument("--chains", type=arguments.chains, default=2)
     p.add_argument("--repeats", type=positive_int, default=50)
     p.add_argument(
         "--baseline-draws",
-        type=positive_int,
+        type=arguments.draws,
         help="draws for the baseline run (all_counties_exact, pymc) when it is too slow at --draws",
     )
-    p.add_argument("--baseline-tune", type=non_negative_int, help="tuning steps for the baseline run")
+    p.add_argument("--baseline-tune", type=arguments.tune, help="tuning steps for the baseline run")
     p.add_argument("--json", help="write the results as JSON to this file")
     p.set_defaults(func=cmd_bench)
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from bayes_spill.cli.arguments import non_negative_int, positive_int
+from bayes_spill.cli import arguments
+from bayes_spill.cli.arguments import positive_int
 
 
 def _override(spec, args: argparse.Namespace, mapping: dict[str, str]):
@@ -97,11 +98,11 @@ def _study_options(p: argparse.ArgumentParser) -> None:
         metavar="ADDRESS",
         help="run on a Dask distributed cluster (e.g. tcp://host:8786) instead of a local pool",
     )
-    p.add_argument("--draws", type=positive_int)
-    p.add_argument("--tune", type=non_negative_int)
-    p.add_argument("--chains", type=positive_int)
+    p.add_argument("--draws", type=arguments.draws)
+    p.add_argument("--tune", type=arguments.tune)
+    p.add_argument("--chains", type=arguments.chains)
     p.add_argument("--firms", type=positive_int, help="firms per simulated industry")
-    p.add_argument("--seed", type=non_negative_int, help="study seed (prior draws, data and fit seeds)")
+    p.add_argument("--seed", type=arguments.seed, help="study seed (prior draws, data and fit seeds)")
     p.add_argument(
         "--sampler", choices=("nutpie", "pymc", "numpyro"), help="NUTS implementation (default: the model's)"
     )

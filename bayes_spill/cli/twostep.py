@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from bayes_spill.cli import arguments
 from bayes_spill.cli.arguments import non_negative_int, positive_int
 from bayes_spill.errors import BayesSpillError
 
@@ -66,7 +67,7 @@ def add_commands(sub) -> None:
         help="resamples for Table 4's bootstrapped t (default: --bootstrap)",
     )
     p.add_argument("--workers", type=positive_int, help="bootstrap processes (default: CPU count, at most 4)")
-    p.add_argument("--seed", type=non_negative_int, default=0, help="bootstrap seed")
+    p.add_argument("--seed", type=arguments.seed, default=0, help="bootstrap seed")
     p.add_argument("--min-halflife-km", type=float, default=5.0)
     p.add_argument("--max-halflife-km", type=float, default=5000.0)
     p.add_argument("--out", help="also write OUT/baseline.json and OUT/bootstrap.csv")

@@ -46,6 +46,23 @@ def test_out_of_range_sampler_options_are_usage_errors(tmp_path, capsys, option,
     assert code == 2 and f"argument {option}: {says}" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["calibrate", "sbc", "--draws", "99999999999"],
+        ["calibrate", "montecarlo", "--seed", "99999999999999999999"],
+        ["bench", "--chains", "5000"],
+        ["bench", "--baseline-draws", "0"],
+        ["baseline", "--seed", "-1"],
+    ],
+)
+def test_the_other_sampling_commands_bound_their_options_too(capsys, argv):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and f"argument {argv[-2]}: must be a whole number from" in err
+
+
 def test_the_largest_seed_reaches_the_sampler(tmp_path, capsys, monkeypatch):
     seen = {}
 
