@@ -171,8 +171,24 @@ def _locate_firms(
 def simulate_industry(
     settings: SimulationSettings | None = None, seed: int = 0, counties: Counties | None = None
 ) -> PreparedPanel:
-    """Draw one synthetic industry; returns a PreparedPanel whose ``truth`` holds the parameters,
-    alpha per firm, the county effects, the year effects and the location fixed-point record."""
+    """Draw one synthetic industry from the model: firms, their locations and their panel.
+
+    Parameters
+    ----------
+    settings : SimulationSettings, optional
+        What to simulate (number of firms, years, the model's parameters); default the paper's
+        values (Tables 3 and 5, spec. 2).
+    seed : int, default 0
+        Random seed; the same settings and seed give the same industry.
+    counties : Counties, optional
+        The county table to place firms in; default the built-in one.
+
+    Returns
+    -------
+    PreparedPanel
+        The panel, with ``truth`` holding the parameters, alpha per firm, the county effects, the
+        year effects and the record of the location fixed point.
+    """
     s = settings or SimulationSettings()
     counties = counties or load_counties()
     rng = np.random.default_rng(seed)
