@@ -49,6 +49,31 @@ ul.verdicts li.flag { border-left-color: #c62828; background: #fff5f5; }
 """
 
 
+# src= or href= that is neither a data URI nor an anchor in the page
+_EXTERNAL = re.compile(r"""(?:src|href)\s*=\s*(?!["']?(?:data:|#))""", re.IGNORECASE)
+
+
+def external_references(page: str) -> list[str]:
+    """What in an HTML page could load or link anything outside it (a self-contained page has
+    nothing): src or href other than a data URI or an anchor, script, link, iframe, object, embed
+    and base elements, and CSS url() and @import.
+
+    Parameters
+    ----------
+    page : str
+        HTML text.
+
+    Returns
+    -------
+    list of str
+        The offending fragments; empty for a self-contained page.
+    """
+    found = [m.group(0) for m in _EXTERNAL.finditer(page)]
+    found += re.findall(r"<(?:script|link|iframe|object|embed|base)\b[^>]*>", page, flags=re.IGNORECASE)
+    found += re.findall(r"@import|url\(", page, flags=re.IGNORECASE)
+    return found
+
+
 def inline(text: str) -> str:
     """Markdown inline markup to HTML: code spans, bold, and links as plain text (no href)."""
     out = []
