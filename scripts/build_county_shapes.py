@@ -112,7 +112,7 @@ the public domain.
   (county -> polygons -> rings -> vertices). Outer rings counter-clockwise, holes clockwise.
 - Counties of counties.csv without a polygon: {", ".join(missing) if missing else "none"}.
   Polygons not in counties.csv (kept, so a user county table that has them is drawn):
-  {", ".join(extra) if extra else "none"} (02230 is Skagway, AK, a borough since 2007).
+  {", ".join(extra) if extra else "none"}. Skagway, AK (02230) became a borough in 2007.
 - Rerunning the script on the same plotly-geo and shapely writes the same bytes.
 """
     (OUT_DIR / "county_shapes_notes.md").write_text(notes, encoding="utf-8")
