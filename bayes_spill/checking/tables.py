@@ -194,23 +194,26 @@ def read_baseline(path: str | Path) -> dict:
         raise BayesSpillError(
             f"no two-step baseline at {target}: write one with `bayes-spill baseline --data PANEL --out {target.parent}`"
         )
+    not_ours = f"{target} is not a baseline written by `bayes-spill baseline`"
     try:
         stored = json.loads(target.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BayesSpillError(f"{target} is not a baseline written by `bayes-spill baseline`: {exc}") from None
-    if not isinstance(stored, dict) or "estimates" not in stored:
-        raise BayesSpillError(f"{target} is not a baseline written by `bayes-spill baseline` (no estimates)")
+        estimates = {str(k): (np.nan if v is None else float(v)) for k, v in stored["estimates"].items()}
+        counts = {k: (None if stored.get(k) is None else int(stored[k])) for k in ("n_obs", "n_firms")}
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise BayesSpillError(f"{not_ours}: {type(exc).__name__}: {exc}") from None
     boot = target.with_name(BOOTSTRAP_FILE)
-    draws = pd.read_csv(boot) if boot.is_file() else pd.DataFrame()
+    draws = _read_csv(boot, not_ours.replace(str(target), str(boot))) if boot.is_file() else pd.DataFrame()
     if "error" in draws:
         draws = draws[draws["error"].isna()].drop(columns="error")
-    return {
-        "estimates": {k: (np.nan if v is None else float(v)) for k, v in stored["estimates"].items()},
-        "draws": draws,
-        "n_obs": stored.get("n_obs"),
-        "n_firms": stored.get("n_firms"),
-        "source": stored.get("source", ""),
-    }
+    draws = draws.apply(pd.to_numeric, errors="coerce")  # a replicate that is not a number counts as missing
+    return {"estimates": estimates, "draws": draws, **counts, "source": str(stored.get("source", ""))}
+
+
+def _read_csv(path: Path, what: str, **options) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, **options)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+        raise BayesSpillError(f"{what}: {type(exc).__name__}: {exc}") from None
 
 
 def _baseline_from_result(result) -> dict:
@@ -406,12 +409,20 @@ def read_counterfactual(path: str | Path) -> pd.DataFrame:
         path = found[0]
     if not path.is_file():
         raise BayesSpillError(f"no counterfactual table at {path}")
-    frame = pd.read_csv(path, dtype={"fips": str})
-    needed = {"fips", "county", "distance_km", "both_pct_median"}
+    not_ours = f"{path} is not a table written by `bayes-spill counterfactual`"
+    frame = _read_csv(path, not_ours, dtype={"fips": str})
+    needed = {
+        "fips",
+        "county",
+        "distance_km",
+        *(f"{m}_pct_{s}" for m, _ in MECHANISM_COLUMNS for s in ("median", "q5", "q95")),
+    }
     if not needed <= set(frame.columns):
-        raise BayesSpillError(
-            f"{path} is not a table written by `bayes-spill counterfactual` (missing {', '.join(sorted(needed - set(frame.columns)))})"
-        )
+        raise BayesSpillError(f"{not_ours} (missing {', '.join(sorted(needed - set(frame.columns)))})")
+    numeric = [c for c in frame.columns if c not in ("fips", "county")]
+    bad = [c for c in numeric if not pd.api.types.is_numeric_dtype(frame[c])]
+    if bad:
+        raise BayesSpillError(f"{not_ours} (not numbers in {', '.join(bad)})")
     return frame
 
 
