@@ -150,6 +150,12 @@ def cells(table, spread: str = "interval"):
     return out
 
 
+def latex_number(cell: str) -> str:
+    """A number cell for LaTeX: its % escaped and its minus signs typeset as math minus (a bare
+    "-" in text is a hyphen)."""
+    return escape_latex(cell).replace("-", "$-$")
+
+
 def notes(table, spread: str) -> list[str]:
     """The table's notes for what is written below the estimates."""
     return [n[spread] if isinstance(n, dict) else str(n) for n in table.notes]
@@ -182,6 +188,10 @@ def latex(table, spread: str = "interval", standalone: bool = False) -> str:
     lines = [
         r"\begin{table}[htbp]",
         r"\centering",
+        # four or more columns of numbers with intervals: small type (and, from five, narrower
+        # column gaps) keeps the table within a paper's text width
+        *([r"\small"] if len(columns) >= 4 else []),
+        *([r"\setlength{\tabcolsep}{4pt}"] if len(columns) >= 5 else []),
         r"\caption{" + escape_latex(table.title) + "}",
         r"\begin{tabular}{l" + "c" * len(columns) + "}",
         r"\toprule",
@@ -206,9 +216,9 @@ def latex(table, spread: str = "interval", standalone: bool = False) -> str:
                 lines.append(rf"\multicolumn{{{n}}}{{l}}{{\emph{{{escape_latex(items[0])}}}}} \\")
             first = False
         elif kind == "estimate":
-            lines.append(" & ".join([_label(table, items[0], True), *(escape_latex(c) for c in items[1:])]) + r" \\")
+            lines.append(" & ".join([_label(table, items[0], True), *(latex_number(c) for c in items[1:])]) + r" \\")
         else:
-            lines.append(" & ".join(["", *(escape_latex(c) for c in items)]) + r" \\")
+            lines.append(" & ".join(["", *(latex_number(c) for c in items)]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     if table.notes:
         lines.append(r"\par\smallskip")
@@ -222,6 +232,7 @@ def latex(table, spread: str = "interval", standalone: bool = False) -> str:
             "\n".join(
                 [
                     r"\documentclass{article}",
+                    r"\usepackage[margin=1in]{geometry}",
                     r"\usepackage{booktabs}",
                     r"\begin{document}",
                     body.rstrip(),

@@ -380,7 +380,7 @@ def _fit_labels(fits) -> list[str]:
 # -- Table 6 -------------------------------------------------------------------------------------
 MECHANISM_COLUMNS = (("decay", "Dist. decay"), ("sorting", "Sorting"), ("both", "Both"))
 DISTANCE_COLUMN = "Distance, km"
-DOLLAR_COLUMN = "Increase in sales, $ million"
+DOLLAR_COLUMN = "Sales gain, $ million"
 
 
 def read_counterfactual(path: str | Path) -> pd.DataFrame:

@@ -251,3 +251,5 @@ def test_latex_compiles_with_pdflatex(fits, baseline, counterfactual, tmp_path):
         )
         assert run.returncode == 0, run.stdout[-3000:]
         assert tex.with_suffix(".pdf").stat().st_size > 1000
+    # the standalone document (1 in margins) holds the widest table within its text width
+    assert "Overfull \\hbox" not in standalone.with_suffix(".log").read_text(errors="replace")
