@@ -107,7 +107,8 @@ def cells(table, spread: str = "interval"):
     ----------
     table : PaperTable
     spread : {"interval", "sd"}
-        Below each estimate its interval "[lower, upper]" or its sd "(sd)".
+        Below each estimate its interval "[lower, upper]" or its sd "(sd)" (the interval in a
+        column that has no sd).
 
     Returns
     -------
@@ -119,6 +120,8 @@ def cells(table, spread: str = "interval"):
         raise BayesSpillError(f"the spread is one of {', '.join(SPREADS)}, got {spread!r}")
     frame = table.frame
     columns = list(frame.columns.get_level_values(0).unique())
+    # a column without sds (Table 6's) keeps its interval under spread="sd"
+    with_sd = {c for c in columns if frame[(c, "sd")].notna().any()}
     out = []
     for heading, names in table.panels:
         if not names:
@@ -132,7 +135,7 @@ def cells(table, spread: str = "interval"):
                 top = format_number(row[(column, "estimate")], places)
                 if top and kind == "percent":
                     top += "%"
-                if spread == "interval":
+                if spread == "interval" or column not in with_sd:
                     lo, hi = row[(column, "lower")], row[(column, "upper")]
                     below = (
                         f"[{format_number(lo, places)}, {format_number(hi, places)}]"

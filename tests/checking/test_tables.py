@@ -163,6 +163,7 @@ def test_table6_cells_are_the_counterfactual_quantiles(counterfactual):
     rows = _markdown_rows(table.to_markdown())
     assert rows[0][0] == summary["county"].iloc[0] and rows[0][1] == "0"
     assert rows[0][4].endswith("%") and _close(rows[0][4], summary["both_pct_median"].iloc[0])
+    assert _markdown_rows(table.to_markdown(spread="sd"))[1] == rows[1]  # no sd in Table 6: the interval stays
     # the CSV the counterfactual command writes gives the same table
     pd.testing.assert_frame_equal(tables.counterfactual_table(path).frame, table.frame, check_exact=False)
 
