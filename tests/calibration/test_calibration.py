@@ -1,6 +1,6 @@
 """Calibration studies (bayes_spill.calibration: config, executors, store, sbc, montecarlo): the configuration, prior draws, rank statistics,
 uniformity tests, the study runner (every replicate stored as it completes; an interrupted study
-resumes where it stopped) with a fake fit function, the local process pool, the Dask error, and
+resumes where it stopped) with a fake fit function, the local process pool, the Dask error (the Dask cluster itself: test_dask.py), and
 (slow) a tiny real SBC and Monte Carlo."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
+from study_fakes import fake_sbc_fit
 
 from bayes_spill.calibration import config as study_config
 from bayes_spill.calibration import executors, montecarlo, sbc, store
@@ -113,25 +114,6 @@ def test_ecdf_band_holds_uniform_samples_at_its_level():
 
 
 # ---- the study runner: store as completed, resume after an interruption --------------------
-
-
-def fake_sbc_fit(task: dict) -> dict:
-    """A stand-in for a fit: ranks from the task seed (module level, so process pools can pickle it)."""
-    rng = np.random.default_rng(task["data_seed"])
-    return {
-        "key": task["key"],
-        "index": task["index"],
-        "truth": task["params"],
-        "ranks": {p: int(rng.integers(0, task["ranks"] + 1)) for p in task["parameters"]},
-        "n_ranks": task["ranks"],
-        "posterior": {},
-        "rhat": {},
-        "ess_bulk": {p: 1000.0 for p in task["parameters"]},
-        "divergences": 0,
-        "fit_seconds": 0.01,
-        "simulate_seconds": 0.0,
-        "location_converged": True,
-    }
 
 
 class Interrupting:
@@ -384,24 +366,6 @@ def test_tiny_montecarlo_with_real_fits(config, tmp_path):
     assert {("halflife_km", "joint"), ("halflife_km", "twostep"), ("gamma", "joint"), ("gamma", "twostep")} <= set(
         table.index
     )
-
-
-def test_dask_executor_on_a_local_cluster(config, tmp_path):
-    distributed = pytest.importorskip("distributed")  # optional extra: pip install 'bayes_spill[dask]'
-    with distributed.LocalCluster(
-        n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
-    ) as cluster:
-        executor = executors.make_executor(scheduler=cluster.scheduler_address)
-        run, _ = sbc.run_sbc(
-            tmp_path / "dask",
-            config,
-            replace(config.sbc, sims=3),
-            executor=executor,
-            progress=False,
-            fn=fake_sbc_fit,
-            plot=False,
-        )
-    assert run.done == 3 and not run.failed
 
 
 @pytest.mark.parametrize("study", ["sbc", "montecarlo"])
