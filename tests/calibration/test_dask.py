@@ -191,6 +191,18 @@ def test_workers_of_another_version_are_refused(cluster, monkeypatch):
         executors.make_executor(scheduler=cluster.scheduler_address)
 
 
+def test_the_cluster_guide_commands_parse():
+    """docs/calibration.md's `bayes-spill calibrate --scheduler` lines are valid commands."""
+    from bayes_spill.cli.main import build_parser
+
+    guide = Path(__file__).resolve().parents[2] / "docs" / "calibration.md"
+    lines = [line.split() for line in guide.read_text(encoding="utf-8").splitlines() if line.startswith("bayes-spill")]
+    assert len(lines) == 2 and all("--scheduler" in words for words in lines)
+    for words in lines:
+        args = build_parser().parse_args(words[1:])
+        assert args.scheduler.startswith("tcp://")
+
+
 # ---- slow: real fits ------------------------------------------------------------------------
 
 
