@@ -191,6 +191,31 @@ def test_workers_of_another_version_are_refused(cluster, monkeypatch):
         executors.make_executor(scheduler=cluster.scheduler_address)
 
 
+def test_cli_scheduler_option_runs_the_study_on_the_cluster(config, cluster, tmp_path, monkeypatch, capsys):
+    """`bayes-spill calibrate sbc --scheduler tcp://127.0.0.1:PORT` (stand-in fits)."""
+    from bayes_spill.cli.main import main
+
+    monkeypatch.setattr(sbc, "run_sbc", functools.partial(sbc.run_sbc, fn=fake_sbc_fit, plot=False))
+    out = tmp_path / "cli"
+    code = main(
+        [
+            "calibrate",
+            "sbc",
+            "--scheduler",
+            cluster.scheduler_address,
+            "--out",
+            str(out),
+            "--sims",
+            "3",
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert f"on Dask cluster at {cluster.scheduler_address}" in printed and "3 of 3 replicates stored" in printed
+    assert stored(out) == serial_replicates(config, replace(config.sbc, sims=3))
+
+
 def test_the_cluster_guide_commands_parse():
     """docs/calibration.md's `bayes-spill calibrate --scheduler` lines are valid commands."""
     from bayes_spill.cli.main import build_parser
