@@ -78,6 +78,27 @@ def writes(monkeypatch):
     return counts
 
 
+def run_sbc(*args, **kwargs):
+    """sbc.run_sbc in a thread, failing the test after DEADLINE_S instead of hanging it (the
+    cluster's teardown then ends the run)."""
+    outcome: dict = {}
+
+    def target():
+        try:
+            outcome["result"] = sbc.run_sbc(*args, **kwargs)
+        except BaseException as exc:  # re-raised in the test's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(DEADLINE_S)
+    if thread.is_alive():
+        raise TimeoutError(f"the study did not finish within {DEADLINE_S} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
 def wait_for(condition, what: str) -> None:
     deadline = time.monotonic() + DEADLINE_S
     while not condition():
@@ -91,7 +112,7 @@ def test_local_cluster_gives_the_serial_results(config, cluster, tmp_path):
     executor = executors.make_executor(scheduler=cluster.scheduler_address)
     assert executor.name == f"Dask cluster at {cluster.scheduler_address}"
     log = tmp_path / "starts.log"
-    run, text = sbc.run_sbc(
+    run, text = run_sbc(
         tmp_path / "dask",
         config,
         spec,
@@ -101,6 +122,7 @@ def test_local_cluster_gives_the_serial_results(config, cluster, tmp_path):
         plot=False,
     )
     assert run.done == 4 and run.ran == 4 and not run.failed and not run.interrupted
+    assert all(a.startswith("tcp://127.0.0.1:") for a in cluster.scheduler_info["workers"])  # loopback only
     assert stored(tmp_path / "dask") == serial_replicates(config, spec)
     assert sorted(k for k, _ in starts(log)) == [f"sbc-{i:04d}" for i in range(4)]
     assert all(pid != os.getpid() for _, pid in starts(log))  # fitted in the worker processes
@@ -122,7 +144,7 @@ def test_a_killed_worker_loses_and_repeats_nothing(config, cluster, tmp_path, wr
 
     killer = threading.Thread(target=kill_first_runner, daemon=True)
     killer.start()
-    run, _ = sbc.run_sbc(
+    run, _ = run_sbc(
         tmp_path / "s",
         config,
         spec,
@@ -158,7 +180,7 @@ def test_a_study_resumes_on_another_cluster_after_its_cluster_went_away(config, 
 
         closer = threading.Thread(target=close_after_two, daemon=True)
         closer.start()
-        first, text = sbc.run_sbc(study, config, spec, executor=executor, progress=False, fn=fn, plot=False)
+        first, text = run_sbc(study, config, spec, executor=executor, progress=False, fn=fn, plot=False)
         closer.join(DEADLINE_S)
     assert first.interrupted and "went away" in text and "run the same command again" in text
     assert 2 <= first.done < 6 and not first.failed
@@ -166,7 +188,7 @@ def test_a_study_resumes_on_another_cluster_after_its_cluster_went_away(config, 
     assert kept == set(writes)
     ran_first = len(starts(log))
 
-    second, _ = sbc.run_sbc(
+    second, _ = run_sbc(
         study,
         config,
         spec,
