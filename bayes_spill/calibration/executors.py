@@ -135,7 +135,13 @@ def check_workers(client) -> None:
     with another version would compute other replicates under the same keys)."""
     import bayes_spill
 
-    found = client.run(_worker_version)
+    try:
+        found = client.run(_worker_version)
+    except Exception as exc:  # the function is sent by reference: a worker without bayes_spill cannot load it
+        raise BayesSpillError(
+            f"the Dask workers cannot run bayes_spill ({type(exc).__name__}: {exc}): install bayes_spill "
+            f"{bayes_spill.__version__} with the dask extra on every worker and restart it"
+        ) from None
     wrong = {addr: v for addr, v in found.items() if v != bayes_spill.__version__}
     if wrong:
         listed = ", ".join(f"{a}: {v}" for a, v in sorted(wrong.items()))
@@ -146,10 +152,8 @@ def check_workers(client) -> None:
 
 
 def _worker_version() -> str:
-    try:
-        import bayes_spill
-    except ImportError:
-        return "not installed"
+    import bayes_spill
+
     return bayes_spill.__version__
 
 

@@ -250,6 +250,17 @@ def test_the_cluster_guide_commands_parse():
         assert args.scheduler.startswith("tcp://")
 
 
+def test_workers_without_bayes_spill_are_refused():
+    from bayes_spill.errors import BayesSpillError
+
+    class NoPackage:
+        def run(self, fn):
+            raise ModuleNotFoundError("No module named 'bayes_spill'")
+
+    with pytest.raises(BayesSpillError, match="cannot run bayes_spill .*install bayes_spill"):
+        executors.check_workers(NoPackage())
+
+
 # ---- slow: real fits ------------------------------------------------------------------------
 
 
