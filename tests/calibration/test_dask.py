@@ -25,7 +25,7 @@ from bayes_spill.calibration import config as study_config
 from bayes_spill.calibration import executors, sbc, store
 
 # Bounds on every wait here, so a broken cluster fails the test instead of hanging it.
-DEADLINE_S = 120
+DEADLINE_S = 300
 
 
 def local_cluster(n_workers: int):
