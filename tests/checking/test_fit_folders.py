@@ -88,6 +88,9 @@ def test_a_fit_that_commits_while_a_check_runs_stops_the_check(tmp_path):
     assert fit_folder.verify(folder) == [] and fit_folder.current_run(folder) == newer.attrs[fit_folder.RUN_ATTR]
 
 
+# Slow: a fit in a second process (imports and a compile of its own); the commit order it shows
+# is also tested on the folder transaction alone in tests/inference/test_fit_folder.py.
+@pytest.mark.slow
 def test_a_check_that_commits_while_a_fit_runs_is_replaced_by_the_fit(tmp_path):
     """The fit, held just before its commit; the check of the old run completes meanwhile; the
     fit's commit then removes the check's outputs with the run they describe."""

@@ -212,6 +212,9 @@ def test_denominator_bins_setting_is_checked():
         parse_config(text)
 
 
+# Slow: a JAX compile; the default formulation's JAX route stays in the fast suite
+# (tests/model/test_integrated.py).
+@pytest.mark.slow
 def test_jax_model_with_static_shapes_matches_the_exact_model(panel):
     pytest.importorskip("jax")
     config = load_config("models/all_counties.toml")
