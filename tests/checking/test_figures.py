@@ -26,6 +26,7 @@ EXPECTED = (
     "ppc_log_sales",
     "absorptive_capacity_vs_spillover",
     "county_map",
+    "prior_posterior",  # checking/sensitivity.py
 )
 
 
