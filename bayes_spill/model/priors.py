@@ -90,14 +90,21 @@ def prior_group(model: pm.Model, names: Iterable[str], draws: int, rng: np.rando
     xarray.Dataset
         The ``prior`` group: (chain, draw, ...) per variable.
     """
+    import logging
     import warnings
 
     present = [n for n in names if n in model.named_vars]
-    with warnings.catch_warnings():
-        # the model's potentials are its likelihood and the production coefficients' prior: none
-        # of the variables drawn here depends on them
-        warnings.filterwarnings("ignore", message="The effect of Potentials", category=UserWarning)
-        tree = pm.sample_prior_predictive(draws=draws, model=model, var_names=present, random_seed=rng)
+    logger = logging.getLogger("pymc")
+    level = logger.level
+    logger.setLevel(logging.WARNING)  # its "Sampling: [...]" line in the middle of a fit's output
+    try:
+        with warnings.catch_warnings():
+            # the model's potentials are its likelihood and the production coefficients' prior:
+            # none of the variables drawn here depends on them
+            warnings.filterwarnings("ignore", message="The effect of Potentials", category=UserWarning)
+            tree = pm.sample_prior_predictive(draws=draws, model=model, var_names=present, random_seed=rng)
+    finally:
+        logger.setLevel(level)
     return tree["prior"].to_dataset()
 
 

@@ -140,5 +140,6 @@ def test_gamma_is_not_prior_sensitive_when_the_data_identify_it(tmp_path):
     panel = simulate_industry(replace(SOFTWARE_SETTINGS, gamma=0.5), seed=5)
     fitted = bayes_spill.fit(data=panel, draws=500, tune=500, progress=False, report=False)
     table = sensitivity.prior_sensitivity(fitted)
+    print(table.to_string())  # the numbers docs/model.md quotes (pytest -s)
     assert not sensitivity.is_prior_sensitive(table.loc["gamma"]), table
     assert not sensitivity.is_prior_sensitive(table.loc["halflife_km"]), table
