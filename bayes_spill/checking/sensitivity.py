@@ -35,6 +35,8 @@ LABELS = {
     "sigma_alpha": "sigma_alpha",
 }
 FIGURE = "prior_posterior.png"
+NONFINITE_DRAWS = "cannot be computed: its posterior draws are not all finite numbers"
+NONFINITE_WEIGHTS = "cannot be computed: the fit's log prior or log-likelihood is not finite at every draw"
 
 
 def missing_groups(tree) -> list[str]:
@@ -57,7 +59,8 @@ def prior_sensitivity(fit, parameters=SENSITIVITY_PARAMETERS) -> pd.DataFrame:
     pandas.DataFrame
         One row per parameter: ``prior`` and ``likelihood`` sensitivity and ArviZ's ``diagnosis``
         ("potential strong prior / weak likelihood", "potential prior-data conflict" or a check
-        mark); empty when the fit lacks the groups (``missing_groups``).
+        mark, or why the row cannot be computed: non-finite draws give no number); empty when the
+        fit lacks the groups (``missing_groups``).
     """
     import arviz_stats as azs
 
@@ -66,17 +69,27 @@ def prior_sensitivity(fit, parameters=SENSITIVITY_PARAMETERS) -> pd.DataFrame:
     names = [n for n in parameters if n in post.data_vars and post[n].ndim == 2]
     if missing_groups(tree) or not names:
         return pd.DataFrame(columns=["prior", "likelihood", "diagnosis"])
-    quiet = logging.getLogger("arviz_stats")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)  # its "we detected potential issues" line: the verdicts say which
-    try:
-        table = azs.psense_summary(
-            tree, var_names=names, likelihood_var_names=[FIRM_LOGLIK], threshold=THRESHOLD, round_to=6
-        )
-    finally:
-        quiet.setLevel(level)
-    table.index.name = "parameter"
-    return table
+    weights_finite = all(
+        np.isfinite(values.values).all()
+        for values in [*tree["log_prior"].data_vars.values(), tree["log_likelihood"][FIRM_LOGLIK]]
+    )
+    finite = [n for n in names if weights_finite and np.isfinite(post[n].values).all()]
+    table = pd.DataFrame(
+        {"prior": np.nan, "likelihood": np.nan, "diagnosis": NONFINITE_DRAWS if weights_finite else NONFINITE_WEIGHTS},
+        index=pd.Index(names, name="parameter"),
+    )
+    if finite:
+        quiet = logging.getLogger("arviz_stats")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)  # its "we detected potential issues" line: the verdicts say which
+        try:
+            found = azs.psense_summary(
+                tree, var_names=finite, likelihood_var_names=[FIRM_LOGLIK], threshold=THRESHOLD, round_to=6
+            )
+        finally:
+            quiet.setLevel(level)
+        table.loc[found.index, ["prior", "likelihood", "diagnosis"]] = found[["prior", "likelihood", "diagnosis"]]
+    return table.astype({"prior": float, "likelihood": float})
 
 
 def is_prior_sensitive(row) -> bool:
@@ -104,8 +117,11 @@ def sensitivity_verdicts(table: pd.DataFrame) -> dict[str, str]:
             f"power-scaling sensitivity to the prior {row['prior']:.3f}, to the likelihood {row['likelihood']:.3f}"
         )
         if not (np.isfinite(row["prior"]) and np.isfinite(row["likelihood"])):
-            out[name] = f"{label}: the power-scaling sensitivity cannot be computed ({numbers})."
-        elif is_prior_sensitive(row) and row["likelihood"] < THRESHOLD:
+            why = str(row.get("diagnosis", "")).removeprefix("cannot be computed: ")
+            why = why if why and why != "nan" else "it is not a finite number"
+            out[name] = f"{label}: the power-scaling sensitivity cannot be computed because {why}."
+            continue
+        if is_prior_sensitive(row) and row["likelihood"] < THRESHOLD:
             out[name] = (
                 f"{label} is PRIOR-DOMINATED ({numbers}): its posterior restates the prior, the data say little."
             )

@@ -124,6 +124,23 @@ def test_sensitivity_verdicts_name_what_the_numbers_mean():
     assert "cannot be computed" in v["mu_alpha"]
 
 
+def test_nonfinite_draws_give_no_number(fit):
+    tree = fit.tree.copy()
+    gamma = tree["posterior"]["gamma"].values.copy()
+    gamma[0, :3] = np.nan
+    tree["posterior"]["gamma"] = (("chain", "draw"), gamma)
+    table = sensitivity.prior_sensitivity(tree)
+    assert np.isnan(table.loc["gamma", "prior"]) and np.isfinite(table.loc["halflife_km", "prior"])
+    assert sensitivity.sensitivity_verdicts(table)["gamma"] == (
+        "gamma: the power-scaling sensitivity cannot be computed because its posterior draws are not all finite numbers."
+    )
+    loglik = tree["log_likelihood"][FIRM_LOGLIK].values.copy()
+    loglik[1, 0, 0] = -np.inf
+    tree["log_likelihood"][FIRM_LOGLIK] = (tree["log_likelihood"][FIRM_LOGLIK].dims, loglik)
+    verdicts = sensitivity.sensitivity_verdicts(sensitivity.prior_sensitivity(tree))
+    assert all("log prior or log-likelihood is not finite at every draw" in v for v in verdicts.values())
+
+
 def test_a_fit_without_the_groups_says_so(fit):
     tree = fit.tree.copy()
     del tree["log_prior"]
