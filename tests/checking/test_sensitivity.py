@@ -9,6 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
+import xarray as xr
 from tiny_fits import tiny_fit
 
 import bayes_spill
@@ -128,7 +129,7 @@ def test_nonfinite_draws_give_no_number(fit):
     tree = fit.tree.copy()
     gamma = tree["posterior"]["gamma"].values.copy()
     gamma[0, :3] = np.nan
-    tree["posterior"]["gamma"] = (("chain", "draw"), gamma)
+    tree["posterior"] = xr.DataTree(tree["posterior"].to_dataset().assign(gamma=(("chain", "draw"), gamma)))
     table = sensitivity.prior_sensitivity(tree)
     assert np.isnan(table.loc["gamma", "prior"]) and np.isfinite(table.loc["halflife_km", "prior"])
     assert sensitivity.sensitivity_verdicts(table)["gamma"] == (
@@ -136,7 +137,9 @@ def test_nonfinite_draws_give_no_number(fit):
     )
     loglik = tree["log_likelihood"][FIRM_LOGLIK].values.copy()
     loglik[1, 0, 0] = -np.inf
-    tree["log_likelihood"][FIRM_LOGLIK] = (tree["log_likelihood"][FIRM_LOGLIK].dims, loglik)
+    loglik_group = tree["log_likelihood"].to_dataset()
+    loglik_group[FIRM_LOGLIK] = (loglik_group[FIRM_LOGLIK].dims, loglik)
+    tree["log_likelihood"] = xr.DataTree(loglik_group)
     verdicts = sensitivity.sensitivity_verdicts(sensitivity.prior_sensitivity(tree))
     assert all("log prior or log-likelihood is not finite at every draw" in v for v in verdicts.values())
 
