@@ -12,6 +12,7 @@ from pathlib import Path
 
 from bayes_spill.checking.comparison import loo as _loo
 from bayes_spill.checking.report import DEFAULT_BOOTSTRAP, check
+from bayes_spill.checking.tables import parameter_table
 from bayes_spill.inference import fitting
 from bayes_spill.inference.results import FittedModel
 from bayes_spill.policy import proposition1
@@ -57,6 +58,31 @@ class Fit(FittedModel):
             Pointwise elpd and Pareto k per firm.
         """
         return _loo(self)
+
+    def table(self, *others, baseline=None, which: str = "parameters", labels=None):
+        """The paper's Table 3 and/or Table 5 with this fit (and ``others``) in columns, as
+        ``bayes-spill table`` writes it: posterior median, 90% interval and sd per parameter.
+
+        Parameters
+        ----------
+        *others : Fit, FittedModel, DataTree or path
+            More fits, one column each after this one.
+        baseline : BaselineResult, str or pathlib.Path, optional
+            The two-step estimator on the same data, or the folder ``bayes-spill baseline --out``
+            wrote: its columns (estimate, bootstrap 90% interval and s.e.) follow the fits'.
+        which : {"parameters", "3", "5"}, default "parameters"
+            Table 3 (production function), Table 5 (location choice), or both.
+        labels : list of str, optional
+            Column headings of the fits (default: the model names).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Rows (name, label); columns (column, statistic), statistic one of estimate, lower,
+            upper, sd. ``bayes_spill.checking.tables.parameter_table`` gives it with its LaTeX
+            and Markdown layouts.
+        """
+        return parameter_table([self, *others], baseline=baseline, which=which, labels=labels).frame
 
     def check(
         self,

@@ -66,10 +66,22 @@ class LocalExecutor:
         pass
 
 
-class DaskExecutor:
-    """A Dask distributed cluster at a scheduler address (workers need bayes_spill installed)."""
+class StudyInterrupted(Exception):
+    """The executor lost its workers as a whole (a Dask scheduler went away): what finished is
+    stored, and running the same command again resumes."""
 
-    def __init__(self, address: str):
+
+class DaskExecutor:
+    """A Dask distributed cluster at a scheduler address (workers need bayes_spill installed).
+
+    Results come back to this process, which stores them (store.run_study): the study folder
+    lives where the command runs, workers write nothing. Each result is released on the cluster
+    as soon as it is read, so a worker that dies later takes no finished replicate with it; a
+    task running on a dying worker is rerun elsewhere by Dask (up to its allowed-failures, then
+    it is recorded as failed and retried on the next run); a lost scheduler ends the run as
+    interrupted."""
+
+    def __init__(self, address: str, timeout: str = "30s"):
         try:
             from distributed import Client
         except ImportError:
@@ -78,11 +90,17 @@ class DaskExecutor:
                 "(or pip install 'distributed>=2024.1') here and on every worker"
             ) from None
         try:
-            self.client = Client(address, timeout="30s")
+            self.client = Client(address, timeout=timeout)
         except Exception as exc:
             raise BayesSpillError(
                 f"cannot connect to the Dask scheduler at {address}: {type(exc).__name__}: {exc}"
             ) from None
+        self.address = address
+        try:
+            check_workers(self.client)
+        except BaseException:
+            self.client.close()
+            raise
         self.name = f"Dask cluster at {address}"
 
     def run(self, fn, tasks: list[dict]) -> Iterator[Outcome]:
@@ -95,17 +113,48 @@ class DaskExecutor:
         }
         try:
             for future in as_completed(list(futures)):
-                task = futures[future]
+                task = futures.pop(future)
+                if future.cancelled():
+                    raise StudyInterrupted(f"the Dask scheduler at {self.address} went away")
                 try:
-                    yield Outcome(task, future.result())
+                    outcome = Outcome(task, future.result())
                 except Exception as exc:
-                    yield Outcome(task, error=f"{type(exc).__name__}: {exc}")
+                    outcome = Outcome(task, error=f"{type(exc).__name__}: {exc}")
+                future.release()
+                yield outcome
         finally:
             for future in futures:
                 future.cancel()
 
     def close(self) -> None:
         self.client.close()
+
+
+def check_workers(client) -> None:
+    """Every worker connected now imports the same bayes_spill version as this process (a worker
+    with another version would compute other replicates under the same keys)."""
+    import bayes_spill
+
+    try:
+        found = client.run(_worker_version)
+    except Exception as exc:  # the function is sent by reference: a worker without bayes_spill cannot load it
+        raise BayesSpillError(
+            f"the Dask workers cannot run bayes_spill ({type(exc).__name__}: {exc}): install bayes_spill "
+            f"{bayes_spill.__version__} with the dask extra on every worker and restart it"
+        ) from None
+    wrong = {addr: v for addr, v in found.items() if v != bayes_spill.__version__}
+    if wrong:
+        listed = ", ".join(f"{a}: {v}" for a, v in sorted(wrong.items()))
+        raise BayesSpillError(
+            f"Dask workers must run bayes_spill {bayes_spill.__version__} like this process; found {listed}: "
+            "install the same version on every worker and restart it"
+        )
+
+
+def _worker_version() -> str:
+    import bayes_spill
+
+    return bayes_spill.__version__
 
 
 def make_executor(workers: int | None = None, scheduler: str | None = None):

@@ -20,7 +20,6 @@ and the simulator disagree, or where the sampler fails.
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -143,10 +142,13 @@ def chi_square_bins(n_ranks: int, bins: int, sims: int, min_expected: float = 5.
 
 def uniformity_tests(ranks: pd.DataFrame, n_ranks: int, bins: int) -> pd.DataFrame:
     """Per parameter: chi-square test of the binned ranks against uniform (at most ``bins`` bins,
-    fewer when there are too few simulations for 5 per bin), and a KS test of
-    (rank + 0.5) / (L + 1) against U(0, 1) (slightly conservative for discrete ranks)."""
+    fewer when there are too few simulations for 5 per bin), a KS test of
+    (rank + 0.5) / (L + 1) against U(0, 1) (slightly conservative for discrete ranks), and
+    ArviZ's POT-C uniformity test of the same PIT values (``pot_c_p``; the p-value the plot shows)."""
+    import arviz_stats  # noqa: F401  (registers the .azstats accessor)
     from scipy import stats
 
+    pot_c, _, _ = pit_values(ranks, n_ranks).azstats.uniformity_test(dim=["chain", "draw"], method="pot_c")
     rows = []
     for name in ranks.columns:
         r = ranks[name].dropna().to_numpy(int)
@@ -164,6 +166,7 @@ def uniformity_tests(ranks: pd.DataFrame, n_ranks: int, bins: int) -> pd.DataFra
                 "chi2_p": float(chi.pvalue),
                 "ks": float(ks.statistic),
                 "ks_p": float(ks.pvalue),
+                "pot_c_p": float(pot_c[name]),
                 "mean_rank_frac": float(np.mean((r + 0.5) / (n_ranks + 1))),
                 "min_bin": int(counts.min()),
                 "max_bin": int(counts.max()),
@@ -172,64 +175,35 @@ def uniformity_tests(ranks: pd.DataFrame, n_ranks: int, bins: int) -> pd.DataFra
     return pd.DataFrame(rows).set_index("parameter")
 
 
-@functools.lru_cache(maxsize=16)
-def ecdf_band(
-    n: int, level: float = 0.95, n_eval: int = 100, n_sims: int = 2000, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Simultaneous band for the ECDF of n uniform draws minus the identity, by simulation
-    (Säilynoja, Bürkner and Vehtari 2022): returns (z, lower, upper) of ECDF(z) - z."""
-    from scipy import stats
+def pit_values(ranks: pd.DataFrame, n_ranks: int):
+    """The ranks as PIT values (rank + 0.5) / (L + 1) in ArviZ's layout: one variable per
+    parameter over (chain = 1, draw = simulation), what ArviZ's SBC tools read."""
+    import xarray as xr
 
-    rng = np.random.default_rng(seed)
-    z = np.linspace(0, 1, n_eval + 1)[1:-1]
-    u = np.sort(rng.random((n_sims, n)), axis=1)
-    counts = np.stack([np.searchsorted(row, z, side="right") for row in u])
-    cdf_lo = stats.binom.cdf(counts, n, z[None, :])
-    cdf_hi = stats.binom.sf(counts - 1, n, z[None, :])
-    tail = np.minimum(cdf_lo, cdf_hi).min(axis=1)
-    alpha = float(np.quantile(tail, 1 - level))
-    lower = stats.binom.ppf(alpha, n, z) / n - z
-    upper = stats.binom.ppf(1 - alpha, n, z) / n - z
-    return z, lower, upper
+    pit = (ranks.dropna().to_numpy(float) + 0.5) / (n_ranks + 1)
+    return xr.Dataset({name: (("chain", "draw"), pit[None, :, j]) for j, name in enumerate(ranks.columns)})
 
 
-def plot_ranks(ranks: pd.DataFrame, n_ranks: int, bins: int, path: Path) -> Path:
-    """Rank histograms with a 99% band for each bin, and ECDF-difference plots with a
-    simultaneous 95% band, one column per parameter."""
+def plot_ranks(ranks: pd.DataFrame, n_ranks: int, path: Path) -> Path:
+    """ArviZ's SBC plot (arviz_plots.plot_ecdf_pit): the ECDF of each parameter's PIT values minus
+    the uniform CDF, with the p-value of ArviZ's POT-C uniformity test and its most suspicious
+    ranks marked. (Its simultaneous-band method, "envelope", is deprecated in ArviZ and fails on
+    one-chain data; POT-C is its default and valid for SBC's independent ranks.)"""
     import matplotlib
 
     matplotlib.use("Agg")
+    import arviz_plots as azp
     import matplotlib.pyplot as plt
-    from scipy import stats
+    import xarray as xr
 
-    names = list(ranks.columns)
-    fig, axes = plt.subplots(2, len(names), figsize=(2.6 * len(names), 5.2), squeeze=False)
-    n = len(ranks)
-    width = (n_ranks + 1) // bins
-    lo, hi = stats.binom.ppf([0.005, 0.995], n, 1 / bins)
-    z, band_lo, band_hi = ecdf_band(n)
-    for j, name in enumerate(names):
-        r = ranks[name].dropna().to_numpy(int)
-        ax = axes[0, j]
-        ax.axhspan(lo, hi, color="0.85")
-        ax.hist(r, bins=np.arange(0, n_ranks + 2, width), color="C0", edgecolor="white")
-        ax.set_title(name, fontsize=9)
-        ax.set_xlabel("rank")
-        ax = axes[1, j]
-        ax.fill_between(z, band_lo, band_hi, color="0.85")
-        frac = np.sort((r + 0.5) / (n_ranks + 1))
-        ecdf = np.searchsorted(frac, z, side="right") / len(frac)
-        ax.plot(z, ecdf - z, color="C1")
-        ax.axhline(0, color="0.4", lw=0.5)
-        ax.set_xlabel("fractional rank")
-    axes[0, 0].set_ylabel("count")
-    axes[1, 0].set_ylabel("ECDF - uniform")
+    tree = xr.DataTree.from_dict({"prior_sbc": pit_values(ranks, n_ranks)})
+    plots = azp.plot_ecdf_pit(tree, backend="matplotlib")
+    fig = plots.get_viz("figure")
     fig.suptitle(
-        f"SBC: {n} simulations, {n_ranks} posterior draws per rank (bands: 99% per bin, 95% simultaneous)", fontsize=9
+        f"SBC: {len(ranks)} simulations, ranks among {n_ranks} posterior draws (ECDF - uniform)", fontsize=9, y=1.02
     )
-    fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+        fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -247,7 +221,7 @@ def sbc_report(
     tests.to_csv(study_dir / "sbc_uniformity.csv")
     written = [study_dir / "sbc_ranks.csv", study_dir / "sbc_uniformity.csv"]
     if plot:
-        written.append(plot_ranks(ranks, spec.ranks, spec.bins, study_dir / "sbc_ranks.png"))
+        written.append(plot_ranks(ranks, spec.ranks, study_dir / "sbc_ranks.png"))
     fit_s = np.array([r["fit_seconds"] for r in reps])
     low_ess = sorted({n for r in reps for n, e in r["ess_bulk"].items() if stored_number(e) < spec.ranks})
     divergent = sum(1 for r in reps if r["divergences"] > 0)

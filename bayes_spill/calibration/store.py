@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bayes_spill.calibration.executors import LocalExecutor
+from bayes_spill.calibration.executors import LocalExecutor, StudyInterrupted
 from bayes_spill.errors import BayesSpillError
 from bayes_spill.inference.posterior_io import atomic_path
 
@@ -31,6 +31,7 @@ class StudyRun:
     ran: int
     failed: dict[str, str] = field(default_factory=dict)
     interrupted: bool = False
+    why: str = ""
 
 
 def _write_json(path: Path, payload: dict) -> None:
@@ -99,7 +100,9 @@ def run_study(
 ) -> StudyRun:
     """Run fn(task) for every task whose result is not yet stored; store each result as
     STUDY/replicates/KEY.json the moment it arrives (a failure as STUDY/failures/KEY.json, retried
-    on the next run). Ctrl-C stops cleanly: what finished is kept, a rerun resumes."""
+    on the next run). Only this process writes the folder, one file per replicate, so a replicate
+    is stored once however often a cluster reran it. Ctrl-C, or an executor that loses its
+    workers (StudyInterrupted), stops cleanly: what finished is kept, a rerun resumes."""
     study_dir = Path(study_dir)
     executor = executor or LocalExecutor()
     done = completed_keys(study_dir)
@@ -128,6 +131,8 @@ def run_study(
                 bar.set_postfix(failed=len(run.failed))
     except KeyboardInterrupt:
         run.interrupted = True
+    except StudyInterrupted as exc:
+        run.interrupted, run.why = True, str(exc)
     finally:
         if bar is not None:
             bar.close()
@@ -149,7 +154,7 @@ def status_line(run: StudyRun) -> str:
             f"{len(run.failed)} failed (kept under failures/, retried on the next run; e.g. {first[0]}: {first[1]})"
         )
     if run.interrupted:
-        parts.append("interrupted: run the same command again to resume")
+        parts.append(f"interrupted{f' ({run.why})' if run.why else ''}: run the same command again to resume")
     return "; ".join(parts)
 
 

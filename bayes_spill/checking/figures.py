@@ -8,9 +8,9 @@
 - ppc_statistics.png, ppc_log_sales.png: the posterior predictive checks;
 - absorptive_capacity_vs_spillover.png: the paper's Figure 3 with posteriors: each firm's
   absorptive capacity (median and 90% interval) against the spillover at its county;
-- county_map.png: county centroids coloured by the mean absorptive capacity of their firms and by
-  the spillover field Sbar, for the continental US with zooms on the Bay Area and Boston (no
-  county polygons ship with the package, so a scatter of centroids stands in for a choropleth).
+- county_map.png: choropleths drawn as county polygons (``county_map``): firms per county, the
+  mean posterior-mean absorptive capacity of each county's firms and the spillover field Sbar,
+  for the lower 48 states (Alaska and Hawaii inset) with zooms on the Bay Area and Boston.
 
 Every function takes the loaded fit (and what it needs besides) and the output folder, and
 returns the path it wrote. Figures are built on matplotlib Figure objects and closed after
@@ -41,10 +41,6 @@ KEY_PLOT_PARAMETERS = (
     "alpha",
 )
 DPI = 110
-# Map windows (lon_min, lon_max, lat_min, lat_max)
-CONTINENTAL = (-125.0, -66.5, 24.0, 49.8)
-BAY_AREA = (-123.2, -121.2, 36.8, 38.5)
-BOSTON = (-72.0, -70.5, 41.8, 43.0)
 
 
 def _figure(width: float, height: float, rows: int = 1, cols: int = 1, **kwargs):
@@ -303,62 +299,11 @@ def county_values(fit) -> dict:
 
 
 def county_map_plot(fit, out_dir: Path) -> Path:
-    from matplotlib.colors import LogNorm, TwoSlopeNorm
+    """Choropleths of firms per county, the posterior mean alpha and Sbar, drawn as county
+    polygons (``county_map``)."""
+    from bayes_spill.checking.county_map import county_map_figure
 
-    values = county_values(fit)
-    c = fit.panel.counties
-    rows = [("sbar", "Spillover field Sbar ($ bil)")]
-    if "alpha" in values:
-        rows.insert(0, ("alpha", "Mean absorptive capacity of the county's firms"))
-    windows = [("Continental US", CONTINENTAL), ("Bay Area", BAY_AREA), ("Boston", BOSTON)]
-    fig, axes = _figure(13.0, 3.9 * len(rows), len(rows), 3, width_ratios=[2.2, 1, 1])
-    for r, (key, title) in enumerate(rows):
-        for col, (label, (x0, x1, y0, y1)) in enumerate(windows):
-            ax = axes[r, col]
-            ax.scatter(c.lon, c.lat, s=1 if col == 0 else 6, color="0.85", zorder=1)
-            if key == "alpha":
-                occ = values["occupied"]
-                a = values["alpha"]
-                bound = float(np.nanmax(np.abs(a))) or 1.0
-                sc = ax.scatter(
-                    c.lon[occ],
-                    c.lat[occ],
-                    c=a,
-                    cmap="RdBu_r",
-                    norm=TwoSlopeNorm(0.0, -bound, bound),
-                    s=(6 if col == 0 else 30) * np.sqrt(values["firms"]),
-                    edgecolors="k",
-                    linewidths=0.3,
-                    zorder=2,
-                )
-            else:
-                s = np.maximum(values["sbar"], 1e-6)
-                sc = ax.scatter(
-                    c.lon,
-                    c.lat,
-                    c=s,
-                    cmap="viridis",
-                    norm=LogNorm(vmin=max(s.min(), s.max() * 1e-6), vmax=s.max()),
-                    s=2 if col == 0 else 14,
-                    zorder=2,
-                )
-            ax.set_xlim(x0, x1)
-            ax.set_ylim(y0, y1)
-            ax.set_aspect(1.0 / np.cos(np.deg2rad(0.5 * (y0 + y1))))
-            ax.set_title(f"{title}: {label}" if col == 0 else label, fontsize=9)
-            ax.tick_params(labelsize=7)
-            ax.locator_params(nbins=4 if col else 8)
-            if col == 0:
-                ax.indicate_inset(
-                    [BAY_AREA[0], BAY_AREA[2], BAY_AREA[1] - BAY_AREA[0], BAY_AREA[3] - BAY_AREA[2]], edgecolor="k"
-                )
-                ax.indicate_inset([BOSTON[0], BOSTON[2], BOSTON[1] - BOSTON[0], BOSTON[3] - BOSTON[2]], edgecolor="k")
-        fig.colorbar(sc, ax=axes[r, :].tolist(), shrink=0.85)
-    fig.suptitle(
-        f"County centroids (Alaska and Hawaii not shown); Sbar at the posterior median half-life {values['halflife_km']:.0f} km",
-        fontsize=9,
-    )
-    return _save(fig, Path(out_dir), "county_map.png")
+    return _save(county_map_figure(county_values(fit), fit.panel.counties), Path(out_dir), "county_map.png")
 
 
 def write_all(fit, statistics, out_dir: Path) -> dict[str, Path]:

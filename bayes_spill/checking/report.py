@@ -12,8 +12,10 @@ Runs, on the fit in DIR:
 4. PSIS-LOO of the fit with its Pareto-k diagnostics (``comparison``);
 5. the paper's Table 4 on these data at the posterior medians, with bootstrapped t-statistics;
 
-then writes DIR/figures/*.png, DIR/checks.csv (the test statistics) and DIR/report.md (the tables,
-the figures and a plain-language verdict per check), and returns the verdicts. Everything is
+then writes DIR/figures/*.png, DIR/checks.csv (the test statistics), DIR/report.md (the tables,
+the figures, a plain-language verdict per check and the fit's provenance) and DIR/report.html (the
+same report as one self-contained page, figures embedded: ``checking.html`` renders report.md, so
+a section added to ``report_markdown`` is in both), and returns the verdicts. Everything is
 written as one addition to the run in DIR (``inference.fit_folder``): into a stage first (so a
 folder that cannot be written fails before any check runs), then committed together, and only
 if DIR still holds the posterior that was checked.
@@ -31,6 +33,7 @@ import xarray as xr
 from bayes_spill.inference import fit_folder
 
 REPORT_FILE = "report.md"
+REPORT_HTML_FILE = "report.html"
 CHECKS_FILE = "checks.csv"
 DEFAULT_BOOTSTRAP = 200
 CHECK_ORDER = ("sampler", "identification", "locations", "sorting", "production", "loo")
@@ -57,6 +60,7 @@ class CheckReport:
     figures: dict[str, Path] = field(default_factory=dict)
     report_path: Path | None = None
     sensitivity: pd.DataFrame | None = None  # power-scaling prior sensitivity (checking/sensitivity.py)
+    html_path: Path | None = None
 
     def verdict_lines(self) -> list[str]:
         return [f"{CHECK_NAMES[k]}: {self.verdicts[k]}" for k in CHECK_ORDER if k in self.verdicts]
@@ -274,6 +278,7 @@ def _run_checks(fit, fit_dir: Path, stage: Path, n_draws, n_bootstrap: int, seed
     report.report_path = fit_dir / write_report(report, tree, fit_dir, n_draws=n_replicated, into=stage).relative_to(
         stage
     )
+    report.html_path = fit_dir / REPORT_HTML_FILE
     from bayes_spill.inference.posterior_io import atomic_path
 
     with atomic_path(stage / CHECKS_FILE) as tmp:
@@ -307,9 +312,79 @@ def _figure_line(report: CheckReport, name: str, caption: str, fit_dir: Path) ->
     return [f"![{caption}]({Path(path).relative_to(fit_dir).as_posix()})", ""]
 
 
-def write_report(report: CheckReport, tree: xr.DataTree, fit_dir: Path, n_draws: int, into: Path | None = None) -> Path:
-    """Write report.md for the fit in ``fit_dir`` (figures linked relative to it) into ``into``
-    (default ``fit_dir``; ``check`` writes into its stage); returns the file written."""
+def provenance_lines(tree: xr.DataTree) -> list[str]:
+    """The report's provenance section: the data's hash, the run, the sampler, the package
+    versions and the model configuration, all read from the posterior's attributes.
+
+    Parameters
+    ----------
+    tree : xarray.DataTree
+        The fit.
+
+    Returns
+    -------
+    list of str
+        Markdown lines.
+    """
+    import json
+
+    attrs = tree.attrs
+    post = tree["posterior"]
+
+    def value(key: str) -> str:
+        return f"`{attrs[key]}`" if key in attrs else "not recorded"
+
+    lines = [
+        "## Provenance",
+        "",
+        "Read from the attributes of the checked posterior.nc.",
+        "",
+        f"- **Data:** {value('data_source')}, sha256 {value('data_sha256')}",
+        f"- **Counties:** {value('counties_source')}",
+        f"- **Panel settings:** {value('panel_settings')}",
+        f"- **Model:** {value('model_name')}, configuration sha256 {value('model_config_hash')}",
+        f"- **Sampler:** {value('sampler')}, seed {value('seed')}, {post.sizes.get('chain', '?')} chains x "
+        f"{post.sizes.get('draw', '?')} draws, sampling wall time {value('sampling_wall_seconds')} s",
+        f"- **Run:** {value(fit_folder.RUN_ATTR)}",
+        f"- **Python:** {value('python_version')}",
+        "",
+    ]
+    try:
+        versions = json.loads(attrs.get("versions", "{}"))
+    except (TypeError, ValueError):
+        versions = {}
+    if isinstance(versions, dict) and versions:
+        frame = pd.DataFrame({"version": [str(v) for v in versions.values()]}, index=list(map(str, versions)))
+        lines += ["Package versions at sampling:", "", markdown_table(frame, "package"), ""]
+    if attrs.get("model_config"):
+        lines += [
+            "The model configuration stored in the posterior:",
+            "",
+            "```toml",
+            str(attrs["model_config"]).rstrip(),
+        ]
+        lines += ["```", ""]
+    return lines
+
+
+def report_markdown(report: CheckReport, tree: xr.DataTree, fit_dir: Path, n_draws: int) -> str:
+    """report.md's text: the single source of the report's sections (report.html renders it).
+
+    Parameters
+    ----------
+    report : CheckReport
+        The checks' verdicts, tables and figures (paths in ``fit_dir``).
+    tree : xarray.DataTree
+        The fit checked.
+    fit_dir : pathlib.Path
+        The fit's folder: figures are linked relative to it.
+    n_draws : int
+        Posterior draws replicated by the predictive checks.
+
+    Returns
+    -------
+    str
+    """
     attrs = tree.attrs
     post = tree["posterior"]
     lines = [
@@ -372,9 +447,20 @@ def write_report(report: CheckReport, tree: xr.DataTree, fit_dir: Path, n_draws:
         markdown_table(pd.DataFrame([report.loo]).set_index("model")),
         "",
     ]
-    path = (fit_dir if into is None else into) / REPORT_FILE
+    return "\n".join([*lines, *provenance_lines(tree)])
+
+
+def write_report(report: CheckReport, tree: xr.DataTree, fit_dir: Path, n_draws: int, into: Path | None = None) -> Path:
+    """Write report.md for the fit in ``fit_dir`` (figures linked relative to it) and report.html
+    (the same text rendered, figures embedded) into ``into`` (default ``fit_dir``; ``check``
+    writes into its stage, where the figures are); returns report.md's path."""
+    from bayes_spill.checking import html
     from bayes_spill.inference.posterior_io import atomic_path
 
-    with atomic_path(path) as tmp:
-        tmp.write_text("\n".join(lines), encoding="utf-8")
-    return path
+    folder = fit_dir if into is None else into
+    text = report_markdown(report, tree, fit_dir, n_draws)
+    with atomic_path(folder / REPORT_FILE) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    with atomic_path(folder / REPORT_HTML_FILE) as tmp:
+        tmp.write_text(html.render(text, folder), encoding="utf-8")
+    return folder / REPORT_FILE

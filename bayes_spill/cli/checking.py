@@ -28,7 +28,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     for line in report.verdict_lines():
         print(f"- {line}")
     print(
-        f"\nwrote {report.report_path}, {len(report.figures)} figures in {args.dir}/figures/, and the posterior_predictive group"
+        f"\nwrote {report.report_path}, {report.html_path} (self-contained), {len(report.figures)} figures in "
+        f"{args.dir}/figures/, and the posterior_predictive group"
     )
     return 0
 
@@ -53,7 +54,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def add_commands(sub) -> None:
     p = sub.add_parser(
         "check",
-        help="posterior predictive checks, identification, LOO, figures and DIR/report.md for a fit",
+        help="posterior predictive checks, identification, LOO, figures, DIR/report.md and DIR/report.html for a fit",
     )
     p.add_argument("dir", help="a fit folder (holding posterior.nc)")
     p.add_argument("--ppc-draws", type=positive_int, help="posterior draws for the predictive checks (default 200)")

@@ -10,10 +10,10 @@ import argparse
 import signal
 import sys
 
-from bayes_spill.cli import bench, calibration, checking, fitting, policy, prepare, twostep
+from bayes_spill.cli import bench, calibration, checking, fitting, policy, prepare, tables, twostep
 from bayes_spill.errors import BayesSpillError
 
-COMMAND_GROUPS = (fitting, policy, twostep, calibration, checking, bench, prepare)
+COMMAND_GROUPS = (fitting, policy, twostep, calibration, checking, tables, bench, prepare)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -50,7 +50,15 @@ RUN_ATTR = "run_id"  # the posterior's attribute holding the run id of the fit t
 FIT_FILES = ("posterior.nc", "summary.csv", "versions.json")
 # What the commands that add to a run leave in its folder, removed by the next fit even from a
 # folder written before run.json existed. A user's own files there are never touched.
-DERIVED_PATTERNS = ("report.md", "checks.csv", "figures", "counterfactual_*.csv", "sorting.csv", "equilibrium_*.csv")
+DERIVED_PATTERNS = (
+    "report.md",
+    "report.html",
+    "checks.csv",
+    "figures",
+    "counterfactual_*.csv",
+    "sorting.csv",
+    "equilibrium_*.csv",
+)
 LOCK_WAIT_SECONDS = 60.0
 STAGE_GRACE_SECONDS = 60.0  # a stage without its owner's name is left alone this long
 # Test hook: "STEP" or "STEP=SECONDS". STEP is a step name of ``Transaction`` ("staged",

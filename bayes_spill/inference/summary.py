@@ -3,6 +3,8 @@ and per-chain sampler diagnostics with plain-language advice."""
 
 from __future__ import annotations
 
+import warnings
+
 import arviz_stats as azs
 import numpy as np
 import pandas as pd
@@ -13,6 +15,7 @@ from bayes_spill.model.likelihood import KEY_PARAMETERS
 TABLE_PARAMETERS = (*KEY_PARAMETERS, "beta_zero_rd", "alpha")
 HIDDEN = ("_raw", "_free", "_log__")
 EBFMI_LOW = 0.3
+INTERVAL = 0.9  # the equal-tailed interval of the table: q5 to q95
 
 
 def _scalar_parameters(posterior: xr.Dataset, names) -> list[str]:
@@ -20,60 +23,79 @@ def _scalar_parameters(posterior: xr.Dataset, names) -> list[str]:
 
 
 def summary_table(tree: xr.DataTree, all_parameters: bool = False, truth: dict | None = None) -> pd.DataFrame:
-    """Median, 90% equal-tailed interval, R-hat and bulk/tail ESS; with ``all_parameters`` every
-    posterior variable (vectors flattened with their coordinates), else the key scalars."""
+    """The parameter table, from ``arviz_stats.summary``: median and 90% equal-tailed interval
+    (``kind="stats_median"``) beside R-hat and bulk/tail ESS (``kind="diagnostics"``).
+
+    Parameters
+    ----------
+    tree : xarray.DataTree
+        The posterior as a fit writes it.
+    all_parameters : bool, default False
+        Every posterior variable with at most one dimension besides chain and draw (vectors
+        flattened with their coordinates, as ArviZ labels them: ``alpha[firm]``); else the key
+        scalars.
+    truth : dict, optional
+        {parameter: true value}; adds a ``truth`` column.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index ``parameter``; columns median, q5, q95, r_hat, ess_bulk, ess_tail (and truth).
+    """
     posterior = tree["posterior"].to_dataset()
     if all_parameters:
-        names = [n for n in posterior.data_vars if not any(h in n for h in HIDDEN)]
+        names = [n for n in posterior.data_vars if not any(h in n for h in HIDDEN) and posterior[n].ndim <= 3]
     else:
         names = _scalar_parameters(posterior, TABLE_PARAMETERS)
-    ds = posterior[names]
-    with np.errstate(invalid="ignore", divide="ignore"):  # constants (the base year) have no R-hat
-        rhat = azs.rhat(ds)
-        ess_bulk = azs.ess(ds, method="bulk")
-        ess_tail = azs.ess(ds, method="tail")
-    rows = []
-    for name in names:
-        da = ds[name]
-        extra = [d for d in da.dims if d not in ("chain", "draw")]
-        if len(extra) > 1:
-            continue  # no parameter of this model has more than one dimension
-        cells = [(name, {})] if not extra else [(f"{name}[{c}]", {extra[0]: c}) for c in da[extra[0]].values]
-        for label, where in cells:
-            values = da.sel(where).values.ravel()
-            rows.append(
-                {
-                    "parameter": label,
-                    "median": float(np.median(values)),
-                    "q5": float(np.quantile(values, 0.05)),
-                    "q95": float(np.quantile(values, 0.95)),
-                    "r_hat": float(rhat[name].sel(where)),
-                    "ess_bulk": float(ess_bulk[name].sel(where)),
-                    "ess_tail": float(ess_tail[name].sel(where)),
-                }
-            )
-    table = pd.DataFrame(rows).set_index("parameter")
+    columns = ["median", "q5", "q95", "r_hat", "ess_bulk", "ess_tail"]
+    if not names:  # arviz_stats.summary reads an empty var_names as "all variables"
+        return pd.DataFrame(columns=columns, index=pd.Index([], name="parameter"), dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        # constants (the base year) have no R-hat: NaN, which the table keeps
+        warnings.simplefilter("ignore", RuntimeWarning)
+        stats = azs.summary(posterior, var_names=names, kind="stats_median", ci_prob=INTERVAL, round_to="none")
+        diagnostics = azs.summary(posterior, var_names=names, kind="diagnostics", round_to="none")
+    label = f"eti{round(100 * INTERVAL)}"
+    table = pd.DataFrame(
+        {
+            "median": stats["median"],
+            "q5": stats[f"{label}_lb"],
+            "q95": stats[f"{label}_ub"],
+            "r_hat": diagnostics["r_hat"],
+            "ess_bulk": diagnostics["ess_bulk"],
+            "ess_tail": diagnostics["ess_tail"],
+        }
+    ).astype(float)
+    table.index = pd.Index([str(i) for i in table.index], name="parameter")
     if truth:
         table["truth"] = [truth.get(p, np.nan) for p in table.index]
     return table
 
 
 def chain_diagnostics(tree: xr.DataTree) -> pd.DataFrame:
-    """Divergences, tree-depth hits and E-BFMI per chain (PyMC's and nutpie's stat names)."""
+    """Divergences, tree-depth hits and E-BFMI (``arviz_stats.bfmi``) per chain, from PyMC's or
+    nutpie's stat names.
+
+    Parameters
+    ----------
+    tree : xarray.DataTree
+        The posterior with its ``sample_stats`` group.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index ``chain``; columns draws, divergences, divergent_pct, treedepth_hits,
+        treedepth_pct, e_bfmi (NaN without an ``energy`` stat).
+    """
     stats = tree["sample_stats"].to_dataset()
     depth_hit = next((stats[n] for n in ("reached_max_treedepth", "maxdepth_reached") if n in stats), None)
+    ebfmi = azs.bfmi(stats, var_names="energy") if "energy" in stats else None
     rows = []
     for chain in stats["chain"].values:
         s = stats.sel(chain=chain)
         n = s.sizes["draw"]
         divergent = int(s["diverging"].sum()) if "diverging" in s else 0
         hits = int(depth_hit.sel(chain=chain).sum()) if depth_hit is not None else 0
-        energy = s["energy"].values if "energy" in s else None
-        ebfmi = (
-            float(np.sum(np.diff(energy) ** 2) / np.sum((energy - energy.mean()) ** 2))
-            if energy is not None
-            else np.nan
-        )
         rows.append(
             {
                 "chain": int(chain),
@@ -82,7 +104,7 @@ def chain_diagnostics(tree: xr.DataTree) -> pd.DataFrame:
                 "divergent_pct": 100.0 * divergent / n,
                 "treedepth_hits": hits,
                 "treedepth_pct": 100.0 * hits / n,
-                "e_bfmi": ebfmi,
+                "e_bfmi": float(ebfmi["energy"].sel(chain=chain)) if ebfmi is not None else np.nan,
             }
         )
     return pd.DataFrame(rows).set_index("chain")

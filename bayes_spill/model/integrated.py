@@ -213,17 +213,12 @@ def _conditional_mode(mean, sd, gamma: float, county_effect, sbar, sbar_chosen):
 def conditional_cdf(mean, sd, gamma: float, county_effect, sbar, choice: np.ndarray, z: np.ndarray):
     """(alpha, CDF) of Normal(alpha; mean, sd) x P(l | alpha) at alpha = mean + sd z, by the trapezoid
     rule, normalised over the grid; per firm or for one population as ``conditional_log_density``."""
+    from scipy.integrate import cumulative_trapezoid
+
     alpha, log_density = conditional_log_density(mean, sd, gamma, county_effect, sbar, choice, z)
-    return alpha, trapezoid_cdf(np.exp(log_density - log_density.max(axis=1, keepdims=True)))
-
-
-def trapezoid_cdf(density: np.ndarray) -> np.ndarray:
-    """The CDF of each row of a density on an evenly spaced grid (cumulative trapezoid rule),
-    normalised to end at exactly 1."""
-    cdf = np.concatenate(
-        [np.zeros((len(density), 1)), np.cumsum(0.5 * (density[:, 1:] + density[:, :-1]), axis=1)], axis=1
-    )
-    return cdf / cdf[:, -1:]
+    # evenly spaced in z and normalised to end at exactly 1, so the spacing (dx = 1) cancels
+    cdf = cumulative_trapezoid(np.exp(log_density - log_density.max(axis=1, keepdims=True)), axis=1, initial=0)
+    return alpha, cdf / cdf[:, -1:]
 
 
 def inverse_cdf(u: np.ndarray, alpha: np.ndarray, cdf: np.ndarray) -> np.ndarray:

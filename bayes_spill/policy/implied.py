@@ -12,19 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from bayes_spill.model.integrated import conditional_log_density, trapezoid_cdf
+from bayes_spill.model.integrated import conditional_log_density
 
 GRID_HALF_WIDTH = 8.0  # alpha grid: mu ± 8 sigma
 GRID_POINTS = 801
-
-
-def trapezoid_weights(grid: np.ndarray) -> np.ndarray:
-    """Trapezoid-rule weights of a grid: sum(w * f) approximates the integral of f."""
-    dx = np.diff(grid)
-    w = np.zeros(len(grid))
-    w[:-1] += dx / 2.0
-    w[1:] += dx / 2.0
-    return w
 
 
 def implied_alpha_density(county_effect, gamma, sbar, mu, sigma, rows, tilt=None) -> tuple[np.ndarray, np.ndarray]:
@@ -63,15 +54,22 @@ def implied_alpha_density(county_effect, gamma, sbar, mu, sigma, rows, tilt=None
     log_f = log_f + tilt[:, None] * grid[None, :]
     log_f -= log_f.max(axis=1, keepdims=True)
     f = np.exp(log_f)
-    f /= (f * trapezoid_weights(grid)[None, :]).sum(axis=1, keepdims=True)
+    from scipy.integrate import trapezoid
+
+    f /= trapezoid(f, grid, axis=1)[:, None]
     return grid, f
 
 
 def implied_expectation(grid: np.ndarray, density: np.ndarray, values: np.ndarray) -> np.ndarray:
     """∫ values(alpha) f(alpha | l) dalpha per row; values broadcast against density (R, G)."""
-    return (density * values * trapezoid_weights(grid)[None, :]).sum(axis=1)
+    from scipy.integrate import trapezoid
+
+    return trapezoid(density * values, grid, axis=1)
 
 
 def implied_cdf(grid: np.ndarray, density: np.ndarray) -> np.ndarray:
     """CDF of each row on the (evenly spaced) grid, ending at exactly 1."""
-    return trapezoid_cdf(density)
+    from scipy.integrate import cumulative_trapezoid
+
+    cdf = cumulative_trapezoid(density, axis=1, initial=0)  # normalised below, so the spacing cancels
+    return cdf / cdf[:, -1:]

@@ -1,11 +1,16 @@
-"""Figures of `bayes-spill check`: every PNG is written and linked from report.md, and the numbers
-behind the decay curve and the county map are right."""
+"""Figures of `bayes-spill check`: every PNG is written, linked from report.md and embedded in
+report.html (which renders in headless Chromium: a slow test), the provenance is reported, and the
+numbers behind the decay curve and the county map are right."""
 
 from __future__ import annotations
 
 import matplotlib
 
 matplotlib.use("Agg")
+
+import base64  # noqa: E402
+import json  # noqa: E402
+import re  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -76,6 +81,79 @@ def test_every_figure_is_a_png_linked_from_the_report(checked):
         assert path.read_bytes()[:8] == PNG, name
         assert path.stat().st_size > 5_000, name  # a drawn figure, not an empty canvas
         assert f"](figures/{name}.png)" in text
+
+
+def test_report_html_embeds_every_figure_and_references_nothing_outside(checked):
+    from bayes_spill.checking.html import external_references
+
+    fit_dir, report = checked
+    assert report.html_path == fit_dir / "report.html"
+    page = report.html_path.read_text(encoding="utf-8")
+    images = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert len(images) == len(EXPECTED)
+    for encoded, name in zip(images, EXPECTED):  # the figures in report.md's order, byte for byte
+        assert base64.b64decode(encoded) == (fit_dir / "figures" / f"{name}.png").read_bytes(), name
+    assert external_references(page) == []
+    # every section of report.md is in the page, the verdicts first
+    sections = re.findall(r"^## (.+)$", (fit_dir / "report.md").read_text(), flags=re.MULTILINE)
+    headings = re.findall(r"<h2 id=\"[^\"]+\">(.+?)</h2>", page)
+    assert headings == [h.replace("`", "") for h in sections] and headings[0] == "Verdicts"
+
+
+def test_report_states_the_provenance(checked):
+    fit_dir, report = checked
+    attrs = bayes_spill.load(fit_dir).tree.attrs
+    text = (fit_dir / "report.md").read_text()
+    page = report.html_path.read_text(encoding="utf-8")
+    assert "## Provenance" in text and '<h2 id="provenance">Provenance</h2>' in page
+    versions = json.loads(attrs["versions"])
+    for doc in (text, page):
+        assert attrs["data_sha256"] in doc and attrs["model_config_hash"] in doc
+        assert str(attrs["run_id"]) in doc
+        assert "pymc" in doc and versions["pymc"] in doc
+    assert attrs["model_config"].strip() in text  # the configuration, verbatim
+    assert "[priors]" in page and 'class="language-toml"' in page
+
+
+@pytest.mark.slow
+def test_report_html_renders_in_headless_chromium(checked, tmp_path):
+    """Every figure of report.html decodes in a real browser (naturalWidth > 0), and a screenshot
+    of the page is drawn. A probe script is added to a copy of the page; the report itself has none."""
+    import shutil
+    import subprocess
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is None:
+        pytest.skip("no chromium on this machine (Debian: apt-get install chromium)")
+    _, report = checked
+    page = report.html_path.read_text(encoding="utf-8")
+    probe = (
+        "<script>window.addEventListener('load', () => { const i = [...document.images];"
+        "document.body.setAttribute('data-rendered', i.filter(x => x.complete && x.naturalWidth > 0).length + '/' + i.length);"
+        "});</script>"
+    )
+    copy = tmp_path / "probe.html"
+    copy.write_text(page.replace("</body>", probe + "</body>"), encoding="utf-8")
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
+    dom = subprocess.run(
+        [*flags, "--virtual-time-budget=10000", "--dump-dom", copy.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    ).stdout
+    assert f'data-rendered="{len(EXPECTED)}/{len(EXPECTED)}"' in dom, dom[:500]
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        [*flags, f"--screenshot={shot}", "--window-size=1200,3000", report.html_path.as_uri()],
+        capture_output=True,
+        timeout=180,
+    )
+    from PIL import Image
+
+    with Image.open(shot) as im:
+        assert im.size == (1200, 3000)
+        colours = im.convert("RGB").getcolors(maxcolors=1_000_000)
+    assert colours is not None and len(colours) > 1000  # figures drawn, not a blank page
 
 
 def test_decay_bands():

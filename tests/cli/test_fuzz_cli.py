@@ -41,6 +41,7 @@ from bayes_spill.model.simulate import SimulationSettings, simulate_industry
 
 REPO = Path(__file__).resolve().parents[2]
 RUN_IN_FULL = {"fit", "validate", "simulate", "counterfactual", "sorting", "equilibrium counties", "check", "compare"}
+RUN_IN_FULL |= {"table"}  # reads fit, baseline and counterfactual files: cheap on the fuzzed folders
 PATH_DESTS = {"data", "counties", "model", "out", "dir", "dirs", "county_sales", "truth", "config", "pairs"}
 GOOD_NUMBERS = ["1", "2", "3", "5", "2000", "2003", "0.5"]  # valid for most numeric options
 BAD_NUMBERS = [

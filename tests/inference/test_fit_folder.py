@@ -71,13 +71,14 @@ def test_a_refit_into_a_checked_folder_leaves_no_old_report(tmp_path):
 def test_a_refit_clears_a_folder_written_before_run_records(tmp_path):
     folder = tmp_path / "fit"
     folder.mkdir()
-    for name in (*fit_folder.FIT_FILES, "report.md", "checks.csv", "sorting.csv"):
+    for name in (*fit_folder.FIT_FILES, "report.md", "report.html", "checks.csv", "sorting.csv"):
         (folder / name).write_text("legacy\n")
     (folder / "figures").mkdir()
     (folder / "figures" / "old.png").write_text("legacy\n")
     write_run(folder, "B")
     assert fit_folder.verify(folder) == []
     assert not (folder / "report.md").exists() and not (folder / "figures").exists()
+    assert not (folder / "report.html").exists()
 
 
 def test_a_check_adds_to_the_run_it_read(tmp_path):
