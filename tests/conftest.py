@@ -39,6 +39,7 @@ SHARED_FIT_GROUPS = {
         "test_integrated.py",
         "test_fit_folders.py",
         "test_no_nan_verdicts.py",
+        "test_sensitivity.py",
         "test_tables.py",
     ),
     "nutpie_fits": ("test_fit.py", "test_reproducibility.py"),

@@ -4,7 +4,8 @@ Runs, on the fit in DIR:
 
 1. sampler diagnostics (divergences, tree depth, E-BFMI, R-hat, ESS: ``reporting``);
 2. identification: how far the posteriors of gamma and the half-life contracted from the priors
-   (``comparison.contraction``);
+   (``comparison.contraction``) and how sensitive gamma, the half-life, mu_alpha and sigma_alpha
+   are to their priors by power-scaling (``sensitivity``);
 3. posterior predictive checks (``checks``): where firms locate, the sorting regressions of the
    paper's Table 4, the production residuals; the replicated data are added to DIR/posterior.nc
    as its ``posterior_predictive`` group (atomically: the file is replaced whole or not at all);
@@ -58,6 +59,7 @@ class CheckReport:
     diagnostics: pd.DataFrame
     figures: dict[str, Path] = field(default_factory=dict)
     report_path: Path | None = None
+    sensitivity: pd.DataFrame | None = None  # power-scaling prior sensitivity (checking/sensitivity.py)
     html_path: Path | None = None
 
     def verdict_lines(self) -> list[str]:
@@ -238,7 +240,7 @@ def check(
 def _run_checks(fit, fit_dir: Path, stage: Path, n_draws, n_bootstrap: int, seed, make_figures: bool) -> CheckReport:
     """Every check of ``check``, its files written into ``stage`` under the names they get in
     ``fit_dir``; the report's paths are those in ``fit_dir``."""
-    from bayes_spill.checking import comparison, figures
+    from bayes_spill.checking import comparison, figures, sensitivity
     from bayes_spill.checking import ppc as checks
 
     tree = fit.tree
@@ -250,6 +252,10 @@ def _run_checks(fit, fit_dir: Path, stage: Path, n_draws, n_bootstrap: int, seed
 
     contraction = comparison.contraction(fit)
     ident = comparison.contraction_verdicts(contraction)
+    psense = sensitivity.prior_sensitivity(fit)
+    ident.update({f"psense {k}": v for k, v in sensitivity.sensitivity_verdicts(psense).items()})
+    if sensitivity.missing_groups(tree):
+        ident["psense"] = "Prior sensitivity cannot be computed: the fit has no log_prior group (refit to keep it)."
     verdicts["identification"] = " ".join(ident.values()) if ident else "no gamma or half-life in this model."
 
     ppc = checks.run_ppc(fit, n_draws=n_draws, seed=seed)
@@ -263,9 +269,11 @@ def _run_checks(fit, fit_dir: Path, stage: Path, n_draws, n_bootstrap: int, seed
 
     table4 = observed_table4(fit, n_bootstrap, seed)
     staged = figures.write_all(fit, ppc.statistics, stage / figures.FIGURES_DIR) if make_figures else {}
+    if make_figures and (path := sensitivity.prior_posterior_plot(fit, stage / figures.FIGURES_DIR)) is not None:
+        staged["prior_posterior"] = path
     figure_paths = {name: fit_dir / Path(path).relative_to(stage) for name, path in staged.items()}
 
-    report = CheckReport(verdicts, ppc_table, table4, contraction, loo, diag, figure_paths)
+    report = CheckReport(verdicts, ppc_table, table4, contraction, loo, diag, figure_paths, sensitivity=psense)
     n_replicated = len(ppc.statistics[0].replicated) if ppc.statistics else 0
     report.report_path = fit_dir / write_report(report, tree, fit_dir, n_draws=n_replicated, into=stage).relative_to(
         stage
@@ -279,6 +287,24 @@ def _run_checks(fit, fit_dir: Path, stage: Path, n_draws, n_bootstrap: int, seed
 
 
 # -- the report -----------------------------------------------------------------------------------
+def sensitivity_section(report: CheckReport, fit_dir: Path) -> list[str]:
+    """The report's lines on power-scaling prior sensitivity (none without its table)."""
+    if report.sensitivity is None or report.sensitivity.empty:
+        return []
+    return [
+        "### Prior sensitivity (power-scaling)",
+        "",
+        "arviz_stats.psense_summary: how far each posterior moves when the prior (all top-level priors "
+        "together) or the likelihood (per firm, production plus location) is raised to a power near 1. Prior "
+        "sensitivity above 0.05: the prior shapes the posterior; with likelihood sensitivity below 0.05 as well, "
+        "the posterior is the prior's (prior-dominated).",
+        "",
+        markdown_table(report.sensitivity),
+        "",
+        *_figure_line(report, "prior_posterior", "prior draws against the posterior", fit_dir),
+    ]
+
+
 def _figure_line(report: CheckReport, name: str, caption: str, fit_dir: Path) -> list[str]:
     path = report.figures.get(name)
     if path is None:
@@ -388,6 +414,7 @@ def report_markdown(report: CheckReport, tree: xr.DataTree, fit_dir: Path, n_dra
         "",
         *_figure_line(report, "halflife_gamma", "posteriors of the half-life and gamma", fit_dir),
         *_figure_line(report, "decay_curve", "spillover decay curve", fit_dir),
+        *sensitivity_section(report, fit_dir),
         "## Posterior predictive checks",
         "",
         f"{n_draws} posterior draws, each replicating the data once (log sales within firm, with each firm's "

@@ -1,8 +1,9 @@
 """Fitting: data and configuration in, a ``FittedModel`` (the posterior DataTree and what it holds) out.
 
 ``fit()`` is what ``bayes-spill fit`` calls. It resolves the data and the model configuration,
-builds the PyMC model, samples, assembles the DataTree (posterior, sample_stats, a per-firm
-log_likelihood, observed_data, constant_data, provenance attrs) and, when given an output
+builds the PyMC model, samples, assembles the DataTree in ArviZ's schema (posterior,
+sample_stats, log_likelihood, log_prior, prior, observed_data, constant_data; docs/outputs.md)
+with provenance attrs and, when given an output
 folder, writes it atomically with a summary (see ``posterior_io.py``); it returns the tree as a
 ``results.FittedModel`` (``bayes_spill.fit`` wraps it as the public ``Fit``).
 """
@@ -35,11 +36,41 @@ from bayes_spill.data.inputs import load_panel
 from bayes_spill.data.panel import PreparedPanel
 from bayes_spill.errors import BayesSpillError
 from bayes_spill.inference import alpha_draws
-from bayes_spill.model import preflight
-from bayes_spill.model.likelihood import FIRM, FIRM_LOGLIK, YEAR, ModelData, build_model, model_data
+from bayes_spill.model import preflight, priors
+from bayes_spill.model.likelihood import (
+    BETA_NAMES,
+    CHOSEN_COUNTY,
+    FIRM,
+    FIRM_LOGLIK,
+    LOG_SALES,
+    YEAR,
+    ModelData,
+    build_model,
+    model_data,
+    pointwise_loglik,
+)
 
 REPO_MODELS = shipped_models()
-OBS = "obs"
+OBS, OBS_FIRM, OBS_YEAR = "obs", "obs_firm", "obs_year"
+# The parameters with a prior of their own (alpha_i and the county effects are the hierarchical
+# part of the model): the log_prior group that power-scaling scales, and the prior group's draws.
+TOP_LEVEL_PRIORS = (
+    "halflife_km",
+    "gamma",
+    "mu_alpha",
+    "sigma_alpha",
+    "alpha",
+    "sigma_w",
+    "county_delta",
+    "county_tau",
+    "beta_k",
+    "beta_l",
+    "beta_r",
+    "beta_zero_rd",
+    "year_effect",
+)
+PRIOR_DRAWS = 1000
+PRIOR_STREAM = 18  # the random stream of the prior draws, beside the sampler's seed
 
 
 def resolve_config(model: str | Path | ModelConfig = DEFAULT_MODEL) -> ModelConfig:
@@ -150,35 +181,114 @@ def _require_complete(idata, config: ModelConfig):
     return idata
 
 
-def assemble(idata, data: ModelData, config: ModelConfig, data_hash: str, wall_seconds: float):
-    """Move the per-firm log-likelihood into its group, add the data and provenance. data is the
-    ModelData the model was built on (reused, not rebuilt)."""
+def assemble(
+    idata, data: ModelData, config: ModelConfig, data_hash: str, wall_seconds: float, model: pm.Model | None = None
+):
+    """The fit's DataTree in ArviZ's schema: posterior and sample_stats from the sampler; the
+    per-firm joint log-likelihood (FIRM_LOGLIK, for LOO over firms) with the pointwise ones of
+    each observed variable (``likelihood.pointwise_loglik``) in log_likelihood; log_prior (the
+    priors at the posterior draws) and prior (draws of the model's own priors) for power-scaling
+    sensitivity; observed_data, constant_data; group attributes as ArviZ writes them, provenance
+    in the root's. data is the ModelData the model was built on (reused, not rebuilt); model the
+    PyMC model sampled (rebuilt from them when not given).
+
+    The prior draws have a random stream of their own (PRIOR_STREAM beside the sampler's seed),
+    so they leave the posterior draws as they are."""
     panel = data.panel
     posterior = idata["posterior"].to_dataset()
-    log_lik = posterior[[FIRM_LOGLIK]]
+    firm_loglik = posterior[FIRM_LOGLIK]
     posterior = posterior.drop_vars([FIRM_LOGLIK])
     if config.model.integrate_alpha:
         posterior = alpha_draws.with_alpha_draws(posterior, data, config.model, config.sampler.seed)
+    model = model if model is not None else build_model(panel, config, data)
+    rng = np.random.default_rng([config.sampler.seed, PRIOR_STREAM])
     groups = {
         "posterior": posterior,
         "sample_stats": idata["sample_stats"].to_dataset(),
-        "log_likelihood": log_lik,
+        "log_likelihood": log_likelihood(posterior, firm_loglik, data, config),
+        "log_prior": priors.log_prior(dict(config.priors), posterior, top_level_priors(config)),
+        "prior": priors.prior_group(model, prior_group_names(config), PRIOR_DRAWS, rng),
         "observed_data": observed_data(panel, config),
         "constant_data": constant_data(panel, config, data),
     }
     tree = xr.DataTree.from_dict({f"/{name}": ds for name, ds in groups.items()})
+    for name, group_attrs in schema_attrs(config.sampler.backend, wall_seconds).items():
+        if name in tree.children:
+            tree[name].attrs.update(group_attrs)
     tree.attrs.update(provenance(panel, config, data_hash, wall_seconds))
     return tree
+
+
+def top_level_priors(config: ModelConfig) -> tuple[str, ...]:
+    """TOP_LEVEL_PRIORS of this configuration: alpha only when homogeneous (latent alpha_i are
+    drawn from Normal(mu_alpha, sigma_alpha), the hierarchical part)."""
+    homogeneous = config.model.alpha == "homogeneous"
+    return tuple(n for n in TOP_LEVEL_PRIORS if n != "alpha" or homogeneous)
+
+
+def prior_group_names(config: ModelConfig) -> tuple[str, ...]:
+    """The variables of the prior group: the top-level priors the model declares as random
+    variables (the production coefficients carry theirs as a potential on a flat variable, which
+    prior sampling cannot draw), and sigma_alpha^2."""
+    drawn = tuple(n for n in top_level_priors(config) if n not in (*BETA_NAMES, "year_effect"))
+    return (*drawn, "sigma_alpha2")
+
+
+def log_likelihood(posterior: xr.Dataset, firm_loglik: xr.DataArray, data: ModelData, config: ModelConfig):
+    """The log_likelihood group: FIRM_LOGLIK (firm) and, under the names of the observed variables,
+    the pointwise terms of likelihood.pointwise_loglik on the observed variables' dimensions."""
+    from bayes_spill.inference.draws import PosteriorDraws
+
+    panel = data.panel
+    draws = PosteriorDraws.from_posterior(posterior, panel.firms)
+    shape = (posterior.sizes["chain"], posterior.sizes["draw"])
+    dims = {LOG_SALES: (OBS,), CHOSEN_COUNTY: (FIRM,)}
+    out = xr.Dataset({FIRM_LOGLIK: firm_loglik})
+    for name, values in pointwise_loglik(data, config.model, draws).items():
+        out[name] = (("chain", "draw", *dims[name]), values.reshape(*shape, *values.shape[1:]))
+    return out.assign_coords(obs_coords(panel))
+
+
+def schema_attrs(backend: str, wall_seconds: float) -> dict[str, dict]:
+    """The attributes ArviZ's converters give each group (``arviz_base.make_attrs``: created_at,
+    creation_library, its version and language), with the inference library that made the draws
+    on the posterior and sample_stats (and their sampling time)."""
+    from arviz_base import make_attrs
+
+    library = {"nutpie": "nutpie", "numpyro": "numpyro"}.get(backend, "pymc")
+    sampled = make_attrs({"sampling_time": float(wall_seconds)}, inference_library=_module(library))
+    return {
+        "posterior": sampled,
+        "sample_stats": sampled,
+        "prior": make_attrs(inference_library=pm),
+        **{name: make_attrs() for name in ("log_likelihood", "log_prior", "observed_data", "constant_data")},
+    }
+
+
+def _module(name: str):
+    import importlib
+
+    return importlib.import_module(name)
+
+
+def obs_coords(panel: PreparedPanel) -> dict:
+    """The firm and the year of each firm-year, as coordinates of the observation dimension
+    (named obs_firm and obs_year: firm and year are dimensions of their own in the same groups)."""
+    return {
+        OBS: np.arange(panel.n_obs),
+        OBS_FIRM: (OBS, panel.firms[panel.obs_firm].astype(str)),
+        OBS_YEAR: (OBS, panel.years[panel.obs_year].astype(int)),
+    }
 
 
 def observed_data(panel: PreparedPanel, config: ModelConfig) -> xr.Dataset:
     """What the likelihood conditions on: log sales per firm-year and the chosen county per firm."""
     return xr.Dataset(
         {
-            "log_sales": ((OBS,), panel.q),
-            "county": ((FIRM,), panel.firm_fips.astype(str)),
+            LOG_SALES: ((OBS,), panel.q),
+            CHOSEN_COUNTY: ((FIRM,), panel.firm_fips.astype(str)),
         },
-        coords={FIRM: panel.firms.astype(str), OBS: np.arange(panel.n_obs)},
+        coords={FIRM: panel.firms.astype(str), **obs_coords(panel)},
     )
 
 
@@ -187,8 +297,6 @@ def constant_data(panel: PreparedPanel, config: ModelConfig, data: ModelData | N
     data = data or model_data(panel, config)
     return xr.Dataset(
         {
-            "obs_firm": ((OBS,), panel.firms[panel.obs_firm].astype(str)),
-            "obs_year": ((OBS,), panel.years[panel.obs_year].astype(int)),
             "log_capital": ((OBS,), panel.k),
             "log_employment": ((OBS,), panel.n),
             "log_rd_stock": ((OBS,), panel.r),
@@ -200,7 +308,7 @@ def constant_data(panel: PreparedPanel, config: ModelConfig, data: ModelData | N
             "xrd": ((OBS,), panel.xrd),
             "choice_county": (("choice_county",), panel.counties.fips[data.spill.choice_set].astype(str)),
         },
-        coords={OBS: np.arange(panel.n_obs), YEAR: panel.years.astype(int)},
+        coords={**obs_coords(panel), YEAR: panel.years.astype(int)},
     )
 
 

@@ -24,7 +24,8 @@ class FittedModel:
     ----------
     tree : xarray.DataTree
         The posterior as ``bayes-spill fit`` writes it (groups posterior, sample_stats,
-        log_likelihood, observed_data, constant_data; provenance in its attrs).
+        log_likelihood, log_prior, prior, observed_data, constant_data: docs/outputs.md;
+        provenance in its attrs).
     path : str or pathlib.Path, optional
         The fit folder the tree was read from or written to; None for a fit held only in memory.
     counties : str, pathlib.Path or Counties, optional

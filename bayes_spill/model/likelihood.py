@@ -43,6 +43,9 @@ FIRM, COUNTY, YEAR, COVARIATE = "firm", "county", "year", "county_covariate"
 PRODUCTION_COEFFICIENT = "production_coefficient"
 BETA_NAMES = ("beta_k", "beta_l", "beta_r", "beta_zero_rd")
 FIRM_LOGLIK = "firm_loglik"
+# The observed variables (observed_data) and their pointwise log-likelihoods (log_likelihood) share
+# these names, as ArviZ's loo_pit pairs them.
+LOG_SALES, CHOSEN_COUNTY = "log_sales", "county"
 KEY_PARAMETERS = (
     "gamma",
     "halflife_km",
@@ -54,6 +57,11 @@ KEY_PARAMETERS = (
     "beta_r",
     "sigma_w",
 )
+# The pointwise log-likelihood of log sales has draws x firm-years entries, the largest array of a
+# fit: single precision halves it and keeps ample digits for PSIS weights (LOO-PIT); computed in
+# chunks of draws.
+POINTWISE_DTYPE = np.float32
+POINTWISE_CHUNK = 256
 STATIC_DENOMINATOR_BINS = 16  # the logit denominator's bins under JAX, where shapes must be fixed
 # alpha_i integrated out: the denominators of firms x nodes rows read a table in c when there are at
 # least this many rows per county of the choice set (table: lattice points x counties; expansion:
@@ -73,6 +81,17 @@ class ModelData:
     years_per_firm: np.ndarray
     county_covariates: np.ndarray  # (L_choice, P), centred and scaled over the choice set
     covariate_names: tuple[str, ...]
+
+    @cached_property
+    def field_table(self) -> tuple[interpolation.FieldTable, np.ndarray]:
+        """(table of S_lt(h) in ln h over the (county, year) entries of the panel's firm-years, each
+        firm-year's entry), built on first use: the model's production spillover and the pointwise
+        log-likelihoods after sampling read the same table."""
+        spill = self.spill
+        entry = spill.obs_receiver * spill.pool.shape[1] + spill.obs_year
+        entries, obs_entry = np.unique(entry, return_inverse=True)
+        receiver, year = np.divmod(entries, spill.pool.shape[1])
+        return interpolation.build_field_table(spill.production_distance, spill.pool, receiver, year), obs_entry
 
     @cached_property
     def halflife_table(self) -> interpolation.HalflifeTable:
@@ -194,6 +213,62 @@ def production_loglik(data: ModelData, beta, alpha_obs, spillover, year_effect, 
     return -0.5 * dof * (LOG_2PI + 2.0 * pt.log(sigma_w)) - 0.5 * ss / sigma_w**2
 
 
+def pointwise_loglik(data: ModelData, spec, draws) -> dict[str, np.ndarray]:
+    """The log-likelihood of each observed value at each posterior draw (numpy), given the draw's
+    alpha_i, under the names of the observed variables (LOG_SALES, CHOSEN_COUNTY):
+
+    - log_sales (draws, firm-years): firm i's within-firm Gaussian term split over its years,
+      -0.5 (T_i - 1)/T_i (log 2 pi + 2 log sigma_w) - 0.5 e_it^2 / sigma_w^2 with e_it the
+      within-firm residual, so that a firm's terms add up to production_loglik;
+    - county (draws, firms): the logit log-probability of the chosen county, as location_loglik
+      computes it directly (no binned expansion). Absent without a location block.
+
+    With alpha_i latent, the two add up per firm to FIRM_LOGLIK. With alpha_i integrated out,
+    they are conditional on the drawn alpha_i, and FIRM_LOGLIK (alpha_i integrated) is the term
+    to use for LOO over firms.
+
+    Parameters
+    ----------
+    data : ModelData
+        The model's numbers.
+    spec : ModelSpec
+        The configuration's ``model`` section.
+    draws : PosteriorDraws
+        The posterior draws (alpha per firm: drawn back for an integrated fit).
+
+    Returns
+    -------
+    dict
+        name -> array with the draws on the leading axis.
+    """
+    panel = data.panel
+    n = draws.n_draws
+    share = ((data.years_per_firm - 1.0) / data.years_per_firm)[panel.obs_firm]
+    out = {LOG_SALES: np.empty((n, panel.n_obs), dtype=POINTWISE_DTYPE)}
+    for start in range(0, n, POINTWISE_CHUNK):  # chunks bound the memory of the firm-year arrays
+        rows = slice(start, min(start + POINTWISE_CHUNK, n))
+        s_it = np.stack([production_spillover(data, float(h), spec, np) for h in draws.halflife_km[rows]])
+        sigma = draws.sigma_w[rows, None]
+        resid = (
+            data.q[None, :]
+            - draws.beta[rows] @ data.inputs.T
+            - draws.alpha[rows][:, panel.obs_firm] * s_it
+            - draws.year_effect[rows][:, panel.obs_year]
+        )
+        within = within_firm(resid, panel.obs_firm, data.years_per_firm, axis=-1)
+        out[LOG_SALES][rows] = -0.5 * share * (LOG_2PI + 2.0 * np.log(sigma)) - 0.5 * within**2 / sigma**2
+    if spec.location_block:
+        choice = data.spill.firm_choice
+        county = np.empty((n, panel.n_firms))
+        for k, h in enumerate(draws.halflife_km):
+            sbar = choice_spillover(data, float(h), spec, np)
+            c = draws.gamma[k] * draws.alpha[k]
+            a = draws.county_effect[k]
+            county[k] = a[choice] + c * sbar[choice] - denominator.exact_log_denominator(a, sbar, c, np)
+        out[CHOSEN_COUNTY] = county
+    return out
+
+
 def location_loglik(data: ModelData, county_effect, gamma, alpha, sbar, spec=None, fixed_bins: int | None = None):
     """Per-firm multinomial-logit log-probability of the chosen county.
 
@@ -239,22 +314,20 @@ def log_denominator(data: ModelData, county_effect, sbar, c, spec=None, fixed_bi
     return value
 
 
-def production_spillover(data: ModelData, halflife_km, spec):
+def production_spillover(data: ModelData, halflife_km, spec, backend=pt):
     """S_it(h) for every firm-year, transformed. Direct (counties x sources x years) when
     spec.evaluation is "exact"; otherwise from interpolation.FieldTable: Chebyshev series in ln h
     per (county, year) entry, within 1e-12 $ bil of the direct sum for every h (counties x years
-    x degree per evaluation, and counties grow more slowly than firms)."""
+    x degree per evaluation, and counties grow more slowly than firms). PyTensor in the model,
+    numpy for the pointwise log-likelihoods after sampling."""
     spill = data.spill
     if spec.evaluation == "exact":
-        return spec.spillover_transform.firm_year(spill, halflife_km, pt)
-    entry = spill.obs_receiver * spill.pool.shape[1] + spill.obs_year
-    entries, obs_entry = np.unique(entry, return_inverse=True)
-    receiver, year = np.divmod(entries, spill.pool.shape[1])
-    table = interpolation.build_field_table(spill.production_distance, spill.pool, receiver, year)
-    s_it = interpolation.evaluate_field_table(table, halflife_km, pt)[obs_entry]
+        return spec.spillover_transform.firm_year(spill, halflife_km, backend)
+    table, obs_entry = data.field_table
+    s_it = interpolation.evaluate_field_table(table, halflife_km, backend)[obs_entry]
     if spill.own_stock_bil is not None:  # the table holds the county fields S_lt
         s_it = s_it - spill.own_stock_bil
-    return spec.spillover_transform.apply(s_it, pt)
+    return spec.spillover_transform.apply(s_it, backend)
 
 
 def choice_spillover(data: ModelData, halflife_km, spec, backend=pt):

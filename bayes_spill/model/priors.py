@@ -1,10 +1,12 @@
 """The priors of a configuration as PyMC distributions: the one parametrisation of the package.
 
 A configuration names a prior by a PyMC family and its PyMC parameters (``config.PRIOR_FAMILIES``).
-The model samples from exactly these distributions; the calibration studies draw true parameters
-from them (``draw``, by ``pm.draw``); the identification check and the figures read their
-variance, density and quantiles from them (``PriorDistribution``). Nothing else restates how a
-family's parameters map to a distribution, so the three cannot drift apart.
+The model samples from exactly these distributions; a fit's ``prior`` group is drawn from the
+fitted model itself (``prior_group``) and its ``log_prior`` group evaluates them at the posterior
+draws (``log_prior``); the calibration studies draw true parameters from a model of the same
+variables (``draw``); the identification check and the figures read their variance, density and
+quantiles from them (``PriorDistribution``). Nothing else restates how a family's parameters map
+to a distribution, so these cannot drift apart.
 """
 
 from __future__ import annotations
@@ -32,8 +34,17 @@ def variable(name: str, prior: Prior, **kwargs):
     return getattr(pm, prior.family)(name, **prior.kwargs(), **kwargs)
 
 
+def model_of(priors: Iterable[tuple[str, Prior]]) -> pm.Model:
+    """A PyMC model of independent priors, each declared by ``variable`` as the joint model
+    declares it: what the calibration studies draw true parameters from before any panel exists."""
+    with pm.Model() as model:
+        for name, prior in priors:
+            variable(name, prior)
+    return model
+
+
 def draw(priors: Iterable[tuple[str, Prior]], rng: np.random.Generator, draws: int = 1) -> dict:
-    """Joint draws of independent priors, by ``pm.draw`` seeded from rng.
+    """Joint draws of independent priors from their PyMC model (``model_of``), by ``pm.draw``.
 
     Parameters
     ----------
@@ -52,8 +63,87 @@ def draw(priors: Iterable[tuple[str, Prior]], rng: np.random.Generator, draws: i
     pairs = list(priors)
     if not pairs:
         return {}
-    values = pm.draw([distribution(p) for _, p in pairs], draws=draws, random_seed=rng)
+    model = model_of(pairs)
+    values = pm.draw([model[name] for name, _ in pairs], draws=draws, random_seed=rng)
     return {name: float(value) if draws == 1 else np.asarray(value) for (name, _), value in zip(pairs, values)}
+
+
+def prior_group(model: pm.Model, names: Iterable[str], draws: int, rng: np.random.Generator):
+    """Draws of the model's own variables from its prior (``pm.sample_prior_predictive``): the
+    ``prior`` group of a fit (one chain).
+
+    Parameters
+    ----------
+    model : pymc.Model
+        The fitted model.
+    names : iterable of str
+        Its variables to draw; those it lacks are left out. They must not depend on a ``pm.Flat``
+        (the whitened production coefficients carry their prior as a potential, which prior
+        sampling cannot draw from).
+    draws : int
+        Draws of each.
+    rng : numpy.random.Generator
+        The seed stream of the prior draws (the sampler's own stream is left untouched).
+
+    Returns
+    -------
+    xarray.Dataset
+        The ``prior`` group: (chain, draw, ...) per variable.
+    """
+    import logging
+    import warnings
+
+    present = [n for n in names if n in model.named_vars]
+    logger = logging.getLogger("pymc")
+    level = logger.level
+    logger.setLevel(logging.WARNING)  # its "Sampling: [...]" line in the middle of a fit's output
+    try:
+        with warnings.catch_warnings():
+            # the model's potentials are its likelihood and the production coefficients' prior:
+            # none of the variables drawn here depends on them
+            warnings.filterwarnings("ignore", message="The effect of Potentials", category=UserWarning)
+            tree = pm.sample_prior_predictive(draws=draws, model=model, var_names=present, random_seed=rng)
+    finally:
+        logger.setLevel(level)
+    return tree["prior"].to_dataset()
+
+
+def log_prior(priors: dict, posterior, names: Iterable[str]):
+    """The log prior density of each named parameter at every posterior draw (by ``pm.logp`` of
+    its PyMC distribution, on the parameter's own scale): the ``log_prior`` group that ArviZ's
+    power-scaling sensitivity (``arviz_stats.psense``) scales.
+
+    Parameters
+    ----------
+    priors : dict
+        name -> Prior of the configuration.
+    posterior : xarray.Dataset
+        The posterior group.
+    names : iterable of str
+        The parameters with a prior of their own (top-level: not alpha_i or the county effects,
+        whose distributions are the hierarchical part of the model); those missing from the
+        posterior are left out. ``year_effect`` sums the prior of the free years (the first is 0).
+
+    Returns
+    -------
+    xarray.Dataset
+        (chain, draw[, ...]) per parameter.
+    """
+    import xarray as xr
+
+    out = {}
+    for name in names:
+        if name not in posterior or name not in priors:
+            continue
+        values = posterior[name]
+        if name == "year_effect":
+            free = values.isel({values.dims[-1]: slice(1, None)})
+            logp = pm.logp(distribution(priors[name]), free.values).eval()
+            out[name] = (("chain", "draw"), logp.sum(axis=-1))
+            continue
+        out[name] = (values.dims, pm.logp(distribution(priors[name]), values.values).eval())
+    coords = {d: posterior[d].values for d in posterior.dims if d in {d for v in out.values() for d in v[0]}}
+    return xr.Dataset(out, coords=coords)
 
 
 @dataclass(frozen=True)

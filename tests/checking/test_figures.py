@@ -27,6 +27,7 @@ EXPECTED = (
     "trace",
     "halflife_gamma",
     "decay_curve",
+    "prior_posterior",  # checking/sensitivity.py, in report.md's identification section
     "ppc_statistics",
     "ppc_log_sales",
     "absorptive_capacity_vs_spillover",

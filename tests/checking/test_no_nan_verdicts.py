@@ -122,6 +122,10 @@ def test_check_reports_nonfinite_draws_and_never_says_ok_from_them(tmp_path, cap
         "gamma: the contraction from prior to posterior cannot be computed because 5 of 80"
         in verdicts["Identification (prior to posterior)"]
     )
+    assert (  # power-scaling (checking/sensitivity.py) gives no number from them either
+        "gamma: the power-scaling sensitivity cannot be computed because its posterior draws are not all finite"
+        in verdicts["Identification (prior to posterior)"]
+    )
     for name, verdict in verdicts.items():
         assert "nan%" not in verdict.lower() and not re.search(r"p from nan", verdict), (name, verdict)
     assert "not finite numbers: gamma (5 of 80)" in (folder / "report.md").read_text()

@@ -86,7 +86,8 @@ def test_loaded_equals_written(cli_fit, tmp_path):
     again = tmp_path / "again"
     posterior_io.save(tree, again)
     reloaded = bayes_spill.load(again).tree
-    xr.testing.assert_identical(tree["posterior"].to_dataset(), reloaded["posterior"].to_dataset())
+    for group in ("posterior", "log_likelihood", "log_prior", "prior", "observed_data", "constant_data"):
+        xr.testing.assert_identical(tree[group].to_dataset(), reloaded[group].to_dataset())
     assert tree.attrs == reloaded.attrs
 
 

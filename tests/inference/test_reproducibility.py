@@ -44,7 +44,7 @@ def panel():
 
 
 def assert_bit_identical(first, second) -> None:
-    for group in ("posterior", "log_likelihood"):
+    for group in ("posterior", "log_likelihood", "log_prior", "prior"):
         a, b = first[group].to_dataset(), second[group].to_dataset()
         assert set(a.data_vars) == set(b.data_vars)
         for name in a.data_vars:

@@ -68,3 +68,70 @@ def test_variables_in_a_model_are_the_configured_distributions():
     value = np.array(1.3)
     logp = model.compile_logp(jacobian=False)({"g_log__": np.log(value)})
     assert logp == pytest.approx(CASES[4][1].logpdf(1.3), rel=1e-7)
+
+
+def test_draws_come_from_a_model_of_the_variables_the_joint_model_declares():
+    named = [(p.family, p) for p, _ in CASES]
+    model = priors.model_of(named)
+    assert [v.name for v in model.free_RVs] == [name for name, _ in named]
+    for name, prior in named:
+        assert model[name].owner.op.name == priors.distribution(prior).owner.op.name
+    # the same numbers as drawing the distributions one by one: calibration studies keep their draws
+    one_by_one = pm.draw([priors.distribution(p) for _, p in named], draws=5, random_seed=np.random.default_rng(4))
+    drawn = priors.draw(named, np.random.default_rng(4), draws=5)
+    for (name, _), values in zip(named, one_by_one):
+        np.testing.assert_array_equal(drawn[name], values)
+
+
+def _model_with_a_flat_and_a_potential():
+    """Like the joint model: a variable on a flat prior with its prior as a potential, beside
+    variables with priors of their own."""
+    with pm.Model(coords={"k": ["a", "b"]}) as model:
+        for family, (prior, _) in zip(("Normal", "Gamma"), (CASES[0], CASES[4])):
+            priors.variable(family.lower(), prior)
+        priors.variable("vector", CASES[1][0], dims="k")
+        z = pm.Flat("z")
+        pm.Potential("z_prior", pm.logp(pm.Normal.dist(0.0, 1.0), z))
+        pm.Deterministic("normal_squared", model["normal"] ** 2)
+    return model
+
+
+def test_the_prior_group_draws_the_model_own_variables_with_their_distributions():
+    model = _model_with_a_flat_and_a_potential()
+    group = priors.prior_group(
+        model, ["normal", "gamma", "vector", "normal_squared", "absent"], 4000, np.random.default_rng(0)
+    )
+    assert set(group.data_vars) == {"normal", "gamma", "vector", "normal_squared"}
+    assert group.sizes["chain"] == 1 and group.sizes["draw"] == 4000 and group["vector"].dims[-1] == "k"
+    for name, (_, reference) in (("normal", CASES[0]), ("gamma", CASES[4])):
+        assert stats.kstest(group[name].values.ravel(), reference.cdf).pvalue > 1e-4, name
+    np.testing.assert_allclose(group["normal_squared"].values, group["normal"].values ** 2)
+    again = priors.prior_group(model, ["normal"], 10, np.random.default_rng(0))["normal"].values
+    assert np.array_equal(again, priors.prior_group(model, ["normal"], 10, np.random.default_rng(0))["normal"].values)
+
+
+def test_log_prior_is_each_prior_density_at_the_posterior_draws():
+    import xarray as xr
+
+    rng = np.random.default_rng(2)
+    posterior = xr.Dataset(
+        {
+            "normal": (("chain", "draw"), rng.normal(size=(2, 5))),
+            "gamma": (("chain", "draw"), rng.gamma(2.0, size=(2, 5))),
+            "year_effect": (
+                ("chain", "draw", "year"),
+                np.concatenate([np.zeros((2, 5, 1)), rng.normal(size=(2, 5, 3))], -1),
+            ),
+        },
+        coords={"chain": [0, 1], "draw": np.arange(5), "year": [2000, 2001, 2002, 2003]},
+    )
+    given = {"normal": CASES[0][0], "gamma": CASES[4][0], "year_effect": CASES[0][0]}
+    out = priors.log_prior(given, posterior, ["normal", "gamma", "year_effect", "absent"])
+    assert set(out.data_vars) == {"normal", "gamma", "year_effect"}
+    np.testing.assert_allclose(
+        out["normal"].values, CASES[0][1].logpdf(posterior["normal"].values), rtol=1e-7, atol=1e-8
+    )
+    np.testing.assert_allclose(out["gamma"].values, CASES[4][1].logpdf(posterior["gamma"].values), rtol=1e-7, atol=1e-8)
+    # the first year is the anchor (0 by construction), not a parameter
+    free = posterior["year_effect"].values[..., 1:]
+    np.testing.assert_allclose(out["year_effect"].values, CASES[0][1].logpdf(free).sum(-1), rtol=1e-7, atol=1e-8)
