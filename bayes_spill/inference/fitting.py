@@ -119,13 +119,19 @@ def sample(model: pm.Model, config: ModelConfig, progress: bool = True, compiled
     if s.backend == "nutpie":
         import nutpie
 
-        started = time.perf_counter()
+        start_compile = time.perf_counter()
         compiled = compiled if compiled is not None else compile_nutpie(model)
-        compile_seconds = time.perf_counter() - started
-        counter = precision.DrawCounter() if s.ess else None
+        compile_seconds = time.perf_counter() - start_compile
+        counter = precision.DrawCounter()
+        if s.ess:
+            # nutpie starts the chains beyond `cores` only when the first have finished, and each
+            # checkpoint of the ESS rule needs every chain: all run at once (their draws do not
+            # depend on cores).
+            cores = s.chains
         # One BLAS thread per chain: the chains are the parallelism, and BLAS threads inside
         # each of them only contend for the same cores (docs/performance.md, "BLAS threads").
         blas = threadpool_limits(1, user_api="blas")
+        started = time.perf_counter()
         sampler = nutpie.sample(
             compiled,
             draws=s.max_draws if s.ess else s.draws,
@@ -138,11 +144,11 @@ def sample(model: pm.Model, config: ModelConfig, progress: bool = True, compiled
             target_accept=s.target_accept,
             adaptation=s.adaptation,
             blocking=False,
-            **({"progress_callback": counter} if counter else {}),
+            progress_callback=counter,
         )
         # Blocking nutpie.sample returns the draws so far on Ctrl-C; a fit must not keep them.
         try:
-            if counter is None:
+            if not s.ess:
                 idata, stopping = sampler.wait(), {}
             else:
                 idata, stopping = precision.sample_until(
@@ -154,6 +160,8 @@ def sample(model: pm.Model, config: ModelConfig, progress: bool = True, compiled
         finally:
             blas.restore_original_limits()
         idata.attrs.update(stopping, compile_wall_seconds=compile_seconds)
+        if counter.tuned_at is not None and cores >= s.chains:  # to the callback's resolution (0.1 s)
+            idata.attrs["tuning_wall_seconds"] = counter.tuned_at - started
         return _require_complete(idata, config)
     if s.ess:
         raise BayesSpillError(f"sampling to an ESS target continues nutpie's chains; sampler {s.backend!r} cannot")
@@ -222,7 +230,7 @@ def assemble(idata, data: ModelData, config: ModelConfig, data_hash: str, wall_s
 def stopping_attrs(idata, config: ModelConfig) -> dict:
     """Which rule stopped sampling (``precision.RULE_*``) and the draws per chain; under the ESS
     rule also the target and the worst bulk/tail ESS and R-hat reached over the key parameters;
-    nutpie's compile time (``sampling_wall_seconds`` includes it)."""
+    nutpie's compile and tuning times (``sampling_wall_seconds`` includes both)."""
     keys = (
         "stopping_rule",
         "ess_target",
@@ -232,6 +240,7 @@ def stopping_attrs(idata, config: ModelConfig) -> dict:
         "rhat_max",
         "ess_checks",
         "compile_wall_seconds",
+        "tuning_wall_seconds",
     )
     attrs = {key: idata.attrs[key] for key in keys if key in idata.attrs}
     attrs.setdefault("stopping_rule", precision.RULE_DRAWS)

@@ -132,15 +132,19 @@ def draws_per_chain(tree: xr.DataTree) -> np.ndarray:
 
 
 class DrawCounter:
-    """nutpie's progress callback: the latest draw count (tuning included) of every chain."""
+    """nutpie's progress callback: the latest draw count (tuning included) of every chain, and
+    when the last chain finished tuning (``time.perf_counter()``; None before)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts: list[int] = []
+        self.tuned_at: float | None = None
 
     def __call__(self, progress) -> None:
         with self._lock:
             self._counts = [int(p.finished_draws) for p in progress]
+            if self.tuned_at is None and progress and all(p.started and not p.tuning for p in progress):
+                self.tuned_at = time.perf_counter()
 
     def least(self) -> int:
         with self._lock:
@@ -162,8 +166,9 @@ def sample_until(sampler, counter: DrawCounter, tune: int, first: int, target: i
     Parameters
     ----------
     sampler : nutpie's background sampler
-        Started with ``draws=max_draws``, ``tune=tune``, ``save_warmup=False`` and ``counter``
-        as its ``progress_callback``.
+        Started with ``draws=max_draws``, ``tune=tune``, ``save_warmup=False``, ``counter`` as
+        its ``progress_callback`` and as many cores as chains: nutpie starts the chains beyond
+        ``cores`` only when the first ones have finished, and every checkpoint needs them all.
     counter : DrawCounter
         Its progress callback.
     tune, first, target, max_draws : int

@@ -55,6 +55,9 @@ def test_the_ess_rule_stops_once_the_target_is_reached(ess_run):
     assert attrs["ess_reached_min"] == min(reached.ess_bulk, reached.ess_tail) >= TARGET
     assert attrs["rhat_max"] <= precision.RHAT_LIMIT and attrs["ess_target"] == TARGET
     assert not np.isnan(ess_run["posterior"]["gamma"].values).any()
+    # the chains ran at once (cores = chains, though toy_config asks for one core): the time at
+    # which the last of them finished tuning is known
+    assert attrs["tuning_wall_seconds"] > 0
 
 
 def test_continuing_does_not_restart_the_chains(toy, ess_run):
