@@ -429,6 +429,13 @@ def fit(
     idata = sample(pm_model, config, progress)
     tree = assemble(idata, data, config, data_hash, time.perf_counter() - start)
     tree.attrs["build_wall_seconds"] = float(build_seconds)  # ModelData (tables, county fields) and the PyMC model
+    if tree.attrs["stopping_rule"] == precision.RULE_MAX_DRAWS:
+        print(
+            f"warning: sampling stopped at sampler.max_draws = {config.sampler.max_draws} per chain before the key "
+            f"parameters reached ESS {config.sampler.ess} (smallest bulk or tail ESS {tree.attrs['ess_reached_min']:.0f}, "
+            f"R-hat up to {tree.attrs['rhat_max']:.3f}); raise max_draws in the model file to go on",
+            file=sys.stderr,
+        )
     if out is not None:
         posterior_io.save(tree, out)
     if report:
