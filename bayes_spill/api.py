@@ -225,7 +225,7 @@ def fit(data=None, model=None, out=None, **options) -> Fit:
     out : str or pathlib.Path, optional
         The fit folder to write (posterior.nc, summary.csv, versions.json, atomically).
     **options
-        ``out_root``, ``seed``, ``chains``, ``draws``, ``tune``, ``backend``, ``counties``,
+        ``out_root``, ``seed``, ``chains``, ``draws``, ``ess``, ``tune``, ``backend``, ``counties``,
         ``progress``, ``report``: see ``bayes_spill.inference.fitting.fit``.
 
     Returns

@@ -211,6 +211,11 @@ class SamplerSpec:
     seed: int = 2010
     cores: int | None = None
     adaptation: str = "diag"  # nutpie's mass-matrix adaptation: "diag" or "low_rank"
+    # Sampling to a precision (inference/precision.py): with ess > 0, `draws` is the first batch
+    # and the same chains continue until every key parameter has bulk and tail ESS >= ess and
+    # R-hat <= 1.01, or max_draws per chain. 0 draws exactly `draws`.
+    ess: int = 0
+    max_draws: int = 20000
 
 
 @dataclass(frozen=True)
@@ -261,10 +266,17 @@ class ModelConfig:
     def hash(self) -> str:
         """sha256 of the canonical configuration (independent of comments and key order)."""
         canonical = {k: v for k, v in self.to_dict().items() if k != "sampler"}
-        canonical["sampler"] = {k: v for k, v in asdict(self.sampler).items() if k not in ("cores",)}
+        # ess and max_draws leave the hash of a fixed-draws configuration as it was before they
+        # existed, so posteriors written then still verify.
+        unhashed = ("cores",) if self.sampler.ess else ("cores", "ess", "max_draws")
+        canonical["sampler"] = {k: v for k, v in asdict(self.sampler).items() if k not in unhashed}
         return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
 
     def with_sampler(self, **changes: Any) -> "ModelConfig":
+        """A copy with the sampler settings given (None keeps the current value). Giving
+        ``draws`` without ``ess`` fixes the draw count: it sets ess = 0."""
+        if changes.get("draws") is not None and changes.get("ess") is None:
+            changes = {**changes, "ess": 0}
         values = {**asdict(self.sampler), **{k: v for k, v in changes.items() if v is not None}}
         sampler = _build_section(SamplerSpec, values, self.source, "sampler")
         _check_sampler(sampler, self.source)
@@ -472,7 +484,22 @@ def _check_sampler(s: SamplerSpec, source: str) -> None:
             raise ConfigError(f"{source}: sampler.{key} must be at least 1, got {getattr(s, key)}")
     if s.tune < 0:
         raise ConfigError(f"{source}: sampler.tune must be non-negative, got {s.tune}")
-    for key, most in (("chains", MAX_CHAINS), ("draws", MAX_DRAWS), ("tune", MAX_DRAWS), ("seed", MAX_SEED)):
+    if s.ess < 0:
+        raise ConfigError(
+            f"{source}: sampler.ess must be 0 (draw exactly sampler.draws) or a positive target, got {s.ess}"
+        )
+    if s.ess and s.max_draws < s.draws:
+        raise ConfigError(
+            f"{source}: sampler.max_draws ({s.max_draws}) must be at least sampler.draws ({s.draws}), the first batch"
+        )
+    for key, most in (
+        ("chains", MAX_CHAINS),
+        ("draws", MAX_DRAWS),
+        ("tune", MAX_DRAWS),
+        ("seed", MAX_SEED),
+        ("ess", MAX_DRAWS),
+        ("max_draws", MAX_DRAWS),
+    ):
         if getattr(s, key) > most:
             raise ConfigError(f"{source}: sampler.{key} must be at most {most:,}, got {getattr(s, key):,}")
     if not 0.5 <= s.target_accept < 1.0:

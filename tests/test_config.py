@@ -206,6 +206,18 @@ def test_invalid_values(start, new, phrase):
     assert phrase in message, message
 
 
+def test_sampler_ess_and_its_cap():
+    """[sampler] ess: 0 (the default) draws exactly `draws`; a target makes `draws` the first batch
+    and needs max_draws >= draws. A fixed-draws configuration hashes as before ess existed."""
+    assert parse_config(BASE).sampler.ess == 0
+    target = parse_config(add_to_section(BASE, "sampler", "ess = 800\nmax_draws = 5000"))
+    assert (target.sampler.ess, target.sampler.max_draws) == (800, 5000)
+    assert target.hash() != parse_config(BASE).hash()
+    assert parse_config(add_to_section(BASE, "sampler", "max_draws = 5000")).hash() == parse_config(BASE).hash()
+    assert "sampler.max_draws" in config_error(add_to_section(BASE, "sampler", "ess = 800\nmax_draws = 10"))
+    assert "sampler.ess" in config_error(add_to_section(BASE, "sampler", "ess = -2"))
+
+
 def test_log_floor_must_be_positive():
     assert "log_floor_bil" in config_error(add_to_section(BASE, "model", "log_floor_bil = 0.0"))
 
@@ -352,6 +364,8 @@ def test_with_sampler_validates():
         {"backend": "stan"},
         {"target_accept": 0.2},
         {"thin": 2},
+        {"ess": -1},
+        {"ess": 500, "draws": 300, "max_draws": 200},  # the cap below the first batch
     ):
         with pytest.raises(ConfigError):
             config.with_sampler(**bad)

@@ -65,3 +65,8 @@ def tune(text: str) -> int:
 def chains(text: str) -> int:
     """Chains: 1 to config.MAX_CHAINS."""
     return _bounded(text, 1, MAX_CHAINS, "a whole number")
+
+
+def ess(text: str) -> int:
+    """An effective-sample-size target: 1 to config.MAX_DRAWS."""
+    return _bounded(text, 1, MAX_DRAWS, "a whole number")

@@ -1,4 +1,5 @@
-"""`bayes-spill bench`: compile time, gradient cost and ESS/s per formulation, backend and sampler."""
+"""`bayes-spill bench`: compile time, gradient cost and ESS/s per formulation, backend and sampler; with
+--limits, where a fit's time goes for the default model and the baseline formulation."""
 
 from __future__ import annotations
 
@@ -50,6 +51,13 @@ def add_commands(sub) -> None:
         help="draws for the baseline run (all_counties_exact, pymc) when it is too slow at --draws",
     )
     p.add_argument("--baseline-tune", type=arguments.tune, help="tuning steps for the baseline run")
+    p.add_argument(
+        "--limits",
+        action="store_true",
+        help="also fit the default model and the baseline formulation with nutpie (--draws, --tune, --chains, "
+        "at the first scale): wall split into build, compile, tuning and sampling, gradient cost per firm-year "
+        "and per county, leapfrog steps per effective sample",
+    )
     p.add_argument("--json", help="write the results as JSON to this file")
     p.set_defaults(func=cmd_bench)
 
@@ -82,6 +90,7 @@ def cmd_bench(args) -> int:
         baseline_draws=args.baseline_draws,
         baseline_tune=args.baseline_tune,
         pairs=pairs,
+        limits=args.limits,
     )
     print(format_tables(result))
     if args.json:

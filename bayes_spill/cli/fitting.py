@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bayes_spill.cli.arguments import chains, draws, finite_float, positive_int, seed, tune, year
+from bayes_spill.cli.arguments import chains, draws, ess, finite_float, positive_int, seed, tune, year
 from bayes_spill.config import DEFAULT_MODEL, LARGE_PANEL_FIRMS, LARGE_PANEL_MODEL
 from bayes_spill.errors import BayesSpillError
 
@@ -26,6 +26,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
             chains=args.chains,
             draws=args.draws,
             tune=args.tune,
+            ess=args.ess,
             backend=args.sampler,
             counties=args.counties,
             progress=not args.no_progress,
@@ -99,7 +100,14 @@ def add_commands(sub) -> None:
     p.add_argument("--out", help="output folder (default: posterior/<model name>)")
     p.add_argument("--seed", type=seed, help="random seed (default: the configuration's)")
     p.add_argument("--chains", type=chains)
-    p.add_argument("--draws", type=draws)
+    amount = p.add_mutually_exclusive_group()
+    amount.add_argument(
+        "--ess",
+        type=ess,
+        help="sample until every key parameter has bulk and tail ESS >= N and R-hat <= 1.01, continuing "
+        "the same chains (default: the model's sampler.ess; nutpie only)",
+    )
+    amount.add_argument("--draws", type=draws, help="draw exactly N per chain (turns the ESS rule off)")
     p.add_argument("--tune", type=tune)
     p.add_argument(
         "--sampler", choices=("nutpie", "pymc", "numpyro"), help="NUTS implementation (default: the configuration's)"

@@ -8,7 +8,14 @@ near the paper's values, and, with ``--samplers``, a short NUTS run per sampler:
 steps per draw and ESS per second for gamma and the half-life. Every figure is also given as a
 ratio to the straightforward baseline measured in the same run (latent alpha, all counties, direct
 sums, PyMC's own NUTS, C backend; ``--baseline-draws`` runs it shorter where it is too slow), and
-each gradient time as a ratio to the same formulation at the paper's scale.
+each gradient time as a ratio to the same formulation at the paper's scale, and per firm-year and
+per county of the choice set.
+
+``--limits`` measures the distance to the limit for the shipped default model and the baseline
+formulation in the same run, both sampled by nutpie with every chain on its own thread: wall time
+split into model build (model data with the county fields, the half-life table, the PyMC
+model), nutpie's compile, tuning and sampling; the gradient cost inside the sampler per firm-year
+and per county; and leapfrog steps per effective sample (of the worst key parameter).
 """
 
 from __future__ import annotations
@@ -47,8 +54,37 @@ class GradientTiming:
     parameters: int
     compile_s: float
     grad_ms: float
+    firm_years: int = 0
+    counties: int = 0
     ratio_to_baseline: float | None = None
     ratio_to_paper_scale: float | None = None
+    us_per_firm_year: float | None = None
+    us_per_county: float | None = None
+
+
+@dataclass
+class LimitRun:
+    """Where the time of one fit goes (bench --limits)."""
+
+    scale: float
+    formulation: str
+    firm_years: int
+    counties: int
+    draws: int
+    tune: int
+    chains: int
+    build_s: float  # model data, half-life table and PyMC model
+    table_s: float  # of which the half-life table
+    compile_s: float
+    tuning_s: float
+    sampling_s: float
+    grad_ms: float  # wall per leapfrog step per chain while sampling, chains sharing the cores
+    us_per_firm_year: float
+    us_per_county: float
+    steps_per_ess: float  # leapfrog steps (all chains) per effective sample of the worst key parameter
+    ess_min: float
+    rhat_max: float
+    divergences: int
 
 
 @dataclass
@@ -104,7 +140,12 @@ def _config(formulation: str):
 
     config = resolve_config("lychagin2010")
     choice_set, evaluation, integrate_alpha = FORMULATIONS[formulation]
-    model = replace(config.model, choice_set=choice_set, evaluation=evaluation, integrate_alpha=integrate_alpha)
+    model = replace(
+        config.model,
+        choice_set=choice_set,
+        evaluation=evaluation,
+        integrate_alpha=integrate_alpha,
+    )
     return replace(config, model=model)
 
 
@@ -206,9 +247,11 @@ def run_bench(
     baseline_draws: int | None = None,
     baseline_tune: int | None = None,
     pairs=(),
+    limits: bool = False,
 ) -> dict:
-    """pairs: (formulation, sampler) runs to sample, besides every formulation with each of samplers."""
-    from bayes_spill.model.likelihood import build_model
+    """pairs: (formulation, sampler) runs to sample, besides every formulation with each of samplers.
+    limits: also time the default model and the baseline formulation end to end (``limit_run``)."""
+    from bayes_spill.model.likelihood import build_model, model_data
 
     panels = {scale: _panel(scale, seed) for scale in scales}
     gradients: list[GradientTiming] = []
@@ -219,14 +262,27 @@ def run_bench(
         compiled, rows = [], []
         for scale, panel in panels.items():
             for formulation in formulations:
-                model = build_model(panel, _config(formulation), static_shapes=backend == "JAX")
+                data = model_data(panel, _config(formulation))
+                model = build_model(panel, _config(formulation), data, static_shapes=backend == "JAX")
                 fn, x, compile_s = compile_gradient(model, BACKENDS[backend], alpha_scale(scale))
                 compiled.append((fn, x))
                 rows.append(
-                    GradientTiming(scale, panel.n_firms, formulation, backend, int(x.size), compile_s, float("nan"))
+                    GradientTiming(
+                        scale,
+                        panel.n_firms,
+                        formulation,
+                        backend,
+                        int(x.size),
+                        compile_s,
+                        float("nan"),
+                        firm_years=int(panel.n_obs),
+                        counties=int(len(data.spill.choice_set)),
+                    )
                 )
         for row, grad_ms in zip(rows, time_gradients(compiled, repeats)):
             row.grad_ms = grad_ms
+            row.us_per_firm_year = 1000.0 * grad_ms / row.firm_years
+            row.us_per_county = 1000.0 * grad_ms / row.counties
             gradients.append(row)
             print(f"gradient: {row}", flush=True)
         del compiled
@@ -242,16 +298,94 @@ def run_bench(
             runs.append(SamplingRun(scale, formulation, sampler, d, t, chains, **r))
             print(f"sampling: {runs[-1]}", flush=True)
     _add_ratios(gradients, runs)
-    return {"gradients": [asdict(g) for g in gradients], "sampling": [asdict(r) for r in runs]}
+    limit_runs = []
+    if limits:
+        scale = min(panels)
+        for name in (DEFAULT_NAME, BASELINE[0]):
+            limit_runs.append(limit_run(panels[scale], scale, name, draws, tune, chains))
+            print(f"limits: {limit_runs[-1]}", flush=True)
+    return {
+        "gradients": [asdict(g) for g in gradients],
+        "sampling": [asdict(r) for r in runs],
+        "limits": [asdict(r) for r in limit_runs],
+    }
+
+
+DEFAULT_NAME = "default"  # the shipped default model (config.DEFAULT_MODEL) in the limits table
+
+
+def limit_run(panel, scale: float, formulation: str, draws: int, tune: int, chains: int) -> LimitRun:
+    """Build, compile and sample one formulation with nutpie, all chains at once, and say where
+    the time went. ``formulation``: DEFAULT_NAME (config.DEFAULT_MODEL as shipped) or a key of
+    FORMULATIONS."""
+    import os
+
+    from bayes_spill.config import DEFAULT_MODEL
+    from bayes_spill.inference import fitting, precision
+    from bayes_spill.model.likelihood import build_model, model_data
+
+    config = fitting.resolve_config(DEFAULT_MODEL) if formulation == DEFAULT_NAME else _config(formulation)
+    config = config.with_sampler(backend="nutpie", draws=draws, tune=tune, chains=chains, cores=chains)
+    start = time.perf_counter()
+    data = model_data(panel, config)
+    table_start = time.perf_counter()
+    if config.model.evaluation == "interpolated":
+        data.halflife_table  # noqa: B018 (built on first use; timed on its own here)
+    table_s = time.perf_counter() - table_start
+    model = build_model(panel, config, data)
+    build_s = time.perf_counter() - start
+    start = time.perf_counter()
+    compiled = fitting.compile_nutpie(model)
+    compile_s = time.perf_counter() - start
+    start = time.perf_counter()
+    idata = fitting.sample(model, config, progress=False, compiled=compiled)
+    wall = time.perf_counter() - start
+    tuning_s = float(idata.attrs.get("tuning_wall_seconds", float("nan")))
+    stats = idata["sample_stats"].to_dataset()
+    steps = float(stats["n_steps"].sum())
+    reached = precision.diagnostics(idata["posterior"].to_dataset())
+    ess_min = min(reached.ess_bulk, reached.ess_tail)
+    sampling_s = wall - tuning_s
+    # chains share the cores: a step of one chain takes this long of one core
+    grad_ms = 1000.0 * sampling_s * min(chains, os.cpu_count() or 1) / steps
+    counties = int(len(data.spill.choice_set))
+    return LimitRun(
+        scale=scale,
+        formulation=formulation if formulation != DEFAULT_NAME else f"{DEFAULT_NAME} ({config.name})",
+        firm_years=int(panel.n_obs),
+        counties=counties,
+        draws=draws,
+        tune=tune,
+        chains=chains,
+        build_s=build_s,
+        table_s=table_s,
+        compile_s=compile_s,
+        tuning_s=tuning_s,
+        sampling_s=sampling_s,
+        grad_ms=grad_ms,
+        us_per_firm_year=1000.0 * grad_ms / panel.n_obs,
+        us_per_county=1000.0 * grad_ms / counties,
+        steps_per_ess=steps / ess_min if ess_min > 0 else float("nan"),
+        ess_min=ess_min,
+        rhat_max=reached.rhat,
+        divergences=int(stats["diverging"].sum()),
+    )
 
 
 def _add_ratios(gradients: list[GradientTiming], runs: list[SamplingRun]) -> None:
     for g in gradients:
-        base = next((b for b in gradients if b.scale == g.scale and (b.formulation, b.backend) == BASELINE), None)
-        base = base or next((b for b in gradients if b.scale == g.scale and b.formulation == BASELINE[0]), None)
+        base = next(
+            (b for b in gradients if b.scale == g.scale and (b.formulation, b.backend) == BASELINE),
+            None,
+        )
+        base = base or next(
+            (b for b in gradients if b.scale == g.scale and b.formulation == BASELINE[0]),
+            None,
+        )
         g.ratio_to_baseline = base.grad_ms / g.grad_ms if base else None
         paper = next(
-            (b for b in gradients if b.scale == 1.0 and (b.formulation, b.backend) == (g.formulation, g.backend)), None
+            (b for b in gradients if b.scale == 1.0 and (b.formulation, b.backend) == (g.formulation, g.backend)),
+            None,
         )
         g.ratio_to_paper_scale = g.grad_ms / paper.grad_ms if paper else None
     for r in runs:
@@ -277,4 +411,11 @@ def format_tables(result: dict) -> str:
     if result["sampling"]:
         parts.append("\nsampling (ratio = ESS/s over the baseline: all counties, direct sums, PyMC NUTS, C backend)")
         parts.append(pd.DataFrame(result["sampling"]).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    if result.get("limits"):
+        parts.append(
+            "\ndistance to the limit (nutpie, all chains at once; wall split into build, compile, tuning and "
+            "sampling; grad_ms = sampling wall x cores in use / leapfrog steps; steps_per_ess = leapfrog steps "
+            "of all chains / the smallest bulk or tail ESS of the key parameters)"
+        )
+        parts.append(pd.DataFrame(result["limits"]).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     return "\n".join(parts)

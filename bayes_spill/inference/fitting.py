@@ -35,7 +35,7 @@ from bayes_spill.data.datasets import DEFAULT_DATASET, dataset_path, load_datase
 from bayes_spill.data.inputs import load_panel
 from bayes_spill.data.panel import PreparedPanel
 from bayes_spill.errors import BayesSpillError
-from bayes_spill.inference import alpha_draws
+from bayes_spill.inference import alpha_draws, precision
 from bayes_spill.model import preflight, priors
 from bayes_spill.model.likelihood import (
     BETA_NAMES,
@@ -116,20 +116,56 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def sample(model: pm.Model, config: ModelConfig, progress: bool = True):
-    """NUTS with the configured sampler; the seed comes from the configuration only."""
+def compile_nutpie(model: pm.Model):
+    """The model compiled for nutpie (numba): most of a small fit's time before the first draw."""
+    import nutpie
+
+    return nutpie.compile_pymc_model(model, backend="numba")
+
+
+def sample(model: pm.Model, config: ModelConfig, progress: bool = True, compiled=None):
+    """NUTS with the configured sampler; the seed comes from the configuration only.
+
+    Parameters
+    ----------
+    model : pymc.Model
+        The model to sample.
+    config : ModelConfig
+        Its ``sampler`` section says how. With ``sampler.ess > 0`` (nutpie only: ``fit`` turns
+        it off for the other samplers) the chains continue until the key parameters reach it
+        (``precision.sample_until``).
+    progress : bool, default True
+        Show the sampler's progress bar.
+    compiled : optional
+        ``compile_nutpie(model)`` when already made (nutpie only).
+
+    Returns
+    -------
+    xarray.DataTree
+        posterior and sample_stats; its attrs say which rule stopped sampling and what was
+        reached (``precision.Reached.attrs``) when it was the ESS rule.
+    """
     s = config.sampler
     cores = s.cores or min(s.chains, os.cpu_count() or 1)
     if s.backend == "nutpie":
         import nutpie
 
-        compiled = nutpie.compile_pymc_model(model, backend="numba")
+        start_compile = time.perf_counter()
+        compiled = compiled if compiled is not None else compile_nutpie(model)
+        compile_seconds = time.perf_counter() - start_compile
+        counter = precision.DrawCounter()
+        if s.ess:
+            # nutpie starts the chains beyond `cores` only when the first have finished, and each
+            # checkpoint of the ESS rule needs every chain: all run at once (their draws do not
+            # depend on cores).
+            cores = s.chains
         # One BLAS thread per chain: the chains are the parallelism, and BLAS threads inside
         # each of them only contend for the same cores (docs/performance.md, "BLAS threads").
         blas = threadpool_limits(1, user_api="blas")
+        started = time.perf_counter()
         sampler = nutpie.sample(
             compiled,
-            draws=s.draws,
+            draws=s.max_draws if s.ess else s.draws,
             tune=s.tune,
             chains=s.chains,
             cores=cores,
@@ -139,16 +175,27 @@ def sample(model: pm.Model, config: ModelConfig, progress: bool = True):
             target_accept=s.target_accept,
             adaptation=s.adaptation,
             blocking=False,
+            progress_callback=counter,
         )
         # Blocking nutpie.sample returns the draws so far on Ctrl-C; a fit must not keep them.
         try:
-            idata = sampler.wait()
+            if not s.ess:
+                idata, stopping = sampler.wait(), {}
+            else:
+                idata, stopping = precision.sample_until(
+                    sampler, counter, s.tune, s.draws, s.ess, s.max_draws, report=_report_checkpoint
+                )
         except BaseException:
             sampler.cancel()
             raise
         finally:
             blas.restore_original_limits()
+        idata.attrs.update(stopping, compile_wall_seconds=compile_seconds)
+        if counter.tuned_at is not None and cores >= s.chains:  # to the callback's resolution (0.1 s)
+            idata.attrs["tuning_wall_seconds"] = counter.tuned_at - started
         return _require_complete(idata, config)
+    if s.ess:
+        raise BayesSpillError(f"sampling to an ESS target continues nutpie's chains; sampler {s.backend!r} cannot")
     if s.backend == "numpyro":
         try:
             import numpyro  # noqa: F401
@@ -168,15 +215,23 @@ def sample(model: pm.Model, config: ModelConfig, progress: bool = True):
     return _require_complete(idata, config)
 
 
+def _report_checkpoint(line: str) -> None:
+    print(f"precision: {line}", file=sys.stderr, flush=True)
+
+
 def _require_complete(idata, config: ModelConfig):
     """The samplers catch Ctrl-C (and SIGTERM, which the CLI turns into it) and return the draws
-    taken so far; a fit with fewer chains or draws than asked for is an interrupted one."""
+    taken so far; a fit with fewer chains or draws than asked for is an interrupted one. A run
+    stopped by the ESS rule holds the draws its attrs name, the same number in every chain."""
     sizes = idata["posterior"].sizes
     chains, draws = sizes.get("chain", 0), sizes.get("draw", 0)
-    if chains != config.sampler.chains or draws != config.sampler.draws:
+    wanted = idata.attrs.get("draws_per_chain", config.sampler.draws)
+    stats = idata["sample_stats"] if "sample_stats" in idata.children else {}
+    padded = "logp" in stats and bool(np.isnan(stats["logp"].values).any())  # a chain that stopped early
+    if chains != config.sampler.chains or draws != wanted or padded:
         raise KeyboardInterrupt(
             f"sampling was interrupted: {chains} chain(s) x {draws} draws of "
-            f"{config.sampler.chains} x {config.sampler.draws}; nothing is kept"
+            f"{config.sampler.chains} x {wanted}; nothing is kept"
         )
     return idata
 
@@ -216,6 +271,7 @@ def assemble(
         if name in tree.children:
             tree[name].attrs.update(group_attrs)
     tree.attrs.update(provenance(panel, config, data_hash, wall_seconds))
+    tree.attrs.update(stopping_attrs(idata, config))
     return tree
 
 
@@ -279,6 +335,27 @@ def obs_coords(panel: PreparedPanel) -> dict:
         OBS_FIRM: (OBS, panel.firms[panel.obs_firm].astype(str)),
         OBS_YEAR: (OBS, panel.years[panel.obs_year].astype(int)),
     }
+
+
+def stopping_attrs(idata, config: ModelConfig) -> dict:
+    """Which rule stopped sampling (``precision.RULE_*``) and the draws per chain; under the ESS
+    rule also the target and the worst bulk/tail ESS and R-hat reached over the key parameters;
+    nutpie's compile and tuning times (``sampling_wall_seconds`` includes both)."""
+    keys = (
+        "stopping_rule",
+        "ess_target",
+        "ess_bulk_min",
+        "ess_tail_min",
+        "ess_reached_min",
+        "rhat_max",
+        "ess_checks",
+        "compile_wall_seconds",
+        "tuning_wall_seconds",
+    )
+    attrs = {key: idata.attrs[key] for key in keys if key in idata.attrs}
+    attrs.setdefault("stopping_rule", precision.RULE_DRAWS)
+    attrs["draws_per_chain"] = int(idata["posterior"].sizes["draw"])
+    return attrs
 
 
 def observed_data(panel: PreparedPanel, config: ModelConfig) -> xr.Dataset:
@@ -386,6 +463,7 @@ def fit(
     tune: int | None = None,
     backend: str | None = None,
     counties=None,
+    ess: int | None = None,
     progress: bool = True,
     report: bool = True,
 ):
@@ -404,11 +482,17 @@ def fit(
     out_root : str or pathlib.Path, optional
         Write to ``out_root/<model name>`` when ``out`` is not given (the command line's default).
     seed, chains, draws, tune : int, optional
-        Override the configuration's sampler settings.
+        Override the configuration's sampler settings. ``draws`` fixes the number of draws per
+        chain (it turns the configuration's ESS rule off).
     backend : str, optional
         Override the sampler: "nutpie", "pymc" or "numpyro".
     counties : str or pathlib.Path, optional
         A county table other than the built-in one.
+    ess : int, optional
+        Sample to a precision: continue the chains until every key parameter has bulk and tail
+        ESS >= ess and R-hat <= 1.01 (or ``sampler.max_draws`` per chain); default the
+        configuration's ``sampler.ess`` (0: exactly ``sampler.draws``). nutpie only. Not
+        together with ``draws``. The posterior's attrs say which rule stopped sampling.
     progress : bool, default True
         Show the sampler's progress bar.
     report : bool, default True
@@ -425,18 +509,41 @@ def fit(
     from bayes_spill.inference.results import FittedModel
 
     config, panel, data_hash = resolve_model_and_data(model, data, counties)
-    config = config.with_sampler(seed=seed, chains=chains, draws=draws, tune=tune, backend=backend)
+    if draws is not None and ess is not None:
+        raise BayesSpillError("give draws (a fixed number per chain) or ess (a precision to sample to), not both")
+    config = config.with_sampler(seed=seed, chains=chains, draws=draws, tune=tune, backend=backend, ess=ess)
+    if config.sampler.ess and config.sampler.backend != "nutpie":
+        if ess:
+            raise BayesSpillError(
+                f"--ess continues nutpie's chains; sampler {config.sampler.backend!r} cannot: use --draws with it"
+            )
+        print(
+            f"note: sampler {config.sampler.backend!r} cannot continue chains to an ESS target: drawing "
+            f"{config.sampler.draws} per chain (sampler.draws; --draws chooses)",
+            file=sys.stderr,
+        )
+        config = config.with_sampler(ess=0)
     if model is None:
         print(f"model: {config.name} ({panel.n_firms} firms; {default_model_reason(panel.n_firms)})", flush=True)
     out = output_folder(out, out_root, config.name)
     if out is not None:
         posterior_io.require_writable(out)  # before sampling, not after an hour of it
+    start = time.perf_counter()
     data = model_data(panel, config)
     pm_model = build_model(panel, config, data, static_shapes=config.sampler.backend == "numpyro")
+    build_seconds = time.perf_counter() - start
     preflight.before_sampling(pm_model, data, config)  # degenerate-panel warnings; draws that cannot fit in memory
     start = time.perf_counter()
     idata = sample(pm_model, config, progress)
-    tree = assemble(idata, data, config, data_hash, time.perf_counter() - start)
+    tree = assemble(idata, data, config, data_hash, time.perf_counter() - start, model=pm_model)
+    tree.attrs["build_wall_seconds"] = float(build_seconds)  # ModelData (tables, county fields) and the PyMC model
+    if tree.attrs["stopping_rule"] == precision.RULE_MAX_DRAWS:
+        print(
+            f"warning: sampling stopped at sampler.max_draws = {config.sampler.max_draws} per chain before the key "
+            f"parameters reached ESS {config.sampler.ess} (smallest bulk or tail ESS {tree.attrs['ess_reached_min']:.0f}, "
+            f"R-hat up to {tree.attrs['rhat_max']:.3f}); raise max_draws in the model file to go on",
+            file=sys.stderr,
+        )
     if out is not None:
         posterior_io.save(tree, out)
     if report:

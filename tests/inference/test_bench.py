@@ -26,6 +26,13 @@ def test_each_formulation_is_timed(tiny_bench):
     assert rows[("all_counties", "Python")]["parameters"] > 3142 > rows[("occupied", "Python")]["parameters"]
     assert rows[("all_counties_exact", "Python")]["ratio_to_baseline"] == pytest.approx(1.0)
     assert rows[("all_counties", "Python")]["ratio_to_paper_scale"] is None  # no 688-firm run here
+    # the gradient's cost per firm-year and per county of the choice set
+    assert rows[("all_counties", "Python")]["counties"] == 3142 > rows[("occupied", "Python")]["counties"] > 0
+    for row in rows.values():
+        assert row["firm_years"] > row["firms"]
+        assert row["us_per_firm_year"] == pytest.approx(1000 * row["grad_ms"] / row["firm_years"])
+        assert row["us_per_county"] == pytest.approx(1000 * row["grad_ms"] / row["counties"])
+    assert tiny_bench["limits"] == []  # only with limits=True (bench --limits)
 
 
 def test_evaluation_point_is_near_the_papers_values():
@@ -99,6 +106,28 @@ def test_tables_and_json(tiny_bench, tmp_path, capsys):
         == 0
     )
     assert json.loads(out.read_text())["gradients"][0]["formulation"] == "occupied"
+
+
+def test_the_limits_table():
+    from dataclasses import asdict
+
+    from bayes_spill.inference.bench import LimitRun
+
+    row = LimitRun(1.0, "default (integrated_alpha)", 9000, 40, 300, 400, 4, 3.0, 1.0, 20.0, 10.0, 15.0, 2.0, 0.2, 0.05,
+                   20.0, 1200.0, 1.003, 0)  # fmt: skip
+    text = format_tables({"gradients": [], "sampling": [], "limits": [asdict(row)]})
+    assert "distance to the limit" in text and "steps_per_ess" in text and "tuning_s" in text
+
+
+@pytest.mark.slow  # compiles the default model and the baseline formulation for nutpie
+def test_limits_split_the_wall_for_the_default_and_the_baseline():
+    result = run_bench(scales=(0.06,), backends=(), draws=30, tune=30, chains=2, limits=True)
+    default, baseline = result["limits"]
+    assert default["formulation"].startswith("default") and baseline["formulation"] == "all_counties_exact"
+    assert baseline["counties"] == 3142 > default["counties"]
+    for row in (default, baseline):
+        assert row["build_s"] > 0 and row["compile_s"] > 0 and row["tuning_s"] > 0 and row["sampling_s"] > 0
+        assert row["us_per_firm_year"] > 0 and row["steps_per_ess"] > 0 and row["draws"] == 30
 
 
 def test_unknown_backend_is_a_clear_error(capsys):

@@ -70,6 +70,7 @@ def test_attrs_carry_provenance(cli_fit, tiny_csv):
     assert attrs["model_config_hash"] == config.with_sampler(seed=3, draws=40, tune=40, chains=2).hash()
     assert attrs["data_sha256"] == hashlib.sha256(tiny_csv.read_bytes()).hexdigest()
     assert attrs["seed"] == 3
+    assert attrs["stopping_rule"] == "draws" and attrs["draws_per_chain"] == 40  # --draws: no ESS rule
     assert attrs["bayes_spill_version"] == bayes_spill.__version__
     assert "halflife_km" in attrs["model_config"]
 
