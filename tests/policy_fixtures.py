@@ -22,7 +22,8 @@ def fake_fit(panel, out_dir, n_draws: int = 40, seed: int = 0, model: str = "lyc
     """A stand-in for a fit: a posterior DataTree laid out as ``bayes-spill fit`` writes it, with
     draws scattered around the simulation's truth (no sampling, so CLI tests stay fast)."""
     from bayes_spill.inference import posterior_io
-    from bayes_spill.inference.fitting import constant_data, observed_data, provenance, resolve_config
+    from bayes_spill.inference.assembly import constant_data, observed_data, provenance
+    from bayes_spill.inference.fitting import resolve_config
     from bayes_spill.model.likelihood import coords, model_data
 
     config = resolve_config(model)

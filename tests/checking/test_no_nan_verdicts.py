@@ -19,7 +19,8 @@ from bayes_spill.cli.main import main
 from bayes_spill.config import load_config
 from bayes_spill.data.inputs import load_panel
 from bayes_spill.inference import posterior_io
-from bayes_spill.inference.fitting import REPO_MODELS, constant_data, observed_data
+from bayes_spill.inference.assembly import constant_data, observed_data
+from bayes_spill.inference.fitting import REPO_MODELS
 
 NAN_PERCENT = re.compile(r"\bnan\b|\binf\b", re.IGNORECASE)
 

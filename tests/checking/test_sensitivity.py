@@ -1,4 +1,4 @@
-"""A fit keeps its prior and ArviZ's schema (inference/fitting.py assemble), and ArviZ's own tools run
+"""A fit keeps its prior and ArviZ's schema (inference/assembly.py), and ArviZ's own tools run
 on it: PSIS-LOO, LOO-PIT (checking/pit.py) and power-scaling prior sensitivity
 (checking/sensitivity.py)."""
 
@@ -14,7 +14,7 @@ from tiny_fits import tiny_fit
 
 import bayes_spill
 from bayes_spill.checking import pit, sensitivity
-from bayes_spill.inference import fitting
+from bayes_spill.inference import assembly
 from bayes_spill.model.likelihood import CHOSEN_COUNTY, FIRM, FIRM_LOGLIK, LOG_SALES
 
 SCHEMA_ATTRS = ("created_at", "creation_library", "creation_library_version", "creation_library_language")
@@ -67,9 +67,9 @@ def test_log_likelihood_variables_pair_with_the_observed_ones(fit):
 def test_prior_and_log_prior_groups(fit):
     tree, config = fit.tree, fit.config
     prior, log_prior, post = (tree[g].to_dataset() for g in ("prior", "log_prior", "posterior"))
-    assert set(prior.data_vars) == set(fitting.prior_group_names(config))
-    assert prior.sizes["chain"] == 1 and prior.sizes["draw"] == fitting.PRIOR_DRAWS
-    assert set(log_prior.data_vars) == set(fitting.top_level_priors(config)) - {"alpha"}  # latent alpha_i
+    assert set(prior.data_vars) == set(assembly.prior_group_names(config))
+    assert prior.sizes["chain"] == 1 and prior.sizes["draw"] == assembly.PRIOR_DRAWS
+    assert set(log_prior.data_vars) == set(assembly.top_level_priors(config)) - {"alpha"}  # latent alpha_i
     np.testing.assert_allclose(prior["sigma_alpha2"].values, prior["sigma_alpha"].values ** 2)
     # the prior draws follow the configured priors: gamma's sd within 10% of its prior's
     sd = dict(config.priors)["gamma"].kwargs()["sigma"]

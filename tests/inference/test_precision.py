@@ -14,7 +14,7 @@ import xarray as xr
 from bayes_spill.cli.main import main
 from bayes_spill.config import MAX_DRAWS
 from bayes_spill.errors import BayesSpillError
-from bayes_spill.inference import fitting, precision
+from bayes_spill.inference import assembly, fitting, precision
 
 FIRST, TARGET = 20, 150
 
@@ -72,7 +72,7 @@ def test_continuing_does_not_restart_the_chains(toy, ess_run):
     assert np.array_equal(step, fixed["sample_stats"]["step_size_bar"].values)
     # one adapted step size per chain across the extension point, before and after it alike
     assert (step == step[:, :1]).all()
-    assert "stopping_rule" not in fixed.attrs  # fitting.stopping_attrs records "draws"
+    assert "stopping_rule" not in fixed.attrs  # assembly.stopping_attrs records "draws"
 
 
 def test_the_cap_stops_a_target_out_of_reach(toy):
@@ -102,7 +102,7 @@ def test_other_samplers_refuse_an_explicit_target(monkeypatch):
 
 def test_the_stopping_attrs_of_a_fixed_draws_run():
     tree = xr.DataTree.from_dict({"/posterior": xr.Dataset({"gamma": (("chain", "draw"), np.zeros((2, 7)))})})
-    assert fitting.stopping_attrs(tree, toy_config()) == {"stopping_rule": precision.RULE_DRAWS, "draws_per_chain": 7}
+    assert assembly.stopping_attrs(tree, toy_config()) == {"stopping_rule": precision.RULE_DRAWS, "draws_per_chain": 7}
 
 
 def interrupted(draws: int, padded: bool) -> xr.DataTree:
