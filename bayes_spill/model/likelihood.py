@@ -80,6 +80,16 @@ class ModelData:
         alpha draws of an integrated fit need it; checks and counterfactuals read only .spill."""
         return interpolation.build_halflife_table(self.spill.choice_distance, self.spill.choice_pool)
 
+    @cached_property
+    def field_table(self) -> tuple[interpolation.FieldTable, np.ndarray]:
+        """S_lt(h) tabulated for the (county, year) entries the firm-years read (within 1e-12 $ bil),
+        and each firm-year's entry; built on first use, once however many models are built."""
+        spill = self.spill
+        entry = spill.obs_receiver * spill.pool.shape[1] + spill.obs_year
+        entries, obs_entry = np.unique(entry, return_inverse=True)
+        receiver, year = np.divmod(entries, spill.pool.shape[1])
+        return interpolation.build_field_table(spill.production_distance, spill.pool, receiver, year), obs_entry
+
 
 def model_data(panel: PreparedPanel, config: ModelConfig) -> ModelData:
     spec = config.model
@@ -247,10 +257,7 @@ def production_spillover(data: ModelData, halflife_km, spec):
     spill = data.spill
     if spec.evaluation == "exact":
         return spec.spillover_transform.firm_year(spill, halflife_km, pt)
-    entry = spill.obs_receiver * spill.pool.shape[1] + spill.obs_year
-    entries, obs_entry = np.unique(entry, return_inverse=True)
-    receiver, year = np.divmod(entries, spill.pool.shape[1])
-    table = interpolation.build_field_table(spill.production_distance, spill.pool, receiver, year)
+    table, obs_entry = data.field_table
     s_it = interpolation.evaluate_field_table(table, halflife_km, pt)[obs_entry]
     if spill.own_stock_bil is not None:  # the table holds the county fields S_lt
         s_it = s_it - spill.own_stock_bil
