@@ -29,6 +29,7 @@ from functools import cached_property
 import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
+from threadpoolctl import threadpool_limits
 
 from bayes_spill.config import ModelConfig
 from bayes_spill.data.panel import PreparedPanel
@@ -170,14 +171,17 @@ def production_whitening(data: ModelData, config: ModelConfig) -> np.ndarray:
     with each other and -0.5 with beta_r, and sampled slowly without it (docs/performance.md)."""
     design = production_design(data)
     q = within_firm(data.q, data.panel.obs_firm, data.years_per_firm)
-    coef, *_ = np.linalg.lstsq(design, q, rcond=None)
-    dof = max(len(q) - data.panel.n_firms - design.shape[1], 1)
-    pilot_var = max(float(np.sum((q - design @ coef) ** 2)) / dof, 1e-6 * float(np.var(q)) + 1e-12)
-    prior_scales = [config.prior(n).kwargs().get("sigma", 1.0) for n in BETA_NAMES]
-    prior_scales += [config.prior("year_effect").kwargs().get("sigma", 1.0)] * (design.shape[1] - len(BETA_NAMES))
-    precision = design.T @ design / pilot_var + np.diag(1.0 / np.square(prior_scales))
-    factor = np.linalg.cholesky(precision)
-    return np.linalg.solve(factor.T, np.eye(len(precision)))
+    # One BLAS thread: firm-years x ~30 columns is too narrow for a second thread to pay, and on a
+    # busy machine its spin-waiting tripled the CPU time (docs/performance.md, "Scale").
+    with threadpool_limits(1, user_api="blas"):
+        coef, *_ = np.linalg.lstsq(design, q, rcond=None)
+        dof = max(len(q) - data.panel.n_firms - design.shape[1], 1)
+        pilot_var = max(float(np.sum((q - design @ coef) ** 2)) / dof, 1e-6 * float(np.var(q)) + 1e-12)
+        prior_scales = [config.prior(n).kwargs().get("sigma", 1.0) for n in BETA_NAMES]
+        prior_scales += [config.prior("year_effect").kwargs().get("sigma", 1.0)] * (design.shape[1] - len(BETA_NAMES))
+        precision = design.T @ design / pilot_var + np.diag(1.0 / np.square(prior_scales))
+        factor = np.linalg.cholesky(precision)
+        return np.linalg.solve(factor.T, np.eye(len(precision)))
 
 
 def production_coefficients(data: ModelData, config: ModelConfig):
