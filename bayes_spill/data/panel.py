@@ -205,14 +205,20 @@ def rd_stock_by_perpetual_inventory(
     the stock restarts with the start rule at the first year after the gap.
     """
     delta, g = settings.depreciation, settings.presample_growth
-    stock = np.empty(len(xrd))
-    for pos in range(len(xrd)):
-        starts_firm = pos == 0 or obs_firm[pos] != obs_firm[pos - 1]
-        after_gap = not starts_firm and fyear[pos] != fyear[pos - 1] + 1
-        if starts_firm or after_gap:
-            stock[pos] = xrd[pos] / (g + delta)
-        else:
-            stock[pos] = (1.0 - delta) * stock[pos - 1] + xrd[pos - 1]
+    obs_firm, fyear, xrd = np.asarray(obs_firm), np.asarray(fyear), np.asarray(xrd, dtype=float)
+    n = len(xrd)
+    starts = np.ones(n, dtype=bool)
+    starts[1:] = (obs_firm[1:] != obs_firm[:-1]) | (fyear[1:] != fyear[:-1] + 1)
+    # Each row's position in its run of consecutive years; the recursion runs over positions (at
+    # most the number of years), every row of a position at once, with the same arithmetic per
+    # row as a loop over rows (and so the same numbers), instead of over the rows one by one.
+    run_start = np.maximum.accumulate(np.where(starts, np.arange(n), 0))
+    position = np.arange(n) - run_start
+    stock = np.empty(n)
+    stock[starts] = xrd[starts] / (g + delta)
+    for k in range(1, int(position.max(initial=0)) + 1):
+        rows = np.flatnonzero(position == k)
+        stock[rows] = (1.0 - delta) * stock[rows - 1] + xrd[rows - 1]
     return stock
 
 

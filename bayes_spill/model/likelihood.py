@@ -29,6 +29,7 @@ from functools import cached_property
 import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
+from threadpoolctl import threadpool_limits
 
 from bayes_spill.config import ModelConfig
 from bayes_spill.data.panel import PreparedPanel
@@ -83,21 +84,22 @@ class ModelData:
     covariate_names: tuple[str, ...]
 
     @cached_property
+    def halflife_table(self) -> interpolation.HalflifeTable:
+        """Sbar_l(h) tabulated in ln h (within 1e-11 $ bil), built on first use: the model and the
+        alpha draws of an integrated fit need it; checks and counterfactuals read only .spill."""
+        return interpolation.build_halflife_table(self.spill.choice_distance, self.spill.choice_pool)
+
+    @cached_property
     def field_table(self) -> tuple[interpolation.FieldTable, np.ndarray]:
-        """(table of S_lt(h) in ln h over the (county, year) entries of the panel's firm-years, each
-        firm-year's entry), built on first use: the model's production spillover and the pointwise
-        log-likelihoods after sampling read the same table."""
+        """S_lt(h) tabulated in ln h for the (county, year) entries the firm-years read (within
+        1e-12 $ bil), and each firm-year's entry; built on first use, once however many models are
+        built: the model's production spillover and the pointwise log-likelihoods after sampling
+        read the same table."""
         spill = self.spill
         entry = spill.obs_receiver * spill.pool.shape[1] + spill.obs_year
         entries, obs_entry = np.unique(entry, return_inverse=True)
         receiver, year = np.divmod(entries, spill.pool.shape[1])
         return interpolation.build_field_table(spill.production_distance, spill.pool, receiver, year), obs_entry
-
-    @cached_property
-    def halflife_table(self) -> interpolation.HalflifeTable:
-        """Sbar_l(h) tabulated in ln h (within 1e-11 $ bil), built on first use: the model and the
-        alpha draws of an integrated fit need it; checks and counterfactuals read only .spill."""
-        return interpolation.build_halflife_table(self.spill.choice_distance, self.spill.choice_pool)
 
 
 def model_data(panel: PreparedPanel, config: ModelConfig) -> ModelData:
@@ -179,14 +181,17 @@ def production_whitening(data: ModelData, config: ModelConfig) -> np.ndarray:
     with each other and -0.5 with beta_r, and sampled slowly without it (docs/performance.md)."""
     design = production_design(data)
     q = within_firm(data.q, data.panel.obs_firm, data.years_per_firm)
-    coef, *_ = np.linalg.lstsq(design, q, rcond=None)
-    dof = max(len(q) - data.panel.n_firms - design.shape[1], 1)
-    pilot_var = max(float(np.sum((q - design @ coef) ** 2)) / dof, 1e-6 * float(np.var(q)) + 1e-12)
-    prior_scales = [config.prior(n).kwargs().get("sigma", 1.0) for n in BETA_NAMES]
-    prior_scales += [config.prior("year_effect").kwargs().get("sigma", 1.0)] * (design.shape[1] - len(BETA_NAMES))
-    precision = design.T @ design / pilot_var + np.diag(1.0 / np.square(prior_scales))
-    factor = np.linalg.cholesky(precision)
-    return np.linalg.solve(factor.T, np.eye(len(precision)))
+    # One BLAS thread: firm-years x ~30 columns is too narrow for a second thread to pay, and on a
+    # busy machine its spin-waiting tripled the CPU time (docs/performance.md, "Scale").
+    with threadpool_limits(1, user_api="blas"):
+        coef, *_ = np.linalg.lstsq(design, q, rcond=None)
+        dof = max(len(q) - data.panel.n_firms - design.shape[1], 1)
+        pilot_var = max(float(np.sum((q - design @ coef) ** 2)) / dof, 1e-6 * float(np.var(q)) + 1e-12)
+        prior_scales = [config.prior(n).kwargs().get("sigma", 1.0) for n in BETA_NAMES]
+        prior_scales += [config.prior("year_effect").kwargs().get("sigma", 1.0)] * (design.shape[1] - len(BETA_NAMES))
+        precision = design.T @ design / pilot_var + np.diag(1.0 / np.square(prior_scales))
+        factor = np.linalg.cholesky(precision)
+        return np.linalg.solve(factor.T, np.eye(len(precision)))
 
 
 def production_coefficients(data: ModelData, config: ModelConfig):

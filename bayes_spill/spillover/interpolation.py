@@ -29,6 +29,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from bayes_spill.spillover.kernel import LN2, decay_weights
 
@@ -98,13 +99,6 @@ class HalflifeTable:
         return len(self.values)
 
 
-def _field_and_u_derivatives(distance: np.ndarray, pool: np.ndarray, h: float):
-    z = LN2 * distance / h  # lambda d
-    weight = decay_weights(distance, h)
-    wp = weight * pool
-    return wp.sum(axis=1), (wp * z).sum(axis=1), (wp * (z * z - z)).sum(axis=1)
-
-
 def _field_and_w_derivatives(distance: np.ndarray, pool: np.ndarray, w: float):
     k = LN2 * distance  # d/dw of -ln2 d w
     wp = np.exp(-k * w) * pool
@@ -119,14 +113,20 @@ def build_halflife_table(
     h_max_km: float = H_MAX_KM,
 ) -> HalflifeTable:
     """Tabulate Sbar(h) = exp(-ln2 rho / h) @ pool for the receivers (rows of distance_km)."""
-    distance = np.asarray(distance_km, dtype=float)
+    from bayes_spill.spillover import pair_sums  # compiled on first use
+
+    distance = np.ascontiguousarray(distance_km, dtype=float)
     pool = np.asarray(pool_bil, dtype=float)
+    symmetric = pair_sums.is_symmetric(distance)
     total = float(np.abs(pool).sum())
     u0, u1 = math.log(h_min_km), math.log(h_max_km)
     du_max = (error_target * QUINTIC_ERROR_DENOMINATOR / (C6_GUMBEL * max(total, 1e-300))) ** (1.0 / 6.0)
     intervals = max(1, math.ceil((u1 - u0) / du_max))
     du = (u1 - u0) / intervals
-    columns = [_field_and_u_derivatives(distance, pool, math.exp(u0 + k * du)) for k in range(intervals + 1)]
+    columns = [
+        pair_sums.field_and_u_derivatives(distance, pool, math.exp(u0 + k * du), symmetric)
+        for k in range(intervals + 1)
+    ]
     values, d1, d2 = (np.array([c[j] for c in columns]) for j in range(3))
 
     w_max = 1.0 / h_max_km
@@ -242,12 +242,15 @@ def build_field_table(
     h_max_km: float = H_MAX_KM,
 ) -> FieldTable:
     """Tabulate S_lt(h) = (exp(-ln2 rho / h) @ pool)[receiver, year] for the given entries."""
-    distance = np.asarray(distance_km, dtype=float)
+    from bayes_spill.spillover import pair_sums  # compiled on first use
+
+    distance = np.ascontiguousarray(distance_km, dtype=float)
     pool = np.asarray(pool_bil, dtype=float)
     receiver, year = np.asarray(receiver), np.asarray(year)
+    symmetric = pair_sums.is_symmetric(distance)
 
     def field(h: float) -> np.ndarray:
-        return (decay_weights(distance, h) @ pool)[receiver, year]
+        return (pair_sums.decay_weights(distance, h, symmetric) @ pool)[receiver, year]
 
     bound = max(float(np.abs(pool).sum(axis=0).max()), 1e-300)
     u0, u1 = math.log(h_min_km), math.log(h_max_km)
@@ -255,19 +258,22 @@ def build_field_table(
     edges = np.linspace(u0, u1, pieces + 1)
     half = 0.5 * (u1 - u0) / pieces
     degree = _degree(bound, strip_rho(half), error_target)
-    coefficients = np.stack(
-        [
-            _chebyshev_fit(lambda x, c=0.5 * (edges[p] + edges[p + 1]): field(math.exp(c + half * x)), degree)
-            for p in range(pieces)
-        ]
-    )
-    # beyond h_max, w = 1/h in [0, w_max]; in E_rho, Re w >= -(semi-major - w_max/2), where
-    # |exp(-ln2 d w)| <= exp(ln2 d_max (semi-major - w_max/2))
-    w_max = 1.0 / h_max_km
-    overhang = 0.5 * w_max * (0.5 * (FAR_RHO + 1.0 / FAR_RHO) - 1.0)
-    far_bound = bound * math.exp(LN2 * float(distance.max()) * overhang)
-    far_degree = _degree(far_bound, FAR_RHO, error_target)
-    far = _chebyshev_fit(lambda x: field(1.0 / max(0.5 * w_max * (x + 1.0), 1e-300)), far_degree)
+    # One BLAS thread for the few hundred products of the fits: on a busy machine a second
+    # thread's spin-waiting cost several times what it computed (docs/performance.md, "Scale").
+    with threadpool_limits(1, user_api="blas"):
+        coefficients = np.stack(
+            [
+                _chebyshev_fit(lambda x, c=0.5 * (edges[p] + edges[p + 1]): field(math.exp(c + half * x)), degree)
+                for p in range(pieces)
+            ]
+        )
+        # beyond h_max, w = 1/h in [0, w_max]; in E_rho, Re w >= -(semi-major - w_max/2), where
+        # |exp(-ln2 d w)| <= exp(ln2 d_max (semi-major - w_max/2))
+        w_max = 1.0 / h_max_km
+        overhang = 0.5 * w_max * (0.5 * (FAR_RHO + 1.0 / FAR_RHO) - 1.0)
+        far_bound = bound * math.exp(LN2 * float(distance.max()) * overhang)
+        far_degree = _degree(far_bound, FAR_RHO, error_target)
+        far = _chebyshev_fit(lambda x: field(1.0 / max(0.5 * w_max * (x + 1.0), 1e-300)), far_degree)
     # below h_min, S_lt moves by at most what the other counties still contribute at h_min
     other = np.where(distance > 0, decay_weights(distance, h_min_km), 0.0) @ np.abs(pool)
     error_bound = max(

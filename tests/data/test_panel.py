@@ -66,6 +66,36 @@ def test_stock_restarts_after_a_gap():
     np.testing.assert_allclose(stock, [50.0, 52.5, 4.0 / 0.2, 0.85 * 20.0 + 4.0])
 
 
+def _stock_row_by_row(obs_firm, fyear, xrd, settings):
+    """The perpetual inventory as a loop over rows (the implementation before the vectorised one)."""
+    delta, g = settings.depreciation, settings.presample_growth
+    stock = np.empty(len(xrd))
+    for pos in range(len(xrd)):
+        starts_firm = pos == 0 or obs_firm[pos] != obs_firm[pos - 1]
+        after_gap = not starts_firm and fyear[pos] != fyear[pos - 1] + 1
+        if starts_firm or after_gap:
+            stock[pos] = xrd[pos] / (g + delta)
+        else:
+            stock[pos] = (1.0 - delta) * stock[pos - 1] + xrd[pos - 1]
+    return stock
+
+
+def test_vectorised_stock_equals_the_row_loop_bit_for_bit():
+    rng = np.random.default_rng(5)
+    spans = rng.integers(1, 30, size=300)
+    obs_firm = np.repeat(np.arange(300), spans)
+    start = rng.integers(1978, 2000, size=300)
+    fyear = start[obs_firm] + np.concatenate([np.arange(n) for n in spans])
+    fyear = fyear + np.cumsum(rng.random(len(fyear)) < 0.05)  # gaps inside firms
+    xrd = np.where(rng.random(len(fyear)) < 0.1, 0.0, np.exp(rng.normal(1.0, 2.0, len(fyear))))
+    for settings in (PanelSettings(), PanelSettings(depreciation=0.2, presample_growth=0.03)):
+        np.testing.assert_array_equal(
+            rd_stock_by_perpetual_inventory(obs_firm, fyear, xrd, settings),
+            _stock_row_by_row(obs_firm, fyear, xrd, settings),
+        )
+    assert rd_stock_by_perpetual_inventory(obs_firm[:0], fyear[:0], xrd[:0], PanelSettings()).shape == (0,)
+
+
 def test_zero_rd_gets_the_dummy_and_r_zero_never_log_zero():
     rows = [("A", 2000 + t, x, "06085") for t, x in enumerate([0.0, 0.0, 6.0])]
     rows += [("B", 2000 + t, 3.0, "25017") for t in range(3)]
