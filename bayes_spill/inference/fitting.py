@@ -11,6 +11,7 @@ folder, writes it atomically with a summary (see ``posterior_io.py``); it return
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sys
 import time
@@ -82,6 +83,34 @@ def resolve_model_and_data(model, data, counties=None) -> tuple[ModelConfig, Pre
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+# The last nutpie model compiled in this process, with its ModelData and PyMC model: a second fit
+# of the same model and data (another seed, other draws or chains) samples at once instead of
+# compiling again (32-39 s of CPU for a small model; docs/performance.md). Kept to one: the
+# compiled model holds its data.
+_COMPILED: dict[str, tuple] = {}
+
+
+def compiled_key(panel: PreparedPanel, config: ModelConfig, data_hash: str) -> str:
+    """What a compiled model depends on: the configuration less its sampler settings (nutpie
+    only), the data's hash and the county table."""
+    canonical = {k: v for k, v in config.to_dict().items() if k not in ("name", "description", "sampler")}
+    canonical["backend"] = config.sampler.backend
+    digest = hashlib.sha256(json.dumps(canonical, sort_keys=True, default=str).encode())
+    digest.update(data_hash.encode())
+    counties = panel.counties
+    digest.update("|".join(map(str, counties.fips)).encode())
+    for values in (counties.lat, counties.lon, *(counties.covariates[k] for k in sorted(counties.covariates))):
+        digest.update(np.asarray(values, dtype=float).tobytes())
+    digest.update(",".join(sorted(counties.covariates)).encode())
+    return digest.hexdigest()
+
+
+def _build(panel: PreparedPanel, config: ModelConfig) -> tuple:
+    """(ModelData, PyMC model, None): the model before it is compiled."""
+    data = model_data(panel, config)
+    return data, build_model(panel, config, data, static_shapes=config.sampler.backend == "numpyro"), None
 
 
 def compile_nutpie(model: pm.Model):
@@ -281,14 +310,23 @@ def fit(
     if out is not None:
         posterior_io.require_writable(out)  # before sampling, not after an hour of it
     start = time.perf_counter()
-    data = model_data(panel, config)
-    pm_model = build_model(panel, config, data, static_shapes=config.sampler.backend == "numpyro")
+    key = compiled_key(panel, config, data_hash)
+    reused = key in _COMPILED
+    data, pm_model, compiled = _COMPILED[key] if reused else _build(panel, config)
     build_seconds = time.perf_counter() - start
     preflight.before_sampling(pm_model, data, config)  # degenerate-panel warnings; draws that cannot fit in memory
     start = time.perf_counter()
-    idata = sample(pm_model, config, progress)
+    if config.sampler.backend == "nutpie" and compiled is None:
+        compiled = compile_nutpie(pm_model)
+        _COMPILED.clear()  # one model per process: a compiled model holds its data
+        _COMPILED[key] = (data, pm_model, compiled)
+    compile_seconds = time.perf_counter() - start
+    idata = sample(pm_model, config, progress, compiled=compiled)
+    if compiled is not None:
+        idata.attrs["compile_wall_seconds"] = compile_seconds
     tree = assemble(idata, data, config, data_hash, time.perf_counter() - start, model=pm_model)
     tree.attrs["build_wall_seconds"] = float(build_seconds)  # ModelData (tables, county fields) and the PyMC model
+    tree.attrs["compiled_model_reused"] = int(reused)
     if tree.attrs["stopping_rule"] == precision.RULE_MAX_DRAWS:
         print(
             f"warning: sampling stopped at sampler.max_draws = {config.sampler.max_draws} per chain before the key "

@@ -4,6 +4,7 @@ loading them back, same seed -> same draws, and no half-written posterior after 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -123,6 +124,26 @@ def test_same_seed_same_draws(cli_fit):
     for name in ("gamma", "halflife_km", "alpha"):
         np.testing.assert_array_equal(first["posterior"][name].values, second["posterior"][name].values)
     assert not np.array_equal(first["posterior"]["halflife_km"].values, other["posterior"]["halflife_km"].values)
+    # one model and data: the fits after the first in this process sample the model it compiled
+    # (fitting._COMPILED), whichever fit came first
+    reused = [tree.attrs["compiled_model_reused"] for tree in (first, second, other)]
+    assert sum(reused) >= 1, reused
+    for tree in (first, second, other):
+        assert (tree.attrs["compile_wall_seconds"] < 1.0) == bool(tree.attrs["compiled_model_reused"])
+
+
+def test_a_compiled_model_is_reused_only_for_the_same_model_and_data(tiny_csv):
+    from bayes_spill.inference import fitting
+
+    config, panel, data_hash = fitting.resolve_model_and_data(None, tiny_csv)
+    key = fitting.compiled_key(panel, config, data_hash)
+    assert fitting.compiled_key(panel, config.with_sampler(seed=9, draws=7, tune=5, chains=3), data_hash) == key
+    assert fitting.compiled_key(panel, config.with_sampler(backend="pymc"), data_hash) != key
+    assert fitting.compiled_key(panel, config, "0" * 64) != key
+    other_model = fitting.resolve_config("lychagin2010").with_sampler(**{"seed": config.sampler.seed})
+    assert fitting.compiled_key(panel, other_model, data_hash) != key
+    moved = replace(panel.counties, lat=panel.counties.lat + 0.5)
+    assert fitting.compiled_key(replace(panel, counties=moved), config, data_hash) != key
 
 
 def test_crash_while_writing_keeps_the_previous_posterior(cli_fit, tmp_path, monkeypatch):
