@@ -120,7 +120,7 @@ def compile_nutpie(model: pm.Model):
     return nutpie.compile_pymc_model(model, backend="numba")
 
 
-def sample(model: pm.Model, config: ModelConfig, progress: bool = True, compiled=None):
+def sample(model: pm.Model, config: ModelConfig, progress: bool = True, compiled=None, on_compiled=None):
     """NUTS with the configured sampler; the seed comes from the configuration only.
 
     Parameters
@@ -135,6 +135,8 @@ def sample(model: pm.Model, config: ModelConfig, progress: bool = True, compiled
         Show the sampler's progress bar.
     compiled : optional
         ``compile_nutpie(model)`` when already made (nutpie only).
+    on_compiled : callable, optional
+        Called with the compiled model when this call compiles one (``fit`` keeps it for a refit).
 
     Returns
     -------
@@ -148,7 +150,10 @@ def sample(model: pm.Model, config: ModelConfig, progress: bool = True, compiled
         import nutpie
 
         start_compile = time.perf_counter()
-        compiled = compiled if compiled is not None else compile_nutpie(model)
+        if compiled is None:
+            compiled = compile_nutpie(model)
+            if on_compiled is not None:
+                on_compiled(compiled)
         compile_seconds = time.perf_counter() - start_compile
         counter = precision.DrawCounter()
         if s.ess:
@@ -316,14 +321,12 @@ def fit(
     build_seconds = time.perf_counter() - start
     preflight.before_sampling(pm_model, data, config)  # degenerate-panel warnings; draws that cannot fit in memory
     start = time.perf_counter()
-    if config.sampler.backend == "nutpie" and compiled is None:
-        compiled = compile_nutpie(pm_model)
+
+    def remember(new):
         _COMPILED.clear()  # one model per process: a compiled model holds its data
-        _COMPILED[key] = (data, pm_model, compiled)
-    compile_seconds = time.perf_counter() - start
-    idata = sample(pm_model, config, progress, compiled=compiled)
-    if compiled is not None:
-        idata.attrs["compile_wall_seconds"] = compile_seconds
+        _COMPILED[key] = (data, pm_model, new)
+
+    idata = sample(pm_model, config, progress, compiled=compiled, on_compiled=remember)
     tree = assemble(idata, data, config, data_hash, time.perf_counter() - start, model=pm_model)
     tree.attrs["build_wall_seconds"] = float(build_seconds)  # ModelData (tables, county fields) and the PyMC model
     tree.attrs["compiled_model_reused"] = int(reused)

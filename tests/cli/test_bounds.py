@@ -66,7 +66,7 @@ def test_the_other_sampling_commands_bound_their_options_too(capsys, argv):
 def test_the_largest_seed_reaches_the_sampler(tmp_path, capsys, monkeypatch):
     seen = {}
 
-    def record(model, config, progress=True):
+    def record(model, config, progress=True, **given):
         seen["seed"] = config.sampler.seed
         raise KeyboardInterrupt("stop here")
 
