@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
+from bayes_spill.inference.summary import RHAT_LIMIT
 from bayes_spill.model.likelihood import KEY_PARAMETERS
 
-RHAT_LIMIT = 1.01
 # Each checkpoint projects the draws the target needs from the ESS per draw so far, with a margin
 # because ESS estimates from a short run are noisy; it grows at least by MIN_GROWTH so a run
 # whose estimate hovers just below the target does not check every few draws.

@@ -15,6 +15,7 @@ from bayes_spill.model.likelihood import KEY_PARAMETERS
 TABLE_PARAMETERS = (*KEY_PARAMETERS, "beta_zero_rd", "alpha")
 HIDDEN = ("_raw", "_free", "_log__")
 EBFMI_LOW = 0.3
+RHAT_LIMIT = 1.01  # the report's verdict and the ESS rule (precision.py) read the same limit
 INTERVAL = 0.9  # the equal-tailed interval of the table: q5 to q95
 
 
@@ -127,17 +128,17 @@ def advice(diag: pd.DataFrame, table: pd.DataFrame) -> list[str]:
             f"E-BFMI below {EBFMI_LOW} in some chain: the momentum resampling explores the energy poorly, which often "
             "signals a heavy-tailed or funnel-shaped posterior (look at sigma_alpha and county_tau)."
         )
-    bad_rhat = table.index[table["r_hat"] > 1.01].tolist()
+    bad_rhat = table.index[table["r_hat"] > RHAT_LIMIT].tolist()
     if bad_rhat:
         lines.append(
-            f"R-hat above 1.01 for {', '.join(bad_rhat)}: chains disagree; run more draws or tuning before using these."
+            f"R-hat above {RHAT_LIMIT} for {', '.join(bad_rhat)}: chains disagree; run more draws or tuning before using these."
         )
     low_ess = table.index[table["ess_bulk"] < 400].tolist()
     if low_ess:
         lines.append(f"Bulk ESS below 400 for {', '.join(low_ess)}: intervals are noisy; draw more.")
     if not lines:
         lines.append(
-            "No sampler problems: no divergences, no tree-depth hits, E-BFMI fine, R-hat <= 1.01 and ESS >= 400."
+            f"No sampler problems: no divergences, no tree-depth hits, E-BFMI fine, R-hat <= {RHAT_LIMIT} and ESS >= 400."
         )
     return lines
 
