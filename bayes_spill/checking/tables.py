@@ -23,6 +23,7 @@ import pandas as pd
 
 from bayes_spill.checking import table_format
 from bayes_spill.errors import BayesSpillError
+from bayes_spill.twostep.results import BASELINE_FILE, BOOTSTRAP_FILE, bootstrap_se, percentile_interval
 
 LEVEL = 0.9  # the intervals' probability: q5 to q95, as summary.csv and Table 6
 STATS = ("estimate", "lower", "upper", "sd")
@@ -65,8 +66,6 @@ PANELS = {
     "5": (("Location choice (Table 5)", LOCATION),),
     "parameters": (("Production function (Table 3)", PRODUCTION), ("Location choice (Table 5)", LOCATION)),
 }
-BASELINE_FILE = "baseline.json"
-BOOTSTRAP_FILE = "bootstrap.csv"
 
 
 @dataclass
@@ -251,8 +250,8 @@ def baseline_columns(baseline) -> dict:
         out = {"estimate": float(estimates[key]), "lower": np.nan, "upper": np.nan, "sd": np.nan}
         if key in draws and draws[key].notna().sum() > 1:
             values = draws[key].dropna().to_numpy(dtype=float)
-            out["lower"], out["upper"] = (float(v) for v in np.quantile(values, [(1 - LEVEL) / 2, (1 + LEVEL) / 2]))
-            out["sd"] = float(np.std(values, ddof=1))
+            out["lower"], out["upper"] = percentile_interval(values, LEVEL)
+            out["sd"] = bootstrap_se(values)
         return out
 
     counts = {

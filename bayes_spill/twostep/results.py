@@ -18,6 +18,21 @@ SPEC2_PARAMETERS = (*BETA_NAMES, "halflife_km", "sigma_w", "mu_alpha", "sigma_al
 SPEC1_PARAMETERS = tuple(f"spec1_{n}" for n in (*BETA_NAMES, "alpha", "halflife_km"))
 
 
+BASELINE_FILE = "baseline.json"
+BOOTSTRAP_FILE = "bootstrap.csv"
+
+
+def percentile_interval(values, level: float) -> tuple[float, float]:
+    """The bootstrap percentile interval of replicates at probability ``level``."""
+    lo, hi = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def bootstrap_se(values) -> float:
+    """The bootstrap standard error: the replicates' standard deviation (ddof 1)."""
+    return float(np.std(values, ddof=1))
+
+
 @dataclass
 class BaselineResult:
     """Point estimates, bootstrap draws and diagnostics of the two-step estimator."""
@@ -57,15 +72,14 @@ class BaselineResult:
 
     def se(self, name: str) -> float:
         d = self.draws
-        return float(np.std(d[name], ddof=1)) if name in d and len(d) > 1 else float("nan")
+        return bootstrap_se(d[name]) if name in d and len(d) > 1 else float("nan")
 
     def interval(self, name: str, level: float = 0.95) -> tuple[float, float]:
         """Bootstrap percentile interval."""
         d = self.draws
         if name not in d or len(d) < 2:
             return (float("nan"), float("nan"))
-        lo, hi = np.quantile(d[name], [(1 - level) / 2, (1 + level) / 2])
-        return float(lo), float(hi)
+        return percentile_interval(d[name], level)
 
     def summary(self, level: float = 0.95) -> pd.DataFrame:
         rows = []
@@ -229,11 +243,11 @@ def save_result(result: BaselineResult, out: str | Path) -> Path:
     from bayes_spill.inference.posterior_io import atomic_path
 
     out = Path(out)
-    target = out / "baseline.json"
+    target = out / BASELINE_FILE
     with atomic_path(target) as tmp:
         tmp.write_text(json.dumps(finite_or_none(result.to_json()), indent=1, default=_json_default, allow_nan=False))
     if len(result.bootstrap):
-        with atomic_path(out / "bootstrap.csv") as tmp:
+        with atomic_path(out / BOOTSTRAP_FILE) as tmp:
             result.bootstrap.to_csv(tmp, index=False)
     return target
 
