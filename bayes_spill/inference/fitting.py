@@ -19,6 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import pymc as pm
+import pytensor
+from pymc.model.fgraph import fgraph_from_model, model_from_fgraph
+from pytensor.graph.basic import Constant
 from threadpoolctl import threadpool_limits
 
 from bayes_spill.config import (
@@ -113,11 +116,37 @@ def _build(panel: PreparedPanel, config: ModelConfig) -> tuple:
     return data, build_model(panel, config, data, static_shapes=config.sampler.backend == "numpyro"), None
 
 
+# Arrays this large stay out of the compiled code (smaller ones are shapes and index lists).
+SHARED_DATA_MIN_BYTES = 100_000
+
+
+def with_data_as_inputs(model: pm.Model, min_bytes: int = SHARED_DATA_MIN_BYTES) -> pm.Model:
+    """The same model with its data arrays as shared variables instead of constants.
+
+    numba cannot cache a function that embeds an array over 1 MB (a dynamic global), so a model
+    whose data enter as constants compiles from scratch in every process. As shared variables
+    nutpie passes the arrays at run time, and the compiled code, which then does not depend on the
+    data, comes from PyTensor's on-disk cache the next time (in another process, or for other data
+    of the same structure). Shape-1 axes keep their broadcasting."""
+    fgraph, _ = fgraph_from_model(model, inlined_views=True)
+    replacements = [
+        (variable, pytensor.shared(variable.data, shape=variable.type.shape))
+        for variable in fgraph.variables
+        if isinstance(variable, Constant)
+        and isinstance(variable.data, np.ndarray)
+        and variable.data.ndim > 0
+        and variable.data.nbytes >= min_bytes
+    ]
+    fgraph.replace_all(replacements, import_missing=True)
+    return model_from_fgraph(fgraph, mutate_fgraph=True)
+
+
 def compile_nutpie(model: pm.Model):
-    """The model compiled for nutpie (numba): most of a small fit's time before the first draw."""
+    """The model compiled for nutpie (numba), its data passed at run time so that the compiled code
+    is cached on disk: most of a small fit's time before the first draw, the first time."""
     import nutpie
 
-    return nutpie.compile_pymc_model(model, backend="numba")
+    return nutpie.compile_pymc_model(with_data_as_inputs(model), backend="numba")
 
 
 def sample(model: pm.Model, config: ModelConfig, progress: bool = True, compiled=None, on_compiled=None):

@@ -275,3 +275,56 @@ def test_fit_methods_delegate_to_the_after_fit_steps(cli_fit):
     table = fit.summary()
     assert "gamma" in table.index and {"median", "q5", "q95", "r_hat"} <= set(table.columns)
     assert fit.loo().elpd < 0
+
+
+def test_data_enter_the_compiled_model_as_inputs_so_numba_can_cache_it(tiny_csv):
+    # numba cannot cache code that embeds an array over 1 MB: the data must be inputs, and the
+    # model with them as inputs must have the same log density and gradient.
+    import numpy as np
+    from pymc.model.fgraph import fgraph_from_model
+    from pytensor.graph.basic import Constant
+
+    from bayes_spill.inference import fitting
+
+    def data_constants(model):
+        fgraph, _ = fgraph_from_model(model)
+        return [
+            v
+            for v in fgraph.variables
+            if isinstance(v, Constant) and isinstance(v.data, np.ndarray) and v.data.ndim > 0 and v.data.nbytes > 8
+        ]
+
+    config, panel, _ = fitting.resolve_model_and_data(None, tiny_csv)
+    _, model, _ = fitting._build(panel, config)
+    as_inputs = fitting.with_data_as_inputs(model, min_bytes=9)
+    assert data_constants(model), "the tiny model should have data arrays to move"
+    assert not data_constants(as_inputs)
+    rng = np.random.default_rng(0)
+    point = {k: v + rng.normal(0.0, 0.1, np.shape(v)) for k, v in model.initial_point().items()}
+    np.testing.assert_allclose(as_inputs.compile_logp()(point), model.compile_logp()(point), rtol=1e-12)
+    names = [v.name for v in model.free_RVs]  # the two models may order their variables differently
+
+    def gradient(m):
+        return m.compile_dlogp(vars=[m[n] for n in names])(point)
+
+    np.testing.assert_allclose(gradient(as_inputs), gradient(model), rtol=1e-10)
+    assert set(as_inputs.named_vars) == set(model.named_vars)
+
+
+def test_the_default_model_keeps_no_array_numba_cannot_cache():
+    import numpy as np
+    from pymc.model.fgraph import fgraph_from_model
+    from pytensor.graph.basic import Constant
+    from pytensor.link.numba.dispatch.basic import NUMBA_CONSTANT_SIZE_LIMIT
+
+    from bayes_spill.inference import fitting
+
+    config, panel, _ = fitting.resolve_model_and_data(None, None)
+    _, model, _ = fitting._build(panel, config)
+
+    def largest_constant(m):
+        fgraph, _ = fgraph_from_model(m)
+        return max(v.data.nbytes for v in fgraph.variables if isinstance(v, Constant) and isinstance(v.data, np.ndarray))
+
+    assert largest_constant(model) > NUMBA_CONSTANT_SIZE_LIMIT  # what the test guards against
+    assert largest_constant(fitting.with_data_as_inputs(model)) <= NUMBA_CONSTANT_SIZE_LIMIT
