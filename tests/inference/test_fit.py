@@ -324,7 +324,9 @@ def test_the_default_model_keeps_no_array_numba_cannot_cache():
 
     def largest_constant(m):
         fgraph, _ = fgraph_from_model(m)
-        return max(v.data.nbytes for v in fgraph.variables if isinstance(v, Constant) and isinstance(v.data, np.ndarray))
+        return max(
+            v.data.nbytes for v in fgraph.variables if isinstance(v, Constant) and isinstance(v.data, np.ndarray)
+        )
 
     assert largest_constant(model) > NUMBA_CONSTANT_SIZE_LIMIT  # what the test guards against
     assert largest_constant(fitting.with_data_as_inputs(model)) <= NUMBA_CONSTANT_SIZE_LIMIT
