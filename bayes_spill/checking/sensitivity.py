@@ -5,11 +5,15 @@ A fit stores the log prior density of each top-level parameter at the posterior 
 prior, or the likelihood, to a power near 1 and reweighting the draws by Pareto-smoothed
 importance sampling shows how much each posterior would move: ``arviz_stats.psense_summary``
 reports that sensitivity (a cumulative Jensen-Shannon distance per unit of log power) for the
-prior and for the likelihood. Above THRESHOLD (ArviZ's 0.05) for the prior, the prior shapes the
-posterior; the likelihood's sensitivity below it as well means the data say little ("strong prior
-/ weak likelihood": prior-dominated), above it that prior and data pull apart ("prior-data
-conflict"). The likelihood scaled is the per-firm joint term (production plus location), the
-one LOO uses: the pointwise terms of log_sales and county beside it would count it twice.
+prior and for the likelihood. Above THRESHOLD (ArviZ's 0.05) for the prior, the prior moves the
+posterior. Power-scaling alone does not say why: a prior moves a posterior the data barely
+inform, and it moves one the data pin down far from the prior's centre (a prior-data conflict),
+more the further out. So the verdict reads it with the contraction (comparison.contraction,
+1 - var_post / var_prior): a prior-sensitive parameter the data leave most of the prior's
+variance (contraction under comparison.INFORMED) is PRIOR-DOMINATED, the flag; one the data pin
+down is identified, and the verdict names the conflict with its prior instead. The likelihood
+scaled is the per-firm joint term (production plus location), the one LOO uses: the pointwise
+terms of log_sales and county beside it would count it twice.
 
 The figure draws each parameter's prior draws (the fit's ``prior`` group) against its posterior
 (``arviz_plots.plot_prior_posterior``).
@@ -23,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bayes_spill.checking.comparison import INFORMED, contraction
 from bayes_spill.inference.results import as_fit
 from bayes_spill.model.likelihood import FIRM_LOGLIK
 
@@ -34,6 +39,9 @@ LABELS = {
     "mu_alpha": "mu_alpha",
     "sigma_alpha": "sigma_alpha",
 }
+# The contraction row of each parameter: the half-life's on the log scale, where its LogNormal
+# prior is spread evenly (its own variance is the prior's right tail).
+CONTRACTION_ROW = {"halflife_km": "log(halflife_km)"}
 FIGURE = "prior_posterior.png"
 NONFINITE_DRAWS = "cannot be computed: its posterior draws are not all finite numbers"
 NONFINITE_WEIGHTS = "cannot be computed: the fit's log prior or log-likelihood is not finite at every draw"
@@ -59,8 +67,9 @@ def prior_sensitivity(fit, parameters=SENSITIVITY_PARAMETERS) -> pd.DataFrame:
     pandas.DataFrame
         One row per parameter: ``prior`` and ``likelihood`` sensitivity and ArviZ's ``diagnosis``
         ("potential strong prior / weak likelihood", "potential prior-data conflict" or a check
-        mark, or why the row cannot be computed: non-finite draws give no number); empty when the
-        fit lacks the groups (``missing_groups``).
+        mark, or why the row cannot be computed: non-finite draws give no number), and the
+        ``contraction`` the verdict reads beside them (NaN where undefined); empty when the fit
+        lacks the groups (``missing_groups``).
     """
     import arviz_stats as azs
 
@@ -89,21 +98,35 @@ def prior_sensitivity(fit, parameters=SENSITIVITY_PARAMETERS) -> pd.DataFrame:
         finally:
             quiet.setLevel(level)
         table.loc[found.index, ["prior", "likelihood", "diagnosis"]] = found[["prior", "likelihood", "diagnosis"]]
+    contracted = contraction(tree, parameters=names)["contraction"]
+    table["contraction"] = [float(contracted.get(CONTRACTION_ROW.get(n, n), np.nan)) for n in names]
     return table.astype({"prior": float, "likelihood": float})
 
 
 def is_prior_sensitive(row) -> bool:
-    """The prior's sensitivity is above THRESHOLD (the parameter's posterior follows its prior)."""
+    """The prior's power-scaling sensitivity is above THRESHOLD (the prior moves the posterior)."""
     return bool(np.isfinite(row["prior"]) and row["prior"] >= THRESHOLD)
 
 
+def is_identified(row) -> bool:
+    """The data leave less than half the prior's variance (contraction >= comparison.INFORMED)."""
+    c = row.get("contraction", np.nan)
+    return bool(np.isfinite(c) and c >= INFORMED)
+
+
+def is_prior_dominated(row) -> bool:
+    """The flag: the prior moves the posterior and the data do not pin the parameter down."""
+    return is_prior_sensitive(row) and not is_identified(row)
+
+
 def sensitivity_verdicts(table: pd.DataFrame) -> dict[str, str]:
-    """A sentence per parameter: prior-dominated, in conflict with its prior, or led by the data.
+    """A sentence per parameter: prior-dominated (the flag), identified but in conflict with its
+    prior, or led by the data.
 
     Parameters
     ----------
     table : pandas.DataFrame
-        ``prior_sensitivity``'s table.
+        ``prior_sensitivity``'s table (a ``contraction`` column is read where present).
 
     Returns
     -------
@@ -116,19 +139,22 @@ def sensitivity_verdicts(table: pd.DataFrame) -> dict[str, str]:
         numbers = (
             f"power-scaling sensitivity to the prior {row['prior']:.3f}, to the likelihood {row['likelihood']:.3f}"
         )
+        c = row.get("contraction", np.nan)
+        if np.isfinite(c):
+            numbers += f"; contraction {c:.2f}"
         if not (np.isfinite(row["prior"]) and np.isfinite(row["likelihood"])):
             why = str(row.get("diagnosis", "")).removeprefix("cannot be computed: ")
             why = why if why and why != "nan" else "it is not a finite number"
             out[name] = f"{label}: the power-scaling sensitivity cannot be computed because {why}."
-            continue
-        if is_prior_sensitive(row) and row["likelihood"] < THRESHOLD:
+        elif is_prior_dominated(row):
             out[name] = (
-                f"{label} is PRIOR-DOMINATED ({numbers}): its posterior restates the prior, the data say little."
+                f"{label} is PRIOR-DOMINATED ({numbers}): the data leave most of the prior's variance and the "
+                "prior moves the posterior, so its interval restates the prior in good part; report it with the prior."
             )
         elif is_prior_sensitive(row):
             out[name] = (
-                f"{label} is PRIOR-SENSITIVE ({numbers}): prior and data both shape it (a prior-data conflict "
-                "when they pull apart); report it with the prior."
+                f"{label} is identified by the data but sits away from its prior ({numbers}): a prior-data "
+                "conflict; the prior pulls the estimate toward its centre, and a wider prior would let it move."
             )
         else:
             out[name] = f"{label} is led by the data ({numbers}, prior below {THRESHOLD})."
