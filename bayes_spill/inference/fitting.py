@@ -348,7 +348,7 @@ def fit(
     reused = key in _COMPILED
     data, pm_model, compiled = _COMPILED[key] if reused else _build(panel, config)
     build_seconds = time.perf_counter() - start
-    preflight.before_sampling(pm_model, data, config)  # degenerate-panel warnings; draws that cannot fit in memory
+    config = preflight.before_sampling(pm_model, data, config)  # warnings; memory for the draws
     start = time.perf_counter()
 
     def remember(new):

@@ -218,7 +218,7 @@ def available_memory_bytes() -> int | None:
         return None
 
 
-def require_draws_fit_memory(model, n_firms: int, config: ModelConfig) -> None:
+def require_draws_fit_memory(model, n_firms: int, config: ModelConfig) -> int | None:
     """ConfigError, before sampling, when the draws asked for cannot be held in memory.
 
     Parameters
@@ -232,21 +232,22 @@ def require_draws_fit_memory(model, n_firms: int, config: ModelConfig) -> None:
 
     Returns
     -------
-    None
-        The message gives draws x chains x values per draw x 8 bytes, the memory available and
-        the most draws that fit.
+    int or None
+        The most draws per chain that memory holds (None when the memory available is unknown).
+        The error's message gives draws x chains x values per draw x 8 bytes, the memory
+        available and that number.
     """
     available = available_memory_bytes()
     if available is None:
-        return
+        return None
     s = config.sampler
     per_draw = values_per_draw(model, n_firms, config)
-    needed = s.draws * s.chains * per_draw * 8
-    if needed * TRACE_COPIES <= available:
-        return
+    most = available // (TRACE_COPIES * s.chains * per_draw * 8)
+    if s.draws <= most:
+        return most
     from bayes_spill.data.files import size_text
 
-    most = available // (TRACE_COPIES * s.chains * per_draw * 8)
+    needed = s.draws * s.chains * per_draw * 8
     raise ConfigError(
         f"{s.draws:,} draws x {s.chains} chains x {per_draw:,} values per draw x 8 bytes = {size_text(needed)} of draws, "
         f"held about {TRACE_COPIES} times while the fit is assembled and written, more than the {size_text(available)} "
@@ -254,10 +255,11 @@ def require_draws_fit_memory(model, n_firms: int, config: ModelConfig) -> None:
     )
 
 
-def before_sampling(model, data: ModelData, config: ModelConfig) -> list[Degeneracy]:
+def before_sampling(model, data: ModelData, config: ModelConfig) -> ModelConfig:
     """What ``fit`` runs on a built model before sampling: warns about a degenerate panel
-    (``warn_degenerate_panel``) and stops when the draws cannot fit in memory
-    (``require_draws_fit_memory``).
+    (``warn_degenerate_panel``), stops when the draws cannot fit in memory
+    (``require_draws_fit_memory``), and lowers the cap of sampling to an ESS target
+    (``sampler.max_draws``) to the draws memory holds, with a note.
 
     Parameters
     ----------
@@ -270,8 +272,17 @@ def before_sampling(model, data: ModelData, config: ModelConfig) -> list[Degener
 
     Returns
     -------
-    list of Degeneracy
-        What was warned about.
+    ModelConfig
+        The configuration to sample with.
     """
-    require_draws_fit_memory(model, data.panel.n_firms, config)
-    return warn_degenerate_panel(data, config)
+    most = require_draws_fit_memory(model, data.panel.n_firms, config)
+    warn_degenerate_panel(data, config)
+    s = config.sampler
+    if s.ess and most is not None and most < s.max_draws:
+        print(
+            f"note: memory holds at most {most:,} draws per chain of this model with {s.chains} chains: sampling "
+            f"to ESS {s.ess} stops there (sampler.max_draws {s.max_draws:,})",
+            file=sys.stderr,
+        )
+        return config.with_sampler(max_draws=most)
+    return config

@@ -165,3 +165,20 @@ def test_config_error_is_raised_with_sampler_bounds():
         ConfigError, match="sampler.seed must be at most 9,223,372,036,854,775,807, got 99,999,999,999,999,999,999"
     ):
         tiny_config().with_sampler(seed=99999999999999999999)
+
+
+def test_sampling_to_an_ess_target_stops_where_memory_ends(monkeypatch, capsys):
+    config = tiny_config().with_sampler(backend="nutpie", ess=1000, draws=100, max_draws=10_000, chains=2)
+    panel = load_panel(tiny_csv(), settings=config.panel)
+    data = model_data(panel, config)
+    model = build_model(panel, config, data)
+    per_draw = preflight.values_per_draw(model, panel.n_firms, config)
+    # memory for 2,500 draws per chain, held TRACE_COPIES times
+    monkeypatch.setattr(preflight, "available_memory_bytes", lambda: preflight.TRACE_COPIES * 2 * per_draw * 8 * 2500)
+    capped = preflight.before_sampling(model, data, config)
+    assert capped.sampler.max_draws == 2500 and capped.sampler.draws == 100 and capped.sampler.ess == 1000
+    assert "memory holds at most 2,500 draws per chain" in capsys.readouterr().err
+    # a fixed number of draws that fits, or a cap that fits, is left as it is
+    for fits in (config.with_sampler(draws=2000), config.with_sampler(max_draws=2500)):
+        assert preflight.before_sampling(model, data, fits) == fits
+    assert "memory holds" not in capsys.readouterr().err
