@@ -296,8 +296,9 @@ def sensitivity_section(report: CheckReport, fit_dir: Path) -> list[str]:
         "",
         "arviz_stats.psense_summary: how far each posterior moves when the prior (all top-level priors "
         "together) or the likelihood (per firm, production plus location) is raised to a power near 1. Prior "
-        "sensitivity above 0.05: the prior shapes the posterior; with likelihood sensitivity below 0.05 as well, "
-        "the posterior is the prior's (prior-dominated).",
+        "sensitivity above 0.05: the prior moves the posterior. Read with the contraction (1 - posterior / prior "
+        "variance): under 0.5 the parameter is prior-dominated (flagged); at 0.5 or more the data pin it down "
+        "and the prior's pull is a prior-data conflict.",
         "",
         markdown_table(report.sensitivity),
         "",
