@@ -40,13 +40,18 @@ MAX_DYNAMIC_BINS = 64
 def exact_log_denominator(county_effect, sbar, c, backend=np):
     """log sum_l exp(a_l + c_i Sbar_l) for every firm, directly (firms x counties). county_effect
     and sbar are (L,), shared by every row, or (numpy) (rows, L), one pair per row of c."""
-    logits = _logits(county_effect, sbar, c)
     if backend is np:
-        top = logits.max(axis=1, keepdims=True)
-        return (top + np.log(np.exp(logits - top).sum(axis=1, keepdims=True)))[:, 0]
+        # in place in one array (the same numbers): the pointwise log-likelihood after sampling
+        # calls this for every draw on firms x counties, where new arrays of that size cost time
+        terms = c[:, None] * _rows(sbar)
+        terms += _rows(county_effect)
+        top = terms.max(axis=1, keepdims=True)
+        terms -= top
+        np.exp(terms, out=terms)
+        return (top + np.log(terms.sum(axis=1, keepdims=True)))[:, 0]
     import pytensor.tensor as pt
 
-    return pt.logsumexp(logits, axis=1)
+    return pt.logsumexp(_logits(county_effect, sbar, c), axis=1)
 
 
 def log_denominator_with_slope(county_effect, sbar, c, backend=np):
