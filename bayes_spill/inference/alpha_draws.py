@@ -12,23 +12,25 @@ from bayes_spill.model.likelihood import choice_spillover
 
 def with_alpha_draws(posterior, data, spec, seed: int):
     """The posterior (xarray Dataset of a fit with alpha integrated out) with "alpha" (chain, draw,
-    firm) added: one draw from each firm's conditional posterior at every draw of theta. data is the
-    model's ModelData, whose half-life table the model has already built."""
-    spill = data.spill
+    firm) added: one draw from each firm's conditional posterior at every draw of theta, the draws
+    taken chain by chain from one random stream. data is the model's ModelData, whose half-life
+    table the model has already built."""
     rng = np.random.default_rng([seed, integrated.ALPHA_STREAM])
     mean = posterior[integrated.ALPHA_PRODUCTION_MEAN]
-    alpha = np.empty(mean.shape)
-    gamma = posterior["gamma"].values if "gamma" in posterior else np.zeros(mean.shape[:2])
-    for chain in range(mean.shape[0]):
-        for draw in range(mean.shape[1]):
-            sbar = choice_spillover(data, float(posterior["halflife_km"].values[chain, draw]), spec, np)
-            alpha[chain, draw] = integrated.draw_alpha(
-                rng,
-                mean.values[chain, draw],
-                posterior[integrated.ALPHA_PRODUCTION_SD].values[chain, draw],
-                float(gamma[chain, draw]),
-                posterior["county_effect"].values[chain, draw],
-                sbar,
-                spill.firm_choice,
-            )
-    return posterior.assign(alpha=mean.copy(data=alpha))
+    chains, draws, firms = mean.shape
+
+    def stacked(name):  # (chain x draw, ...): chain-major, the order of the stream
+        return posterior[name].values.reshape(chains * draws, -1)
+
+    gamma = stacked("gamma")[:, 0].astype(float) if "gamma" in posterior else np.zeros(chains * draws)
+    sbar = np.stack([choice_spillover(data, float(h), spec, np) for h in stacked("halflife_km")[:, 0]])
+    alpha = integrated.draw_alphas(
+        rng,
+        stacked(integrated.ALPHA_PRODUCTION_MEAN),
+        stacked(integrated.ALPHA_PRODUCTION_SD),
+        gamma,
+        stacked("county_effect"),
+        sbar,
+        data.spill.firm_choice,
+    )
+    return posterior.assign(alpha=mean.copy(data=alpha.reshape(chains, draws, firms)))

@@ -38,21 +38,36 @@ MAX_DYNAMIC_BINS = 64
 
 
 def exact_log_denominator(county_effect, sbar, c, backend=np):
-    """log sum_l exp(a_l + c_i Sbar_l) for every firm, directly (firms x counties)."""
-    logits = county_effect[None, :] + c[:, None] * sbar[None, :]
+    """log sum_l exp(a_l + c_i Sbar_l) for every firm, directly (firms x counties). county_effect
+    and sbar are (L,), shared by every row, or (numpy) (rows, L), one pair per row of c."""
     if backend is np:
-        top = logits.max(axis=1, keepdims=True)
-        return (top + np.log(np.exp(logits - top).sum(axis=1, keepdims=True)))[:, 0]
+        # in place in one array (the same numbers): the pointwise log-likelihood after sampling
+        # calls this for every draw on firms x counties, where new arrays of that size cost time
+        terms = c[:, None] * _rows(sbar)
+        terms += _rows(county_effect)
+        top = terms.max(axis=1, keepdims=True)
+        terms -= top
+        np.exp(terms, out=terms)
+        return (top + np.log(terms.sum(axis=1, keepdims=True)))[:, 0]
     import pytensor.tensor as pt
 
-    return pt.logsumexp(logits, axis=1)
+    return pt.logsumexp(_logits(county_effect, sbar, c), axis=1)
 
 
 def log_denominator_with_slope(county_effect, sbar, c, backend=np):
     """(LSE(c_i), LSE'(c_i)) directly, numpy or PyTensor: the derivative is the softmax mean of Sbar."""
     value = exact_log_denominator(county_effect, sbar, c, backend)
-    weights = backend.exp(county_effect[None, :] + c[:, None] * sbar[None, :] - value[:, None])
-    return value, (weights * sbar[None, :]).sum(axis=1)
+    weights = backend.exp(_logits(county_effect, sbar, c) - value[:, None])
+    return value, (weights * _rows(sbar)).sum(axis=1)
+
+
+def _rows(x):
+    """x as rows against c[:, None]: (1, L) when shared, as it is when one row per c."""
+    return x if x.ndim == 2 else x[None, :]
+
+
+def _logits(county_effect, sbar, c):
+    return _rows(county_effect) + c[:, None] * _rows(sbar)
 
 
 def taylor_relative_error(terms: int, radius: float = TAYLOR_RADIUS) -> float:
@@ -180,10 +195,15 @@ def cubic_hermite(t, width, f0, d0, f1, d1):
 
 
 def cubic_hermite_slope(t, width, f0, d0, f1, d1):
-    """The derivative in x of ``cubic_hermite`` at relative position t (x = x0 + t width)."""
-    d00, d10 = 6 * t * t - 6 * t, 3 * t * t - 4 * t + 1
-    d01, d11 = -6 * t * t + 6 * t, 3 * t * t - 2 * t
-    return (d00 * f0 + d01 * f1) / width + d10 * d0 + d11 * d1
+    """The derivative in x of ``cubic_hermite`` at relative position t (x = x0 + t width).
+
+    The basis' derivatives are 6t^2 - 6t (f0), 3t^2 - 4t + 1 (d0), -(6t^2 - 6t) (f1) and
+    3t^2 - 2t (d1); each shared term is computed once (the bisection of the alpha draws reads this
+    tens of millions of times), rounded as the terms one by one would be."""
+    six_t = 6 * t
+    d00 = six_t * t - six_t
+    three_tt = 3 * t * t
+    return (d00 * f0 - d00 * f1) / width + (three_tt - 4 * t + 1) * d0 + (three_tt - 2 * t) * d1
 
 
 # -- the numpy table: equally spaced nodes over the c the caller needs ---------------------------------
@@ -199,6 +219,18 @@ class LogDenominatorTable(NamedTuple):
     grid: np.ndarray
     value: np.ndarray
     slope: np.ndarray
+
+
+class LogDenominatorTables(NamedTuple):
+    """One LogDenominatorTable per row of a batch (a posterior draw each), end to end: row r's
+    nodes are ``grid[start[r] : start[r] + size[r]]``. Read by the same evaluate functions, with
+    the rows on the leading axis of c."""
+
+    grid: np.ndarray
+    value: np.ndarray
+    slope: np.ndarray
+    start: np.ndarray
+    size: np.ndarray
 
 
 def log_denominator_table(
@@ -221,30 +253,73 @@ def log_denominator_table(
     LogDenominatorTable
         Read by ``evaluate_log_denominator`` and ``evaluate_log_denominator_slope``.
     """
-    if nodes is None:
-        spread = float(sbar.max() - sbar.min())
-        nodes = int(min(MAX_C_NODES, max(3, math.ceil((c_hi - c_lo) * spread / C_STEP) + 1)))
-    grid = np.linspace(c_lo, c_hi, nodes) if c_hi > c_lo else np.array([c_lo, c_lo + 1.0])
+    grid = _table_grid(sbar, c_lo, c_hi, nodes)
     return LogDenominatorTable(grid, *log_denominator_with_slope(county_effect, sbar, grid, np))
 
 
-def _hermite_piece(table: LogDenominatorTable, c: np.ndarray):
-    grid, value, slope = table
-    width = grid[1] - grid[0]
-    j = np.clip(((c - grid[0]) / width).astype(np.int64), 0, len(grid) - 2)
-    return j, (c - grid[j]) / width, width, value, slope
+def log_denominator_tables(
+    county_effect: np.ndarray, sbar: np.ndarray, c_lo: np.ndarray, c_hi: np.ndarray
+) -> LogDenominatorTables:
+    """``log_denominator_table`` for each row of a batch, the sums of all rows in one pass: row r's
+    table is log_denominator_table(county_effect[r], sbar[r], c_lo[r], c_hi[r]) to the bit.
+
+    Parameters
+    ----------
+    county_effect, sbar : ndarray
+        (rows, L): a_l and Sbar_l over the choice set, one pair per row.
+    c_lo, c_hi : ndarray
+        (rows,): each row's range of c.
+
+    Returns
+    -------
+    LogDenominatorTables
+        Read by ``evaluate_log_denominator`` and ``evaluate_log_denominator_slope`` with c of
+        shape (rows, ...).
+    """
+    grids = [_table_grid(s, float(lo), float(hi)) for s, lo, hi in zip(sbar, c_lo, c_hi)]
+    size = np.array([len(g) for g in grids])
+    owner = np.repeat(np.arange(len(grids)), size)
+    grid = np.concatenate(grids)
+    value, slope = log_denominator_with_slope(county_effect[owner], sbar[owner], grid, np)
+    return LogDenominatorTables(grid, value, slope, np.cumsum(size) - size, size)
 
 
-def evaluate_log_denominator(table: LogDenominatorTable, c: np.ndarray) -> np.ndarray:
-    """LSE(c) from the table, for c of any shape within its range."""
-    j, t, width, value, slope = _hermite_piece(table, c)
-    return cubic_hermite(t, width, value[j], slope[j], value[j + 1], slope[j + 1])
+def _table_grid(sbar: np.ndarray, c_lo: float, c_hi: float, nodes: int | None = None) -> np.ndarray:
+    if nodes is None:
+        spread = float(sbar.max() - sbar.min())
+        nodes = int(min(MAX_C_NODES, max(3, math.ceil((c_hi - c_lo) * spread / C_STEP) + 1)))
+    return np.linspace(c_lo, c_hi, nodes) if c_hi > c_lo else np.array([c_lo, c_lo + 1.0])
 
 
-def evaluate_log_denominator_slope(table: LogDenominatorTable, c: np.ndarray) -> np.ndarray:
+def _hermite_piece(table: LogDenominatorTable | LogDenominatorTables, c: np.ndarray):
+    """(node index j, relative position t in its interval, node spacing) of each c."""
+    grid = table.grid
+    if isinstance(table, LogDenominatorTables):
+        rows = (-1,) + (1,) * (np.ndim(c) - 1)
+        start = table.start.reshape(rows)
+        first, width, last = grid[start], grid[start + 1] - grid[start], (table.size - 2).reshape(rows)
+    else:
+        start, first, width, last = 0, grid[0], grid[1] - grid[0], len(grid) - 2
+    j = np.minimum(np.maximum(((c - first) / width).astype(np.int64), 0), last) + start
+    return j, (c - np.take(grid, j)) / width, width
+
+
+def evaluate_log_denominator(table: LogDenominatorTable | LogDenominatorTables, c: np.ndarray) -> np.ndarray:
+    """LSE(c) from the table, for c of any shape within its range (tables: rows on c's first axis)."""
+    j, t, width = _hermite_piece(table, c)
+    return cubic_hermite(t, width, *_node_values(table, j))
+
+
+def evaluate_log_denominator_slope(table: LogDenominatorTable | LogDenominatorTables, c: np.ndarray) -> np.ndarray:
     """d LSE / dc of the same cubic Hermite interpolant (the softmax mean of Sbar, to its accuracy)."""
-    j, t, width, value, slope = _hermite_piece(table, c)
-    return cubic_hermite_slope(t, width, value[j], slope[j], value[j + 1], slope[j + 1])
+    j, t, width = _hermite_piece(table, c)
+    return cubic_hermite_slope(t, width, *_node_values(table, j))
+
+
+def _node_values(table: LogDenominatorTable | LogDenominatorTables, j: np.ndarray):
+    """LSE and LSE' at both ends of each interval j."""
+    k = j + 1
+    return np.take(table.value, j), np.take(table.slope, j), np.take(table.value, k), np.take(table.slope, k)
 
 
 # -- the PyTensor table: a lattice in c from the row error ---------------------------------------------

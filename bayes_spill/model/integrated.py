@@ -31,6 +31,7 @@ from bayes_spill.model.denominator import (
     evaluate_log_denominator,
     evaluate_log_denominator_slope,
     log_denominator_table,
+    log_denominator_tables,
 )
 from bayes_spill.model.within import segment_sum, within_firm
 from bayes_spill.paper import LOG_2PI
@@ -44,6 +45,8 @@ ALPHA_STREAM = 7  # the random stream of the alpha draws, beside the sampler's s
 # nearly all firms are accepted in the first round
 REJECTION_ROUNDS = 20
 BISECTION_STEPS = 30  # the tangent point to 1e-9 of the bracket: any tangent point is valid
+# the modes of this many firms x draws are bisected together (arrays that stay in cache)
+BLOCK_ELEMENTS = 16_384
 
 
 def gauss_hermite(nodes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -158,7 +161,15 @@ def conditional_log_density(mean, sd, gamma: float, county_effect, sbar, choice:
 
 def draw_alpha(rng: np.random.Generator, mean, sd, gamma: float, county_effect, sbar, choice: np.ndarray) -> np.ndarray:
     """One alpha_i per firm from its conditional posterior Normal(m_i, s_i^2) x P(l_i | alpha) given
-    one posterior draw of theta, by exact rejection sampling.
+    one posterior draw of theta, by exact rejection sampling: ``draw_alphas`` at one draw."""
+    return draw_alphas(
+        rng, mean[None], sd[None], np.array([gamma], dtype=float), county_effect[None], sbar[None], choice
+    )[0]
+
+
+def draw_alphas(rng: np.random.Generator, mean, sd, gamma, county_effect, sbar, choice: np.ndarray) -> np.ndarray:
+    """One alpha_i per firm at each of D posterior draws of theta, from its conditional posterior
+    Normal(m_i, s_i^2) x P(l_i | alpha), by exact rejection sampling.
 
     log P(l | alpha) = gamma alpha Sbar_l - LSE(gamma alpha) + const is concave in alpha (LSE is
     convex), so it lies below its tangent at any alpha_0, slope g_i = gamma (Sbar_l - LSE'(gamma
@@ -166,14 +177,55 @@ def draw_alpha(rng: np.random.Generator, mean, sd, gamma: float, county_effect, 
     A proposal from it is accepted with probability P(l | alpha) / exp(tangent) <= 1. The tangent
     is taken at the mode of the conditional posterior (found by bisection), which keeps acceptance
     high even where the logit moves alpha_i by several s_i. Each round costs firms, not firms x a
-    grid; firms still rejected after REJECTION_ROUNDS get the inverse-CDF draw on a grid."""
+    grid; firms still rejected after REJECTION_ROUNDS get the inverse-CDF draw on a grid.
+
+    The modes use no random numbers and are found for DRAWS_PER_BLOCK draws at once; the rounds
+    then run draw by draw in order, so that the generator gives the same alpha as D calls of one
+    draw each.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        The alpha draws' random stream.
+    mean, sd : numpy.ndarray
+        (D, N): m_i and s_i of the production block's normal at each draw.
+    gamma : numpy.ndarray
+        (D,) sorting coefficient.
+    county_effect, sbar : numpy.ndarray
+        (D, L): a_l and Sbar_l (transformed) over the choice set.
+    choice : numpy.ndarray
+        (N,) each firm's county, as a position in the choice set.
+
+    Returns
+    -------
+    numpy.ndarray
+        (D, N) alpha.
+    """
+    alpha = np.empty(np.shape(mean))
+    per_block = max(1, BLOCK_ELEMENTS // max(1, alpha.shape[1]))
+    for start in range(0, len(alpha), per_block):
+        rows = slice(start, start + per_block)
+        g = gamma[rows, None]
+        sbar_chosen = sbar[rows][:, choice]
+        tangent, tables = _conditional_modes(mean[rows], sd[rows], g, county_effect[rows], sbar[rows], sbar_chosen)
+        c_tangent = g * tangent
+        log_p_tangent = c_tangent * sbar_chosen - evaluate_log_denominator(tables, c_tangent)
+        slope = g * (sbar_chosen - evaluate_log_denominator_slope(tables, c_tangent))
+        centre = mean[rows] + sd[rows] ** 2 * slope
+        for k, d in enumerate(range(start, min(start + per_block, len(alpha)))):
+            envelope = (tangent[k], log_p_tangent[k], slope[k], centre[k])
+            alpha[d] = _rejection_rounds(
+                rng, mean[d], sd[d], float(gamma[d]), county_effect[d], sbar[d], choice, envelope
+            )
+    return alpha
+
+
+def _rejection_rounds(rng, mean, sd, gamma: float, county_effect, sbar, choice, envelope) -> np.ndarray:
+    """One draw's alpha by rejection under the tangent envelope (tangent point, log P there, slope,
+    the proposal's centre), REJECTION_ROUNDS rounds, then the grid for the firms left."""
+    tangent, log_p_tangent, slope, centre = envelope
     alpha = np.full(len(mean), np.nan)
     sbar_chosen = sbar[choice]
-    tangent, table = _conditional_mode(mean, sd, gamma, county_effect, sbar, sbar_chosen)
-    c_tangent = gamma * tangent
-    log_p_tangent = c_tangent * sbar_chosen - evaluate_log_denominator(table, c_tangent)
-    slope = gamma * (sbar_chosen - evaluate_log_denominator_slope(table, c_tangent))
-    centre = mean + sd**2 * slope
     todo = np.arange(len(mean))
     for _ in range(REJECTION_ROUNDS):
         if todo.size == 0:
@@ -191,23 +243,25 @@ def draw_alpha(rng: np.random.Generator, mean, sd, gamma: float, county_effect, 
     return alpha
 
 
-def _conditional_mode(mean, sd, gamma: float, county_effect, sbar, sbar_chosen):
-    """The mode of Normal(m_i, s_i^2) x P(l_i | alpha) by bisection, and the log-denominator table
-    it used (it covers gamma x the mode): the log-density's derivative
-    -(alpha - m)/s^2 + gamma (Sbar_l - LSE'(gamma alpha)) decreases in alpha and changes sign
-    between m and m + s^2 g(m)."""
+def _conditional_modes(mean, sd, gamma, county_effect, sbar, sbar_chosen):
+    """The mode of Normal(m_i, s_i^2) x P(l_i | alpha) at each row (draw) by bisection, and the
+    log-denominator tables it used (row r's covers gamma_r x row r's modes): the log-density's
+    derivative -(alpha - m)/s^2 + gamma (Sbar_l - LSE'(gamma alpha)) decreases in alpha and
+    changes sign between m and m + s^2 g(m). mean, sd, sbar_chosen (rows, N); gamma (rows, 1);
+    county_effect, sbar (rows, L)."""
     c_mean = gamma * mean
-    table = log_denominator_table(county_effect, sbar, float(c_mean.min()), float(c_mean.max()))
-    end = mean + sd**2 * gamma * (sbar_chosen - evaluate_log_denominator_slope(table, c_mean))
+    tables = log_denominator_tables(county_effect, sbar, c_mean.min(axis=1), c_mean.max(axis=1))
+    end = mean + sd**2 * gamma * (sbar_chosen - evaluate_log_denominator_slope(tables, c_mean))
     lo, hi = np.minimum(mean, end), np.maximum(mean, end)
     var = np.maximum(sd**2, np.finfo(float).tiny)  # s_i = 0: the bracket is the point m_i
-    c_ends = gamma * np.concatenate([lo, hi])
-    table = log_denominator_table(county_effect, sbar, float(c_ends.min()), float(c_ends.max()))
+    c_lo, c_hi = gamma * lo, gamma * hi
+    ends = np.minimum(c_lo.min(axis=1), c_hi.min(axis=1)), np.maximum(c_lo.max(axis=1), c_hi.max(axis=1))
+    tables = log_denominator_tables(county_effect, sbar, *ends)
     for _ in range(BISECTION_STEPS):
         mid = 0.5 * (lo + hi)
-        rising = -(mid - mean) / var + gamma * (sbar_chosen - evaluate_log_denominator_slope(table, gamma * mid)) > 0
+        rising = -(mid - mean) / var + gamma * (sbar_chosen - evaluate_log_denominator_slope(tables, gamma * mid)) > 0
         lo, hi = np.where(rising, mid, lo), np.where(rising, hi, mid)
-    return 0.5 * (lo + hi), table
+    return 0.5 * (lo + hi), tables
 
 
 def conditional_cdf(mean, sd, gamma: float, county_effect, sbar, choice: np.ndarray, z: np.ndarray):

@@ -60,9 +60,9 @@ KEY_PARAMETERS = (
 )
 # The pointwise log-likelihood of log sales has draws x firm-years entries, the largest array of a
 # fit: single precision halves it and keeps ample digits for PSIS weights (LOO-PIT); computed in
-# chunks of draws.
+# chunks of draws small enough that a chunk's firm-year arrays stay in the processor's cache.
 POINTWISE_DTYPE = np.float32
-POINTWISE_CHUNK = 256
+POINTWISE_CHUNK = 16
 STATIC_DENOMINATOR_BINS = 16  # the logit denominator's bins under JAX, where shapes must be fixed
 # alpha_i integrated out: the denominators of firms x nodes rows read a table in c when there are at
 # least this many rows per county of the choice set (table: lattice points x counties; expansion:

@@ -1,14 +1,27 @@
 """inference/summary.py: the parameter table and E-BFMI come from arviz_stats (``summary``,
-``bfmi``), with the report's columns and verdicts kept. Synthetic posteriors, no fit."""
+``bfmi``; the table's R-hat and ESS vectorised over rows and checked equal to arviz_stats' here),
+with the report's columns and verdicts kept. Synthetic posteriors, no fit."""
 
 from __future__ import annotations
+
+import warnings
 
 import arviz_stats as azs
 import numpy as np
 import pytest
 import xarray as xr
+from arviz_base import rcParams
+from arviz_stats.base import array_stats
 
-from bayes_spill.inference.summary import EBFMI_LOW, advice, chain_diagnostics, fit_report, summary_table
+from bayes_spill.inference.summary import (
+    COLUMNS,
+    EBFMI_LOW,
+    advice,
+    chain_diagnostics,
+    fit_report,
+    sample_diagnostics,
+    summary_table,
+)
 
 
 def _tree(energy: np.ndarray | None = None, seed: int = 0) -> xr.DataTree:
@@ -63,6 +76,71 @@ def test_all_parameters_flattens_vectors_and_keeps_constants():
     assert {"alpha[a]", "alpha[c]", "year_effect[1995]", "gamma"} <= set(table.index)
     assert not any(name.startswith(("alpha_raw", "both")) for name in table.index)  # hidden; two dimensions
     assert table.loc["year_effect[1995]", "median"] == 0 and np.isnan(table.loc["year_effect[1995]", "r_hat"])
+
+
+def _awkward_rows(chains: int, draws: int, seed: int = 0) -> np.ndarray:
+    """(rows, chains, draws): what the diagnostics' branches see. Slow and fast AR(1) chains (long
+    and short autocorrelation sequences, where Geyer's monotone correction acts), chains that
+    disagree, ties, a constant, an indicator and a NaN."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for phi in (0.0, 0.5, 0.95, -0.6):
+        e = rng.normal(size=(chains, draws))
+        x = np.empty_like(e)
+        x[:, 0] = e[:, 0]
+        for t in range(1, draws):
+            x[:, t] = phi * x[:, t - 1] + e[:, t]
+        rows.append(x)
+    rows.append(rng.normal(size=(chains, draws)) + np.arange(chains)[:, None])  # chains apart
+    rows.append(np.round(rng.normal(size=(chains, draws))))  # many ties
+    rows.append(np.full((chains, draws), 2.5))  # constant: R-hat NaN, ESS = draws
+    rows.append((rng.uniform(size=(chains, draws)) < 0.03).astype(float))  # a rare indicator
+    with_nan = rng.normal(size=(chains, draws))
+    with_nan[0, 1] = np.nan
+    rows.append(with_nan)
+    rows.extend(rng.standard_t(3, size=(6, chains, draws)))
+    return np.stack(rows)
+
+
+def _arviz_row(x: np.ndarray) -> list[float]:
+    """One row's columns as arviz_stats computes them (its per-row functions)."""
+    r_hat = array_stats.rhat(x, chain_axis=0, draw_axis=1) if len(x) >= 2 else np.nan
+    return [
+        array_stats.median(x, axis=(0, 1)),
+        *array_stats.eti(x, prob=0.9, axis=(0, 1)),
+        r_hat,
+        array_stats.ess(x, chain_axis=0, draw_axis=1, method="bulk"),
+        array_stats.ess(x, chain_axis=0, draw_axis=1, method="tail", prob=rcParams["stats.ci_prob"]),
+    ]
+
+
+@pytest.mark.parametrize("chains, draws", [(4, 200), (2, 57), (1, 120), (3, 9), (2, 4), (2, 3)])
+def test_sample_diagnostics_are_arviz_stats_to_the_last_digit(chains, draws):
+    samples = _awkward_rows(chains, draws)
+    ours = sample_diagnostics(samples)
+    assert ours.shape == (len(COLUMNS), len(samples))
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        theirs = np.array([_arviz_row(x) for x in samples]).T
+    np.testing.assert_array_equal(ours, theirs)  # NaN where arviz_stats has NaN, else equal bits
+    if draws >= 4:
+        assert np.isnan(ours[3:, 8]).all() and np.isfinite(ours[4:, 0]).all()  # the NaN row; an AR(1) row
+
+
+def test_all_parameters_table_is_arviz_stats_summary_row_for_row():
+    post = _tree()["posterior"].to_dataset()
+    tree = _tree()
+    table = summary_table(tree, all_parameters=True)
+    names = ["gamma", "halflife_km", "alpha", "year_effect"]
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        stats = azs.summary(post, var_names=names, kind="stats_median", ci_prob=0.9, round_to="none")
+        diagnostics = azs.summary(post, var_names=names, kind="diagnostics", round_to="none")
+    assert list(table.index) == [str(i) for i in stats.index] == [str(i) for i in diagnostics.index]
+    expected = np.column_stack(
+        [stats["median"], stats["eti90_lb"], stats["eti90_ub"], *(diagnostics[c] for c in COLUMNS[3:])]
+    ).astype(float)
+    np.testing.assert_array_equal(table.to_numpy(), expected)
 
 
 def test_no_key_parameters_is_an_empty_table_not_every_variable():

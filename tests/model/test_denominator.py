@@ -57,6 +57,47 @@ def test_numpy_table_slope_and_fixed_nodes():
     np.testing.assert_allclose(denom.evaluate_log_denominator(fixed, c), exact, rtol=0, atol=1e-6)
 
 
+def test_tables_of_many_rows_are_the_tables_of_each_row_bit_for_bit():
+    """log_denominator_tables (one table per posterior draw, end to end) holds row r's
+    log_denominator_table, and reading it gives each row's numbers exactly: the alpha draws of an
+    integrated fit depend on it to the last bit. Rows include a single c (a two-node table) and a
+    wide range (many nodes), c on and beyond the ends."""
+    rng = np.random.default_rng(9)
+    rows, counties = 5, 40
+    a, sbar = rng.normal(size=(rows, counties)), rng.gamma(1.0, 3.0, size=(rows, counties))
+    c_lo = np.array([-0.3, 0.2, 0.5, -4.0, 0.0])
+    c_hi = np.array([0.4, 0.2, 0.9, 3.0, 0.0])
+    tables = denom.log_denominator_tables(a, sbar, c_lo, c_hi)
+    c = c_lo[:, None] + (c_hi - c_lo)[:, None] * rng.uniform(-0.05, 1.05, size=(rows, 300))
+    value, slope = denom.evaluate_log_denominator(tables, c), denom.evaluate_log_denominator_slope(tables, c)
+    for r in range(rows):
+        one = denom.log_denominator_table(a[r], sbar[r], float(c_lo[r]), float(c_hi[r]))
+        nodes = slice(tables.start[r], tables.start[r] + tables.size[r])
+        for ours, theirs in zip((tables.grid, tables.value, tables.slope), one):
+            np.testing.assert_array_equal(ours[nodes], theirs)
+        np.testing.assert_array_equal(value[r], denom.evaluate_log_denominator(one, c[r]))
+        np.testing.assert_array_equal(slope[r], denom.evaluate_log_denominator_slope(one, c[r]))
+        np.testing.assert_array_equal(
+            denom.exact_log_denominator(a[r][None].repeat(300, 0), sbar[r][None].repeat(300, 0), c[r]),
+            denom.exact_log_denominator(a[r], sbar[r], c[r]),
+        )
+    assert tables.size[1] == 2 and tables.size[3] > 100
+
+
+def test_cubic_hermite_slope_is_its_basis_term_by_term():
+    """The slope shares its basis' terms; the numbers are those of the four derivatives written out."""
+    rng = np.random.default_rng(2)
+    n = 100_000
+    t = np.concatenate([rng.uniform(size=n - 4), [0.0, 1.0, 0.5, 1e-14]])
+    width, f0, d0, f1, d1 = (rng.uniform(0.01, 1.0, n), *(rng.normal(size=(4, n)) * 10.0 ** rng.uniform(-4, 3, (4, n))))
+    written_out = (
+        ((6 * t * t - 6 * t) * f0 + (-6 * t * t + 6 * t) * f1) / width
+        + (3 * t * t - 4 * t + 1) * d0
+        + (3 * t * t - 2 * t) * d1
+    )
+    np.testing.assert_array_equal(denom.cubic_hermite_slope(t, width, f0, d0, f1, d1), written_out)
+
+
 TERMS = denom.taylor_terms(300, 1e-6)
 
 

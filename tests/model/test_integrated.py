@@ -373,8 +373,11 @@ def test_conditional_mode_and_the_envelope_at_the_edges():
             - (logits.max() + np.log(np.exp(logits - logits.max()).sum()))
         )
 
-    mode, table = integrated._conditional_mode(mean, sd, gamma, a, sbar, sbar[choice])
-    assert table[0][0] <= np.min(gamma * mode) and np.max(gamma * mode) <= table[0][-1]  # draw_alpha reuses it
+    modes, tables = integrated._conditional_modes(
+        mean[None], sd[None], np.array([[gamma]]), a[None], sbar[None], sbar[choice][None]
+    )
+    mode, grid = modes[0], tables.grid[tables.start[0] : tables.start[0] + tables.size[0]]
+    assert grid[0] <= np.min(gamma * mode) and np.max(gamma * mode) <= grid[-1]  # draw_alpha reuses it
     for i in range(3):
         best = optimize.minimize_scalar(lambda x: -log_target(x, i), bracket=(mean[i] - 3, mean[i] + 3)).x
         assert mode[i] == pytest.approx(best, abs=1e-5)
@@ -382,6 +385,92 @@ def test_conditional_mode_and_the_envelope_at_the_edges():
     np.testing.assert_allclose(zero, mean, atol=1e-12)
     flat = integrated.draw_alpha(rng, np.zeros(20_000), np.full(20_000, 0.5), 0.0, a, sbar, np.zeros(20_000, dtype=int))
     assert stats.kstest(flat, stats.norm(0.0, 0.5).cdf).pvalue > 1e-3
+
+
+def _draw_alpha_one_by_one(rng, mean, sd, gamma: float, county_effect, sbar, choice):
+    """draw_alpha as it was written for one draw of theta at a time (the tables of
+    denominator.log_denominator_table, the bisection of one draw): the reference that the draws
+    for many draws at once must equal, number for number and from the same random stream."""
+    from bayes_spill.model.denominator import (
+        evaluate_log_denominator,
+        evaluate_log_denominator_slope,
+        log_denominator_table,
+    )
+
+    def table_for(c):
+        return log_denominator_table(county_effect, sbar, float(c.min()), float(c.max()))
+
+    sbar_chosen = sbar[choice]
+    c_mean = gamma * mean
+    end = mean + sd**2 * gamma * (sbar_chosen - evaluate_log_denominator_slope(table_for(c_mean), c_mean))
+    lo, hi = np.minimum(mean, end), np.maximum(mean, end)
+    var = np.maximum(sd**2, np.finfo(float).tiny)
+    table = table_for(gamma * np.concatenate([lo, hi]))
+    for _ in range(integrated.BISECTION_STEPS):
+        mid = 0.5 * (lo + hi)
+        rising = -(mid - mean) / var + gamma * (sbar_chosen - evaluate_log_denominator_slope(table, gamma * mid)) > 0
+        lo, hi = np.where(rising, mid, lo), np.where(rising, hi, mid)
+    tangent = 0.5 * (lo + hi)
+    c_tangent = gamma * tangent
+    log_p_tangent = c_tangent * sbar_chosen - evaluate_log_denominator(table, c_tangent)
+    slope = gamma * (sbar_chosen - evaluate_log_denominator_slope(table, c_tangent))
+    centre = mean + sd**2 * slope
+    alpha = np.full(len(mean), np.nan)
+    todo = np.arange(len(mean))
+    for _ in range(integrated.REJECTION_ROUNDS):
+        if todo.size == 0:
+            return alpha
+        proposal = centre[todo] + sd[todo] * rng.standard_normal(todo.size)
+        c = gamma * proposal
+        log_p = c * sbar_chosen[todo] - evaluate_log_denominator(table_for(c), c)
+        gap = log_p - log_p_tangent[todo] - slope[todo] * (proposal - tangent[todo])
+        accept = np.log(rng.uniform(size=todo.size)) <= gap
+        alpha[todo[accept]] = proposal[accept]
+        todo = todo[~accept]
+    if todo.size:
+        alpha[todo] = integrated._draw_alpha_on_grid(
+            rng, mean[todo], sd[todo], gamma, county_effect, sbar, choice[todo]
+        )
+    return alpha
+
+
+@pytest.mark.parametrize("rounds", [integrated.REJECTION_ROUNDS, 1])
+def test_alpha_draws_for_many_draws_at_once_are_those_of_one_at_a_time(monkeypatch, rounds):
+    """draw_alphas over blocks of draws (the bisection of several draws together, their tables end to
+    end) gives the same numbers as one draw at a time, bit for bit and from the same random stream:
+    with several blocks, the logit pulling alpha both ways (gamma of either sign and 0), firms with
+    s_i = 0, and (one round) firms left to the grid."""
+    rng = np.random.default_rng(12)
+    draws, firms, counties = 7, 50, 30
+    choice = rng.integers(0, counties, firms)
+    mean = rng.normal(0.0, 0.5, (draws, firms))
+    sd = rng.uniform(0.05, 0.8, (draws, firms))
+    sd[:, :3] = 0.0
+    gamma = np.array([2.0, -1.5, 0.0, 0.7, 3.0, 1.0, -0.2])
+    county_effect = rng.normal(size=(draws, counties))
+    sbar = rng.gamma(1.0, 2.0, size=(draws, counties))
+    monkeypatch.setattr(integrated, "REJECTION_ROUNDS", rounds)
+    monkeypatch.setattr(integrated, "BLOCK_ELEMENTS", 3 * firms)  # blocks of 3 draws: 3 + 3 + 1
+    on_grid = []
+    grid_draw = integrated._draw_alpha_on_grid
+    monkeypatch.setattr(
+        integrated, "_draw_alpha_on_grid", lambda rng, mean, *a: on_grid.append(len(mean)) or grid_draw(rng, mean, *a)
+    )
+    together = integrated.draw_alphas(np.random.default_rng(3), mean, sd, gamma, county_effect, sbar, choice)
+    assert (sum(on_grid) > 0) == (rounds == 1), on_grid
+    reference = np.random.default_rng(3)
+    one_by_one = np.stack(
+        [
+            _draw_alpha_one_by_one(reference, mean[d], sd[d], float(gamma[d]), county_effect[d], sbar[d], choice)
+            for d in range(draws)
+        ]
+    )
+    np.testing.assert_array_equal(together, one_by_one)
+    np.testing.assert_array_equal(together[:, :3], mean[:, :3])  # s_i = 0: the mean itself
+    single = np.random.default_rng(3)
+    np.testing.assert_array_equal(
+        together[0], integrated.draw_alpha(single, mean[0], sd[0], float(gamma[0]), county_effect[0], sbar[0], choice)
+    )
 
 
 @pytest.mark.parametrize("choice_set", ["occupied", "all"])
