@@ -48,9 +48,25 @@ SHARED_FIT_GROUPS = {
 GROUP_OF_FILE = {name: group for group, names in SHARED_FIT_GROUPS.items() for name in names}
 
 
-def pytest_collection_modifyitems(config, items):
-    import pytest
+def group_of(nodeid: str) -> str:
+    """The unit of work a test belongs to: its file's shared-fit group, else its file."""
+    path = nodeid.split("::")[0].split("@")[0]
+    return GROUP_OF_FILE.get(path.rsplit("/", 1)[-1], path)
 
-    for item in items:
-        name = item.path.name
-        item.add_marker(pytest.mark.xdist_group(GROUP_OF_FILE.get(name, str(item.path))))
+
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadgroup` with the groups above, read from each test's file name.
+
+    xdist's own loadgroup scheduler groups by an "@group" suffix that its worker appends to
+    ``item._nodeid``; pytest 9 reads node ids from ``item._id``, so the suffix never appears and
+    every test became its own unit: each file's tests, and the shared fits they read, were spread
+    over both workers and the fits sampled on each. This scheduler needs no suffix."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedFitScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return group_of(nodeid)
+
+    return SharedFitScheduling(config, log)
