@@ -73,7 +73,8 @@ def prior_sensitivity(fit, parameters=SENSITIVITY_PARAMETERS) -> pd.DataFrame:
     """
     import arviz_stats as azs
 
-    tree = as_fit(fit).tree
+    fit = as_fit(fit)
+    tree = fit.tree
     post = tree["posterior"]
     names = [n for n in parameters if n in post.data_vars and post[n].ndim == 2]
     if missing_groups(tree) or not names:
@@ -98,7 +99,7 @@ def prior_sensitivity(fit, parameters=SENSITIVITY_PARAMETERS) -> pd.DataFrame:
         finally:
             quiet.setLevel(level)
         table.loc[found.index, ["prior", "likelihood", "diagnosis"]] = found[["prior", "likelihood", "diagnosis"]]
-    contracted = contraction(tree, parameters=names)["contraction"]
+    contracted = contraction(fit, parameters=names)["contraction"]  # the fit parses its configuration once
     table["contraction"] = [float(contracted.get(CONTRACTION_ROW.get(n, n), np.nan)) for n in names]
     return table.astype({"prior": float, "likelihood": float})
 
