@@ -52,6 +52,12 @@ def resolve_config(model: str | Path | ModelConfig = DEFAULT_MODEL) -> ModelConf
     return load_config(find_model_file(model))
 
 
+def panel_sha256(panel: PreparedPanel) -> str:
+    """sha256 of the panel's data written as CSV (docs/data.md's columns): alike for a frame, a
+    file in any format and the panel built from either."""
+    return hashlib.sha256(panel.to_frame().to_csv(index=False).encode()).hexdigest()
+
+
 def resolve_data(data, config: ModelConfig, counties=None) -> tuple[PreparedPanel, str]:
     """(panel, sha256 of the data) from None or the name of the embedded default, a panel file
     (CSV, CSV.gz, Parquet, Stata .dta), a pandas DataFrame, or a PreparedPanel.
@@ -59,10 +65,6 @@ def resolve_data(data, config: ModelConfig, counties=None) -> tuple[PreparedPane
     The hash is of the file's bytes for a file; for a DataFrame or a PreparedPanel, of the
     prepared panel written as CSV, so that a frame and the panel built from it hash alike.
     """
-
-    def panel_sha256(panel: PreparedPanel) -> str:
-        return hashlib.sha256(panel.to_frame().to_csv(index=False).encode()).hexdigest()
-
     if data is None or (isinstance(data, str) and data == DEFAULT_DATASET):
         return load_dataset(), _sha256(dataset_path())
     if isinstance(data, PreparedPanel):
@@ -95,13 +97,14 @@ def _sha256(path: Path) -> str:
 _COMPILED: dict[str, tuple] = {}
 
 
-def compiled_key(panel: PreparedPanel, config: ModelConfig, data_hash: str) -> str:
+def compiled_key(panel: PreparedPanel, config: ModelConfig) -> str:
     """What a compiled model depends on: the configuration less its sampler settings (nutpie
-    only), the data's hash and the county table."""
+    only), the panel's data (``panel_sha256``: the same data from a CSV or a Stata file share one
+    compiled model) and the county table."""
     canonical = {k: v for k, v in config.to_dict().items() if k not in ("name", "description", "sampler")}
     canonical["backend"] = config.sampler.backend
     digest = hashlib.sha256(json.dumps(canonical, sort_keys=True, default=str).encode())
-    digest.update(data_hash.encode())
+    digest.update(panel_sha256(panel).encode())
     counties = panel.counties
     digest.update("|".join(map(str, counties.fips)).encode())
     for values in (counties.lat, counties.lon, *(counties.covariates[k] for k in sorted(counties.covariates))):
@@ -344,9 +347,10 @@ def fit(
     if out is not None:
         posterior_io.require_writable(out)  # before sampling, not after an hour of it
     start = time.perf_counter()
-    key = compiled_key(panel, config, data_hash)
+    key = compiled_key(panel, config)
     reused = key in _COMPILED
     data, pm_model, compiled = _COMPILED[key] if reused else _build(panel, config)
+    data = data.with_panel(panel)  # the same data; this fit's source goes into its provenance
     build_seconds = time.perf_counter() - start
     config = preflight.before_sampling(pm_model, data, config)  # warnings; memory for the draws
     start = time.perf_counter()

@@ -23,7 +23,7 @@ choice: the field is itself an equilibrium outcome of the same choices.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from functools import cached_property
 
 import numpy as np
@@ -82,6 +82,14 @@ class ModelData:
     years_per_firm: np.ndarray
     county_covariates: np.ndarray  # (L_choice, P), centred and scaled over the choice set
     covariate_names: tuple[str, ...]
+
+    def with_panel(self, panel: PreparedPanel) -> ModelData:
+        """The same numbers for another panel object holding the same data (read from another
+        file, say), whose source the fit records; the tables already built come along."""
+        new = replace(self, panel=panel)
+        own = {f.name for f in fields(self)}
+        new.__dict__.update({k: v for k, v in self.__dict__.items() if k not in own})  # cached_property values
+        return new
 
     @cached_property
     def halflife_table(self) -> interpolation.HalflifeTable:

@@ -132,18 +132,22 @@ def test_same_seed_same_draws(cli_fit):
         assert (tree.attrs["compile_wall_seconds"] < 1.0) == bool(tree.attrs["compiled_model_reused"])
 
 
-def test_a_compiled_model_is_reused_only_for_the_same_model_and_data(tiny_csv):
+def test_a_compiled_model_is_reused_only_for_the_same_model_and_data(tiny_csv, tmp_path):
+    from bayes_spill.data.files import write_table
     from bayes_spill.inference import fitting
 
-    config, panel, data_hash = fitting.resolve_model_and_data(None, tiny_csv)
-    key = fitting.compiled_key(panel, config, data_hash)
-    assert fitting.compiled_key(panel, config.with_sampler(seed=9, draws=7, tune=5, chains=3), data_hash) == key
-    assert fitting.compiled_key(panel, config.with_sampler(backend="pymc"), data_hash) != key
-    assert fitting.compiled_key(panel, config, "0" * 64) != key
+    config, panel, _ = fitting.resolve_model_and_data(None, tiny_csv)
+    key = fitting.compiled_key(panel, config)
+    assert fitting.compiled_key(panel, config.with_sampler(seed=9, draws=7, tune=5, chains=3)) == key
+    assert fitting.compiled_key(panel, config.with_sampler(backend="pymc")) != key
+    assert fitting.compiled_key(replace(panel, sale=panel.sale * 1.01), config) != key
+    # the same data from another file format: the same compiled model
+    same = fitting.resolve_model_and_data(None, write_table(panel.to_frame(), tmp_path / "panel.dta"))[1]
+    assert fitting.compiled_key(same, config) == key
     other_model = fitting.resolve_config("lychagin2010").with_sampler(**{"seed": config.sampler.seed})
-    assert fitting.compiled_key(panel, other_model, data_hash) != key
+    assert fitting.compiled_key(panel, other_model) != key
     moved = replace(panel.counties, lat=panel.counties.lat + 0.5)
-    assert fitting.compiled_key(replace(panel, counties=moved), config, data_hash) != key
+    assert fitting.compiled_key(replace(panel, counties=moved), config) != key
 
 
 def test_crash_while_writing_keeps_the_previous_posterior(cli_fit, tmp_path, monkeypatch):
