@@ -7,8 +7,10 @@ the spillover kernel turns into S_lt(lambda).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from types import MappingProxyType
 from typing import Literal
 
@@ -167,6 +169,12 @@ class PreparedPanel:
         pool = np.zeros((len(sources), len(self.years)))
         np.add.at(pool, (inverse, self.obs_year), self.rd_stock / MILLION_PER_BILLION)
         return sources, pool
+
+    @cached_property
+    def content_sha256(self) -> str:
+        """sha256 of the panel's data written as CSV (``to_frame``): alike for a frame, a file in
+        any format and the panel built from either; computed once per panel."""
+        return hashlib.sha256(self.to_frame().to_csv(index=False).encode()).hexdigest()
 
     def to_frame(self) -> pd.DataFrame:
         """The panel as a Compustat-style frame (the columns of docs/data.md), one row per firm-year."""

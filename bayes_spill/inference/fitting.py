@@ -52,12 +52,6 @@ def resolve_config(model: str | Path | ModelConfig = DEFAULT_MODEL) -> ModelConf
     return load_config(find_model_file(model))
 
 
-def panel_sha256(panel: PreparedPanel) -> str:
-    """sha256 of the panel's data written as CSV (docs/data.md's columns): alike for a frame, a
-    file in any format and the panel built from either."""
-    return hashlib.sha256(panel.to_frame().to_csv(index=False).encode()).hexdigest()
-
-
 def resolve_data(data, config: ModelConfig, counties=None) -> tuple[PreparedPanel, str]:
     """(panel, sha256 of the data) from None or the name of the embedded default, a panel file
     (CSV, CSV.gz, Parquet, Stata .dta), a pandas DataFrame, or a PreparedPanel.
@@ -68,11 +62,11 @@ def resolve_data(data, config: ModelConfig, counties=None) -> tuple[PreparedPane
     if data is None or (isinstance(data, str) and data == DEFAULT_DATASET):
         return load_dataset(), _sha256(dataset_path())
     if isinstance(data, PreparedPanel):
-        return data, panel_sha256(data)
+        return data, data.content_sha256
     panel = load_panel(data, counties=counties, settings=config.panel)
     if isinstance(data, (str, os.PathLike)):
         return panel, _sha256(Path(data))
-    return panel, panel_sha256(panel)  # a DataFrame
+    return panel, panel.content_sha256  # a DataFrame
 
 
 def resolve_model_and_data(model, data, counties=None) -> tuple[ModelConfig, PreparedPanel, str]:
@@ -99,12 +93,12 @@ _COMPILED: dict[str, tuple] = {}
 
 def compiled_key(panel: PreparedPanel, config: ModelConfig) -> str:
     """What a compiled model depends on: the configuration less its sampler settings (nutpie
-    only), the panel's data (``panel_sha256``: the same data from a CSV or a Stata file share one
-    compiled model) and the county table."""
+    only), the panel's data (``PreparedPanel.content_sha256``: the same data from a CSV or a
+    Stata file share one compiled model) and the county table."""
     canonical = {k: v for k, v in config.to_dict().items() if k not in ("name", "description", "sampler")}
     canonical["backend"] = config.sampler.backend
     digest = hashlib.sha256(json.dumps(canonical, sort_keys=True, default=str).encode())
-    digest.update(panel_sha256(panel).encode())
+    digest.update(panel.content_sha256.encode())
     counties = panel.counties
     digest.update("|".join(map(str, counties.fips)).encode())
     for values in (counties.lat, counties.lon, *(counties.covariates[k] for k in sorted(counties.covariates))):
@@ -350,7 +344,8 @@ def fit(
     key = compiled_key(panel, config)
     reused = key in _COMPILED
     data, pm_model, compiled = _COMPILED[key] if reused else _build(panel, config)
-    data = data.with_panel(panel)  # the same data; this fit's source goes into its provenance
+    if reused:
+        data = data.with_panel(panel)  # the same data; this fit's source goes into its provenance
     build_seconds = time.perf_counter() - start
     config = preflight.before_sampling(pm_model, data, config)  # warnings; memory for the draws
     start = time.perf_counter()
