@@ -252,7 +252,7 @@ def _run_checks(fit, fit_dir: Path, stage: Path, n_draws, n_bootstrap: int, seed
 
     contraction = comparison.contraction(fit)
     ident = comparison.contraction_verdicts(contraction)
-    psense = sensitivity.prior_sensitivity(fit)
+    psense = sensitivity.prior_sensitivity(fit, contracted=contraction)
     ident.update({f"psense {k}": v for k, v in sensitivity.sensitivity_verdicts(psense).items()})
     if sensitivity.missing_groups(tree):
         ident["psense"] = "Prior sensitivity cannot be computed: the fit has no log_prior group (refit to keep it)."

@@ -52,7 +52,7 @@ def missing_groups(tree) -> list[str]:
     return [g for g in ("log_prior", "log_likelihood", "prior") if g not in tree.children]
 
 
-def prior_sensitivity(fit, parameters=SENSITIVITY_PARAMETERS) -> pd.DataFrame:
+def prior_sensitivity(fit, parameters=SENSITIVITY_PARAMETERS, contracted: pd.DataFrame | None = None) -> pd.DataFrame:
     """Power-scaling prior and likelihood sensitivity of each parameter (arviz_stats.psense_summary).
 
     Parameters
@@ -61,6 +61,8 @@ def prior_sensitivity(fit, parameters=SENSITIVITY_PARAMETERS) -> pd.DataFrame:
         The fit (with its log_prior and log_likelihood groups).
     parameters : sequence of str
         Posterior variables to report; those the model lacks are left out.
+    contracted : pandas.DataFrame, optional
+        ``comparison.contraction(fit)`` when already computed (a check has it); else computed here.
 
     Returns
     -------
@@ -99,8 +101,10 @@ def prior_sensitivity(fit, parameters=SENSITIVITY_PARAMETERS) -> pd.DataFrame:
         finally:
             quiet.setLevel(level)
         table.loc[found.index, ["prior", "likelihood", "diagnosis"]] = found[["prior", "likelihood", "diagnosis"]]
-    contracted = contraction(fit, parameters=names)["contraction"]  # the fit parses its configuration once
-    table["contraction"] = [float(contracted.get(CONTRACTION_ROW.get(n, n), np.nan)) for n in names]
+    if contracted is None:
+        contracted = contraction(fit, parameters=names)  # the Fit, which parses its configuration once
+    rows = contracted["contraction"]
+    table["contraction"] = [float(rows.get(CONTRACTION_ROW.get(n, n), np.nan)) for n in names]
     return table.astype({"prior": float, "likelihood": float})
 
 

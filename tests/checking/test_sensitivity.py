@@ -108,9 +108,11 @@ def test_arviz_loo_loo_pit_and_psense_run_on_a_fit(fit, tmp_path):
     # the table is ArviZ's, unchanged
     direct = azs.psense(tree, var_names=["gamma"], group="prior")
     assert table.loc["gamma", "prior"] == pytest.approx(float(direct["gamma"]), abs=1e-6)
-    contracted = comparison.contraction(fit)["contraction"]
-    assert table.loc["gamma", "contraction"] == contracted["gamma"]
-    assert table.loc["halflife_km", "contraction"] == contracted["log(halflife_km)"]
+    contracted = comparison.contraction(fit)
+    assert table.loc["gamma", "contraction"] == contracted.loc["gamma", "contraction"]
+    assert table.loc["halflife_km", "contraction"] == contracted.loc["log(halflife_km)", "contraction"]
+    # a check hands over the contraction it has computed: the same table
+    pd.testing.assert_frame_equal(sensitivity.prior_sensitivity(fit, contracted=contracted), table)
     verdicts = sensitivity.sensitivity_verdicts(table)
     assert set(verdicts) == set(table.index)
     assert sensitivity.prior_posterior_plot(fit, tmp_path).stat().st_size > 0
