@@ -179,9 +179,9 @@ def draw_alphas(rng: np.random.Generator, mean, sd, gamma, county_effect, sbar, 
     high even where the logit moves alpha_i by several s_i. Each round costs firms, not firms x a
     grid; firms still rejected after REJECTION_ROUNDS get the inverse-CDF draw on a grid.
 
-    The modes use no random numbers and are found for blocks of draws at once (BLOCK_ELEMENTS firms x draws); the rounds
-    then run draw by draw in order, so that the generator gives the same alpha as D calls of one
-    draw each.
+    The modes use no random numbers and are found for blocks of draws at once (BLOCK_ELEMENTS firms
+    x draws); the rounds then run draw by draw in order, so that the generator gives the same alpha
+    as D calls of one draw each.
 
     Parameters
     ----------
