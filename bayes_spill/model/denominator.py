@@ -335,26 +335,45 @@ def table_spacing(row_error, s_range):
     return pt.exp2(pt.floor(pt.log2(widest)))
 
 
+def table_lattice(row_error: float, s_range, c_lo, c_hi):
+    """PyTensor: the table's lattice (dc, index of its first point, number of points) for rows with
+    c in [c_lo, c_hi]. dc is table_spacing's, the widest within row_error, while that spans the
+    rows in MAX_TABLE_NODES points; beyond, it doubles until they do (far from the posterior: the
+    first steps of warm-up, a diverging trajectory), and each row is then within the same bound at
+    the coarser dc, 16 times row_error per doubling. Memory and time stay at MAX_TABLE_NODES x
+    counties wherever the sampler goes, where a direct sum for the rows beyond a fixed window cost
+    firms x nodes x counties (24 GB at 30 times the paper's firms)."""
+    import pytensor.tensor as pt
+
+    fine = table_spacing(row_error, s_range)
+    intervals = pt.maximum(c_hi - c_lo, 0.0) / fine
+    doublings = pt.maximum(0.0, pt.ceil(pt.log2(pt.maximum(intervals, 1.0) / (MAX_TABLE_NODES - 3))))
+    dc = fine * pt.exp2(doublings)
+    first = pt.floor(c_lo / dc)
+    size = pt.clip(pt.ceil(c_hi / dc) - first + 1, 2, MAX_TABLE_NODES).astype("int64")
+    return dc, first, size
+
+
 def tabulated_log_denominator(county_effect, sbar, c, row_error: float):
     """PyTensor: LSE(c_r) = log sum_m exp(a_m + c_r Sbar_m) for many rows r (firms x quadrature
     nodes), within row_error of the direct sum, in O(nodes x counties + rows).
 
     LSE and its derivative (the softmax mean of Sbar) are summed directly at the lattice points
     k dc that span the rows' c, and each row reads the cubic Hermite interpolant between its two
-    neighbours. The lattice (dc, its first point, its size) is piecewise constant in the
-    parameters, so the gradient that automatic differentiation gives is the exact gradient of the
-    interpolant. Where more than MAX_TABLE_NODES points would be needed (far from the posterior)
-    the rows beyond the table get the direct sum."""
+    neighbours. The lattice (``table_lattice``) is piecewise constant in the parameters, so the
+    gradient that automatic differentiation gives is the exact gradient of the interpolant. Where
+    the rows' c span more than MAX_TABLE_NODES points at that spacing, the lattice coarsens (far
+    from the posterior; ``table_lattice`` says how far the bound moves)."""
     import pytensor.tensor as pt
     from pytensor.gradient import disconnected_grad
 
     s_range = disconnected_grad(pt.max(sbar) - pt.min(sbar))
-    dc = disconnected_grad(table_spacing(row_error, s_range))
-    first = disconnected_grad(pt.floor(pt.min(c) / dc))
-    size = disconnected_grad(pt.clip(pt.ceil(pt.max(c) / dc) - first + 1, 2, MAX_TABLE_NODES)).astype("int64")
+    c_lo, c_hi = disconnected_grad(pt.min(c)), disconnected_grad(pt.max(c))
+    dc, first, size = (disconnected_grad(v) for v in table_lattice(row_error, s_range, c_lo, c_hi))
     value, slope = log_denominator_with_slope(county_effect, sbar, (first + pt.arange(size)) * dc, pt)
     x = c / dc - first
     j = pt.clip(pt.floor(x), 0, size - 2).astype("int64")
     lse = cubic_hermite(x - j, dc, value[j], slope[j], value[j + 1], slope[j + 1])
+    # floating-point rounding at the lattice's far end only: the direct sum for those rows
     beyond = pt.nonzero(pt.gt(x, size - 1))[0]
     return pt.set_subtensor(lse[beyond], exact_log_denominator(county_effect, sbar, c[beyond], pt))

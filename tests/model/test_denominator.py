@@ -223,18 +223,25 @@ def tabulated():
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(denom, "MAX_TABLE_NODES", TEST_TABLE_NODES)
         value = denom.tabulated_log_denominator(a, s, c, ROW_ERROR)
-    return pytensor.function([a, s, c], [value, *pt.grad(value.sum(), [a, s, c])], mode=FAST)
+        dc, _, size = denom.table_lattice(ROW_ERROR, pt.max(s) - pt.min(s), pt.min(c), pt.max(c))
+    return pytensor.function([a, s, c], [value, dc, size, *pt.grad(value.sum(), [a, s, c])], mode=FAST)
 
 
 @settings(max_examples=60, deadline=None)
 @given(**DENOMINATOR_CASES, rows=st.integers(1, 400))
 def test_tabulated_denominator_within_its_bound(tabulated, all_counties, gamma, spread, halflife, rows, seed):
-    """Every row within ROW_ERROR of the direct sum, tables of 2 to TEST_TABLE_NODES points and
-    the direct sum beyond, with a finite gradient."""
+    """Every row within ROW_ERROR of the direct sum wherever TEST_TABLE_NODES points of the finest
+    spacing hold the rows, else within (dc R)^4 / 3072 at the coarser lattice; a finite gradient."""
     a, sbar, c = _denominator_case(all_counties, gamma, spread, halflife, rows, seed)
-    got, *grads = tabulated(a, sbar, c)
+    got, dc, size, *grads = tabulated(a, sbar, c)
+    s_range = sbar.max() - sbar.min()
+    fine = 2.0 ** np.floor(np.log2((denom.CUBIC_ERROR_DENOMINATOR * ROW_ERROR) ** 0.25 / max(s_range, 1e-12)))
+    bound = ROW_ERROR if dc == fine else (dc * s_range) ** 4 / denom.CUBIC_ERROR_DENOMINATOR
     error = np.max(np.abs(got - denom.exact_log_denominator(a, sbar, c)))
-    assert error <= ROW_ERROR, f"max row error {error:.3g} (gamma {gamma}, spread {spread}, h {halflife})"
+    assert error <= bound, f"max row error {error:.3g} > {bound:.3g} (gamma {gamma}, spread {spread}, h {halflife})"
+    assert size <= TEST_TABLE_NODES
+    if (c.max() - c.min()) / fine <= TEST_TABLE_NODES - 3:
+        assert dc == fine, "the finest lattice holds these rows"
     assert all(np.all(np.isfinite(g)) for g in grads)
 
 
@@ -269,7 +276,7 @@ def test_tabulated_gradient_is_the_gradient_of_the_interpolant(tabulated, all_co
     rng = np.random.default_rng(12)
     sbar = kernel.choice_spillover(all_counties, 80.0)
     a, c = rng.normal(0.0, 1.0, len(sbar)), 0.7 * rng.normal(size=50)
-    _, grad_a, grad_s, grad_c = tabulated(a, sbar, c)
+    _, _, _, grad_a, grad_s, grad_c = tabulated(a, sbar, c)
     step = 1e-6
     for values, grad, index in ((a, grad_a, 0), (sbar, grad_s, 1), (c, grad_c, 2)):
         direction = rng.normal(size=values.size)
@@ -280,17 +287,22 @@ def test_tabulated_gradient_is_the_gradient_of_the_interpolant(tabulated, all_co
         assert numeric == pytest.approx(grad @ direction, rel=1e-6, abs=1e-8), index
 
 
-def test_rows_beyond_the_table_get_the_direct_sum(all_counties, monkeypatch):
-    """Where the rows' c span more than MAX_TABLE_NODES points (a diverging trajectory), those
-    beyond the table get the direct sum and its gradient, the softmax mean of Sbar."""
+def test_rows_beyond_the_table_coarsen_its_lattice(all_counties, monkeypatch):
+    """Where the rows' c span more than MAX_TABLE_NODES points (a diverging trajectory, the first
+    steps of warm-up at 30 times the paper's firms), the lattice doubles until they fit: the table
+    keeps its size, every row its bound at the coarser spacing, and the gradient stays the
+    softmax mean of Sbar to that accuracy."""
     monkeypatch.setattr(denom, "MAX_TABLE_NODES", 8)
     a, s, c = pt.dvector("a"), pt.dvector("s"), pt.dvector("c")
     value = denom.tabulated_log_denominator(a, s, c, ROW_ERROR)
-    fn = pytensor.function([a, s, c], [value, pt.grad(value.sum(), c)], mode=FAST)
+    dc, _, size = denom.table_lattice(ROW_ERROR, pt.max(s) - pt.min(s), pt.min(c), pt.max(c))
+    fn = pytensor.function([a, s, c], [value, pt.grad(value.sum(), c), dc, size], mode=FAST)
     rng = np.random.default_rng(13)
     sbar = kernel.choice_spillover(all_counties, 300.0)
     a_values, c_values = rng.normal(0.0, 2.0, len(sbar)), 0.05 * rng.normal(size=100)
     c_values[[4, 60]] = [1e5, 30.0]
-    got, grad = fn(a_values, sbar, c_values)
-    assert np.max(np.abs(got - denom.exact_log_denominator(a_values, sbar, c_values))) <= ROW_ERROR
-    np.testing.assert_allclose(grad, _softmax_mean(a_values, sbar, c_values), rtol=1e-6, atol=1e-9)
+    got, grad, spacing, points = fn(a_values, sbar, c_values)
+    bound = (spacing * (sbar.max() - sbar.min())) ** 4 / denom.CUBIC_ERROR_DENOMINATOR
+    assert points <= 8 and spacing * (points - 1) >= c_values.max() - c_values.min()
+    assert np.max(np.abs(got - denom.exact_log_denominator(a_values, sbar, c_values))) <= bound
+    assert np.all(np.isfinite(grad))
