@@ -141,9 +141,9 @@ def with_data_as_inputs(model: pm.Model, min_bytes: int = SHARED_DATA_MIN_BYTES)
 def compile_nutpie(model: pm.Model):
     """The model compiled for nutpie (numba), its data passed at run time so that the compiled code
     is cached on disk: most of a small fit's time before the first draw, the first time."""
-    import nutpie
+    from bayes_spill.inference import nutpie_cache
 
-    return nutpie.compile_pymc_model(with_data_as_inputs(model), backend="numba")
+    return nutpie_cache.compile_pymc_model(with_data_as_inputs(model))
 
 
 def sample(model: pm.Model, config: ModelConfig, progress: bool = True, compiled=None, on_compiled=None):
