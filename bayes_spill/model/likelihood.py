@@ -23,6 +23,8 @@ choice: the field is itself an equilibrium outcome of the same choices.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields, replace
 from functools import cached_property
 
@@ -258,8 +260,8 @@ def pointwise_loglik(data: ModelData, spec, draws) -> dict[str, np.ndarray]:
     n = draws.n_draws
     share = ((data.years_per_firm - 1.0) / data.years_per_firm)[panel.obs_firm]
     out = {LOG_SALES: np.empty((n, panel.n_obs), dtype=POINTWISE_DTYPE)}
-    for start in range(0, n, POINTWISE_CHUNK):  # chunks bound the memory of the firm-year arrays
-        rows = slice(start, min(start + POINTWISE_CHUNK, n))
+
+    def log_sales(rows: slice):  # chunks bound the memory of the firm-year arrays
         s_it = np.stack([production_spillover(data, float(h), spec, np) for h in draws.halflife_km[rows]])
         sigma = draws.sigma_w[rows, None]
         resid = (
@@ -270,16 +272,35 @@ def pointwise_loglik(data: ModelData, spec, draws) -> dict[str, np.ndarray]:
         )
         within = within_firm(resid, panel.obs_firm, data.years_per_firm, axis=-1)
         out[LOG_SALES][rows] = -0.5 * share * (LOG_2PI + 2.0 * np.log(sigma)) - 0.5 * within**2 / sigma**2
+
+    _in_threads(log_sales, n)
     if spec.location_block:
         choice = data.spill.firm_choice
-        county = np.empty((n, panel.n_firms))
-        for k, h in enumerate(draws.halflife_km):
-            sbar = choice_spillover(data, float(h), spec, np)
-            c = draws.gamma[k] * draws.alpha[k]
-            a = draws.county_effect[k]
-            county[k] = a[choice] + c * sbar[choice] - denominator.exact_log_denominator(a, sbar, c, np)
-        out[CHOSEN_COUNTY] = county
+        out[CHOSEN_COUNTY] = np.empty((n, panel.n_firms))
+
+        def county(rows: slice):
+            for k in range(rows.start, rows.stop):
+                sbar = choice_spillover(data, float(draws.halflife_km[k]), spec, np)
+                c = draws.gamma[k] * draws.alpha[k]
+                a = draws.county_effect[k]
+                out[CHOSEN_COUNTY][k] = a[choice] + c * sbar[choice] - denominator.exact_log_denominator(a, sbar, c, np)
+
+        _in_threads(county, n)
     return out
+
+
+def _in_threads(task, n: int) -> None:
+    """task(rows) for consecutive slices of POINTWISE_CHUNK draws, on every core: numpy releases
+    the GIL in the array operations that take the time, and each slice writes only its own rows."""
+    slices = [slice(start, min(start + POINTWISE_CHUNK, n)) for start in range(0, n, POINTWISE_CHUNK)]
+    workers = min(len(slices), os.cpu_count() or 1)
+    if workers <= 1:
+        for rows in slices:
+            task(rows)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        for _ in pool.map(task, slices):  # re-raises a task's error
+            pass
 
 
 def location_loglik(data: ModelData, county_effect, gamma, alpha, sbar, spec=None, fixed_bins: int | None = None):

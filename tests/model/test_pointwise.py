@@ -61,9 +61,11 @@ def test_pointwise_terms_are_the_formulas_draw_by_draw(case):
         np.testing.assert_allclose(out[likelihood.CHOSEN_COUNTY][k], county, rtol=0, atol=1e-12)
 
 
-def test_pointwise_terms_do_not_depend_on_the_chunks(case, monkeypatch):
+@pytest.mark.parametrize("cores", [1, 3])
+def test_pointwise_terms_do_not_depend_on_the_chunks_or_threads(case, monkeypatch, cores):
     data, spec, draws = case
     reference = likelihood.pointwise_loglik(data, spec, draws)
+    monkeypatch.setattr(likelihood.os, "cpu_count", lambda: cores)
     for chunk in (1, 5, 1000):
         monkeypatch.setattr(likelihood, "POINTWISE_CHUNK", chunk)
         out = likelihood.pointwise_loglik(data, spec, draws)
