@@ -284,6 +284,19 @@ def log_denominator_tables(
     return LogDenominatorTables(grid, value, slope, np.cumsum(size) - size, size)
 
 
+def log_denominator_within(county_effect: np.ndarray, sbar: np.ndarray, c: np.ndarray, row_error: float) -> np.ndarray:
+    """numpy: LSE(c) for every entry of c (a_l and Sbar_l shared), each within row_error of the
+    direct sum: read from a cubic Hermite table with dc range(Sbar) <= (3072 row_error)^(1/4)
+    where that takes fewer nodes than a quarter of the entries (the table sums nodes x counties
+    twice, the direct sum entries x counties), else the direct sum."""
+    lo, hi = float(np.min(c)), float(np.max(c))
+    spread = float(np.max(sbar) - np.min(sbar))
+    nodes = math.ceil((hi - lo) * spread / (CUBIC_ERROR_DENOMINATOR * row_error) ** 0.25) + 1
+    if not hi > lo or nodes > min(MAX_C_NODES, len(c) // 4):
+        return exact_log_denominator(county_effect, sbar, c)
+    return evaluate_log_denominator(log_denominator_table(county_effect, sbar, lo, hi, max(nodes, 2)), c)
+
+
 def _table_grid(sbar: np.ndarray, c_lo: float, c_hi: float, nodes: int | None = None) -> np.ndarray:
     if nodes is None:
         spread = float(sbar.max() - sbar.min())

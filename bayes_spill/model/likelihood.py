@@ -235,8 +235,9 @@ def pointwise_loglik(data: ModelData, spec, draws) -> dict[str, np.ndarray]:
     - log_sales (draws, firm-years): firm i's within-firm Gaussian term split over its years,
       -0.5 (T_i - 1)/T_i (log 2 pi + 2 log sigma_w) - 0.5 e_it^2 / sigma_w^2 with e_it the
       within-firm residual, so that a firm's terms add up to production_loglik;
-    - county (draws, firms): the logit log-probability of the chosen county, as location_loglik
-      computes it directly (no binned expansion). Absent without a location block.
+    - county (draws, firms): the logit log-probability of the chosen county, its denominator
+      within the model's per-firm share of likelihood_tolerance (``log_denominator_within``; the
+      direct sum for an "exact" model). Absent without a location block.
 
     With alpha_i latent, the two add up per firm to FIRM_LOGLIK. With alpha_i integrated out,
     they are conditional on the drawn alpha_i, and FIRM_LOGLIK (alpha_i integrated) is the term
@@ -277,13 +278,20 @@ def pointwise_loglik(data: ModelData, spec, draws) -> dict[str, np.ndarray]:
     if spec.location_block:
         choice = data.spill.firm_choice
         out[CHOSEN_COUNTY] = np.empty((n, panel.n_firms))
+        # the model's per-firm share of the tolerance (exact models: the direct sum)
+        row_error = 0.5 * spec.likelihood_tolerance / panel.n_firms if spec.evaluation != "exact" else 0.0
 
         def county(rows: slice):
             for k in range(rows.start, rows.stop):
                 sbar = choice_spillover(data, float(draws.halflife_km[k]), spec, np)
                 c = draws.gamma[k] * draws.alpha[k]
                 a = draws.county_effect[k]
-                out[CHOSEN_COUNTY][k] = a[choice] + c * sbar[choice] - denominator.exact_log_denominator(a, sbar, c, np)
+                lse = (
+                    denominator.log_denominator_within(a, sbar, c, row_error)
+                    if row_error
+                    else denominator.exact_log_denominator(a, sbar, c, np)
+                )
+                out[CHOSEN_COUNTY][k] = a[choice] + c * sbar[choice] - lse
 
         _in_threads(county, n)
     return out

@@ -306,3 +306,21 @@ def test_rows_beyond_the_table_coarsen_its_lattice(all_counties, monkeypatch):
     assert points <= 8 and spacing * (points - 1) >= c_values.max() - c_values.min()
     assert np.max(np.abs(got - denom.exact_log_denominator(a_values, sbar, c_values))) <= bound
     assert np.all(np.isfinite(grad))
+
+
+@pytest.mark.parametrize("rows", [40, 5_000])
+def test_rows_within_their_error_from_a_table_or_the_direct_sum(all_counties, rows):
+    """The pointwise log-likelihood's denominators: a table where it takes fewer nodes than a
+    quarter of the rows (here the 5,000 rows), else the direct sum (the 40), within row_error."""
+    rng = np.random.default_rng(21)
+    sbar = kernel.choice_spillover(all_counties, 60.0)
+    a, c = rng.normal(0.0, 2.0, len(sbar)), 0.3 * rng.normal(size=rows)
+    exact = denom.exact_log_denominator(a, sbar, c)
+    for row_error in (1e-9, 1e-12):
+        got = denom.log_denominator_within(a, sbar, c, row_error)
+        assert np.max(np.abs(got - exact)) <= row_error
+    assert (denom.log_denominator_within(a, sbar, c, 1e-9) == exact).all() == (rows == 40)
+    flat = np.full(rows, 0.2)  # one value of c: no span to tabulate
+    np.testing.assert_array_equal(
+        denom.log_denominator_within(a, sbar, flat, 1e-9), denom.exact_log_denominator(a, sbar, flat)
+    )
