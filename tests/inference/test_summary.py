@@ -127,7 +127,11 @@ def test_sample_diagnostics_are_arviz_stats_to_the_last_digit(chains, draws):
         assert np.isnan(ours[3:, 8]).all() and np.isfinite(ours[4:, 0]).all()  # the NaN row; an AR(1) row
 
 
-def test_all_parameters_table_is_arviz_stats_summary_row_for_row():
+@pytest.mark.parametrize("rows_per_block", [256, 2])
+def test_all_parameters_table_is_arviz_stats_summary_row_for_row(rows_per_block, monkeypatch):
+    from bayes_spill.inference import summary
+
+    monkeypatch.setattr(summary, "ROWS_PER_BLOCK", rows_per_block)  # 2: several blocks per variable
     post = _tree()["posterior"].to_dataset()
     tree = _tree()
     table = summary_table(tree, all_parameters=True)
