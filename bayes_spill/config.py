@@ -87,26 +87,14 @@ PRIOR_FAMILIES: dict[str, tuple[str, ...]] = {
     "Gamma": ("alpha", "beta"),
     "StudentT": ("nu", "mu", "sigma"),
 }
-# The model `bayes-spill fit` uses unless told otherwise: alpha_i integrated out, the formulation
-# with the most effective samples per second by `bayes-spill bench` at the paper's scale
-# (docs/performance.md; models/lychagin2010.toml is the same model and posterior, alpha_i latent).
+# The model `bayes-spill fit` uses unless told otherwise, at every size: alpha_i integrated out,
+# the formulation with the most effective samples per second by `bayes-spill bench` at the paper's
+# scale, even with latent alpha_i at 10 times its firms, and the one whose fit at 30 times them
+# finished within the time and memory limits (docs/performance.md, "Scale"): its leapfrog steps
+# per draw stay at about 15 while the latent model's grow with the firms (15, 20, 27, 31 at 1, 4,
+# 6 and 10 times). models/lychagin2010.toml is the same model and posterior, alpha_i latent.
 DEFAULT_MODEL = "integrated_alpha"
-# Its cost per gradient grows with firms x 16 quadrature nodes, the latent model's with firms: by
-# `bench` the two formulations' ESS/s cross near 6,800 firms (docs/performance.md, "Which
-# formulation at which size"). `bayes-spill fit` without --model uses latent alpha_i above
-# LARGE_PANEL_FIRMS.
-LARGE_PANEL_MODEL = "lychagin2010"
-LARGE_PANEL_FIRMS = 6000
-
-
-def default_model(n_firms: int) -> str:
-    """The model `bayes-spill fit` uses for a panel of n_firms when none is named."""
-    return LARGE_PANEL_MODEL if n_firms > LARGE_PANEL_FIRMS else DEFAULT_MODEL
-
-
-def default_model_reason(n_firms: int) -> str:
-    side = "above" if n_firms > LARGE_PANEL_FIRMS else "up to"
-    return f"the default {side} {LARGE_PANEL_FIRMS} firms, the faster formulation there by `bayes-spill bench`"
+DEFAULT_MODEL_REASON = "the default at every size, the faster formulation by `bayes-spill bench`"
 
 
 POSITIVE_PARAMETERS = {"sigma", "lam", "alpha", "beta", "nu"}

@@ -4,8 +4,8 @@
     python scripts/profile_build.py sim30/panel.csv          # a panel from `bayes-spill simulate`
     python scripts/profile_build.py sim30/panel.csv --gradient --json stages.json
 
-The stages are those of `bayes-spill fit` with no --model (config.default_model picks the
-formulation by the number of firms): reading the panel, the spillover inputs, ModelData, the
+The stages are those of `bayes-spill fit` with no --model (config.DEFAULT_MODEL):
+reading the panel, the spillover inputs, ModelData, the
 half-life table, the field table, the production whitening, the PyMC model (with the tables
 already built) and the preflight checks; with --gradient also the C-compiled log-density and
 gradient and its median time. Each stage gives wall and CPU seconds (CPU is steadier on a shared
@@ -23,7 +23,7 @@ import time
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", help="a panel file, or 'default' for the embedded data")
-    parser.add_argument("--model", help="a model name or TOML (default: config.default_model for the panel)")
+    parser.add_argument("--model", help="a model name or TOML (default: config.DEFAULT_MODEL)")
     parser.add_argument("--gradient", action="store_true", help="also compile (C) and time one gradient")
     parser.add_argument("--json", help="write the stages to this file")
     args = parser.parse_args()

@@ -382,25 +382,17 @@ def test_effective_config_round_trips_through_toml(path):
 
 
 def test_default_model_is_the_paper_model_with_alpha_integrated_out():
-    """`bayes-spill fit` defaults to the formulation bench chose, and above LARGE_PANEL_FIRMS to
-    models/lychagin2010.toml: the two must stay the same model (priors, data settings, sampler),
-    only computed differently."""
+    """`bayes-spill fit` defaults to the formulation bench chose at every size; it must stay the
+    model of models/lychagin2010.toml (priors, data settings, sampler), only computed with alpha_i
+    integrated out."""
     from dataclasses import replace
 
-    from bayes_spill.config import DEFAULT_MODEL, LARGE_PANEL_MODEL
+    from bayes_spill.config import DEFAULT_MODEL
 
     default = load_config(f"models/{DEFAULT_MODEL}.toml")
-    latent = load_config(f"models/{LARGE_PANEL_MODEL}.toml")
+    latent = load_config("models/lychagin2010.toml")
     assert default.model.integrate_alpha and not latent.model.integrate_alpha
     as_latent = replace(default.model, integrate_alpha=False, quadrature_nodes=latent.model.quadrature_nodes)
     assert as_latent == latent.model
     assert default.priors == latent.priors
     assert default.sampler == latent.sampler and default.panel == latent.panel
-
-
-def test_default_model_switches_to_latent_alpha_above_the_threshold():
-    from bayes_spill.config import DEFAULT_MODEL, LARGE_PANEL_FIRMS, LARGE_PANEL_MODEL, default_model
-
-    assert DEFAULT_MODEL != LARGE_PANEL_MODEL
-    assert default_model(688) == default_model(LARGE_PANEL_FIRMS) == DEFAULT_MODEL
-    assert default_model(LARGE_PANEL_FIRMS + 1) == default_model(10 * LARGE_PANEL_FIRMS) == LARGE_PANEL_MODEL

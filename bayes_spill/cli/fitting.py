@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from bayes_spill.cli.arguments import chains, draws, ess, finite_float, positive_int, seed, tune, year
-from bayes_spill.config import DEFAULT_MODEL, LARGE_PANEL_FIRMS, LARGE_PANEL_MODEL
+from bayes_spill.config import DEFAULT_MODEL
 from bayes_spill.errors import BayesSpillError
 
 DEFAULT_OUT_ROOT = Path("posterior")
@@ -95,7 +95,7 @@ def add_commands(sub) -> None:
     p.add_argument("--counties", help="county table (CSV or Parquet: fips, lat, lon, covariates); default: built in")
     p.add_argument(
         "--model",
-        help=f"model TOML, or a name in models/ (default: {DEFAULT_MODEL} up to {LARGE_PANEL_FIRMS} firms, {LARGE_PANEL_MODEL} above)",
+        help=f"model TOML, or a name in models/ (default: {DEFAULT_MODEL})",
     )
     p.add_argument("--out", help="output folder (default: posterior/<model name>)")
     p.add_argument("--seed", type=seed, help="random seed (default: the configuration's)")

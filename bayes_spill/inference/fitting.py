@@ -10,6 +10,7 @@ folder, writes it atomically with a summary (see ``posterior_io.py``); it return
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
@@ -26,9 +27,8 @@ from threadpoolctl import threadpool_limits
 
 from bayes_spill.config import (
     DEFAULT_MODEL,
+    DEFAULT_MODEL_REASON,
     ModelConfig,
-    default_model,
-    default_model_reason,
     find_model_file,
     load_config,
     shipped_models,
@@ -70,13 +70,9 @@ def resolve_data(data, config: ModelConfig, counties=None) -> tuple[PreparedPane
 
 
 def resolve_model_and_data(model, data, counties=None) -> tuple[ModelConfig, PreparedPanel, str]:
-    """(config, panel, sha256 of the data). model None: config.default_model for the panel's
-    number of firms. The panel is read once, with the default model's panel settings: the
-    candidates are one model in two formulations and share them (tests/test_config.py)."""
+    """(config, panel, sha256 of the data). model None: config.DEFAULT_MODEL."""
     config = resolve_config(DEFAULT_MODEL if model is None else model)
     panel, data_hash = resolve_data(data, config, counties)
-    if model is None:
-        config = resolve_config(default_model(panel.n_firms))
     return config, panel, data_hash
 
 
@@ -286,9 +282,8 @@ def fit(
     data : str, pathlib.Path or PreparedPanel, optional
         A CSV/Parquet panel, or a prepared panel; None fits the embedded default dataset.
     model : str, pathlib.Path or ModelConfig, optional
-        A TOML path, the name of a file in ``models/``, or a ModelConfig; None chooses
-        ``config.default_model`` for the panel's number of firms (alpha_i integrated out up to
-        ``config.LARGE_PANEL_FIRMS`` firms, latent above).
+        A TOML path, the name of a file in ``models/``, or a ModelConfig; None fits
+        ``config.DEFAULT_MODEL`` (alpha_i integrated out).
     out : str or pathlib.Path, optional
         The fit folder to write (posterior.nc, summary.csv, versions.json, atomically).
     out_root : str or pathlib.Path, optional
@@ -336,7 +331,7 @@ def fit(
         )
         config = config.with_sampler(ess=0)
     if model is None:
-        print(f"model: {config.name} ({panel.n_firms} firms; {default_model_reason(panel.n_firms)})", flush=True)
+        print(f"model: {config.name} ({panel.n_firms} firms; {DEFAULT_MODEL_REASON})", flush=True)
     out = output_folder(out, out_root, config.name)
     if out is not None:
         posterior_io.require_writable(out)  # before sampling, not after an hour of it
@@ -356,6 +351,8 @@ def fit(
 
     idata = sample(pm_model, config, progress, compiled=compiled, on_compiled=remember)
     tree = assemble(idata, data, config, data_hash, time.perf_counter() - start, model=pm_model)
+    del idata  # what the tree does not hold (the sampler's own copies) is freed before writing
+    gc.collect()
     tree.attrs["build_wall_seconds"] = float(build_seconds)  # ModelData (tables, county fields) and the PyMC model
     tree.attrs["compiled_model_reused"] = int(reused)
     if tree.attrs["stopping_rule"] == precision.RULE_MAX_DRAWS:

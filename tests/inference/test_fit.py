@@ -168,23 +168,13 @@ def test_crash_while_writing_keeps_the_previous_posterior(cli_fit, tmp_path, mon
     assert not list(out.glob(".*.tmp"))
 
 
-def test_fit_without_a_model_chooses_by_the_number_of_firms(tiny_csv, tmp_path, monkeypatch, capsys):
-    """No --model: the integrated default up to config.LARGE_PANEL_FIRMS firms (as cli_fit's 40
-    firms get), latent alpha_i above, written to posterior/<that model> and said so."""
-    from bayes_spill import config
+def test_fit_without_a_model_fits_the_default_at_any_size(tiny_csv):
+    """No --model: config.DEFAULT_MODEL, however many firms; a named model is kept."""
     from bayes_spill.inference.fitting import resolve_model_and_data
 
-    monkeypatch.setattr(config, "LARGE_PANEL_FIRMS", 39)
     chosen, panel, _ = resolve_model_and_data(None, tiny_csv)
-    assert (chosen.name, panel.n_firms) == (config.LARGE_PANEL_MODEL, 40)
-    assert resolve_model_and_data(DEFAULT_MODEL, tiny_csv)[0].name == DEFAULT_MODEL  # a named model is kept
-    monkeypatch.chdir(tmp_path)
-    assert main(["fit", "--data", str(tiny_csv), "--seed", "3", *TINY]) == 0
-    out = capsys.readouterr().out
-    assert f"model: {config.LARGE_PANEL_MODEL} (40 firms; the default above 39 firms" in out
-    tree = bayes_spill.load(tmp_path / "posterior" / config.LARGE_PANEL_MODEL).tree
-    assert tree.attrs["model_name"] == config.LARGE_PANEL_MODEL
-    assert "alpha_raw" in tree["posterior"]  # latent alpha_i were sampled
+    assert (chosen.name, panel.n_firms) == (DEFAULT_MODEL, 40)
+    assert resolve_model_and_data("lychagin2010", tiny_csv)[0].name == "lychagin2010"
 
 
 def test_fit_report_prints_truth_and_diagnostics(tiny_csv, tmp_path, capsys):
