@@ -65,6 +65,7 @@ KEY_PARAMETERS = (
 # chunks of draws small enough that a chunk's firm-year arrays stay in the processor's cache.
 POINTWISE_DTYPE = np.float32
 POINTWISE_CHUNK = 16
+MAX_POINTWISE_THREADS = 8  # each holds a chunk's firm-year arrays (about 80 MB at 30x the paper's firms)
 STATIC_DENOMINATOR_BINS = 16  # the logit denominator's bins under JAX, where shapes must be fixed
 # alpha_i integrated out: the denominators of firms x nodes rows read a table in c when there are at
 # least this many rows per county of the choice set (table: lattice points x counties; expansion:
@@ -301,7 +302,7 @@ def _in_threads(task, n: int) -> None:
     """task(rows) for consecutive slices of POINTWISE_CHUNK draws, on every core: numpy releases
     the GIL in the array operations that take the time, and each slice writes only its own rows."""
     slices = [slice(start, min(start + POINTWISE_CHUNK, n)) for start in range(0, n, POINTWISE_CHUNK)]
-    workers = min(len(slices), os.cpu_count() or 1)
+    workers = min(len(slices), os.cpu_count() or 1, MAX_POINTWISE_THREADS)
     if workers <= 1:
         for rows in slices:
             task(rows)
