@@ -280,7 +280,7 @@ def pointwise_loglik(data: ModelData, spec, draws) -> dict[str, np.ndarray]:
         choice = data.spill.firm_choice
         out[CHOSEN_COUNTY] = np.empty((n, panel.n_firms))
         # the model's per-firm share of the tolerance (exact models: the direct sum)
-        row_error = 0.5 * spec.likelihood_tolerance / panel.n_firms if spec.evaluation != "exact" else 0.0
+        row_error = per_firm_error(spec, panel.n_firms) if spec.evaluation != "exact" else 0.0
 
         def county(rows: slice):
             for k in range(rows.start, rows.stop):
@@ -340,10 +340,16 @@ def integrated_location_loglik(
         lse = log_denominator(data, county_effect, sbar, c.flatten(), spec, fixed_bins)
     else:
         # An error e in a node's LSE moves the firm's averaged probability by at most a factor e^e.
-        row_error = 0.5 * spec.likelihood_tolerance / data.panel.n_firms
+        row_error = per_firm_error(spec, data.panel.n_firms)
         lse = denominator.tabulated_log_denominator(county_effect, sbar, c.flatten(), row_error)
     lse = lse.reshape(c.shape)
     return pt.logsumexp(chosen - lse + log_w[None, :], axis=1)
+
+
+def per_firm_error(spec, n_firms: int) -> float:
+    """Each firm's share of the location log-likelihood's tolerance for its denominator: half of
+    likelihood_tolerance over the firms."""
+    return 0.5 * spec.likelihood_tolerance / n_firms
 
 
 def log_denominator(data: ModelData, county_effect, sbar, c, spec=None, fixed_bins: int | None = None):
