@@ -14,6 +14,7 @@ PACKAGE = Path(bayes_spill.__file__).resolve().parent
 STAGES = (
     "errors",
     "paper",
+    "parallel",
     "data",
     "spillover",
     "config",

@@ -18,6 +18,7 @@ from arviz_base.labels import BaseLabeller
 from scipy.special import ndtri
 
 from bayes_spill.model.likelihood import KEY_PARAMETERS
+from bayes_spill.parallel import ordered_in_threads
 
 TABLE_PARAMETERS = (*KEY_PARAMETERS, "beta_zero_rd", "alpha")
 HIDDEN = ("_raw", "_free", "_log__")
@@ -62,13 +63,17 @@ def summary_table(tree: xr.DataTree, all_parameters: bool = False, truth: dict |
     if not names:
         return pd.DataFrame(columns=list(COLUMNS), index=pd.Index([], name="parameter"), dtype=float)
     chains, draws = posterior.sizes["chain"], posterior.sizes["draw"]
-    # blocks of rows: the whole posterior copied at once was 11 GB at 30 times the paper's firms
-    blocks = []
-    for name in names:
-        values = posterior[name].transpose("chain", "draw", ...).values.reshape(chains, draws, -1)
-        for start in range(0, values.shape[2], ROWS_PER_BLOCK):
-            rows = np.moveaxis(values[:, :, start : start + ROWS_PER_BLOCK], 2, 0)
-            blocks.append(sample_diagnostics(rows.astype(float)))
+    # blocks of rows, a few at a time on every core: the whole posterior copied at once was 11 GB
+    # at 30 times the paper's firms
+    values = {name: posterior[name].transpose("chain", "draw", ...).values.reshape(chains, draws, -1) for name in names}
+
+    def block(where: tuple[str, int]) -> np.ndarray:
+        name, start = where
+        rows = np.moveaxis(values[name][:, :, start : start + ROWS_PER_BLOCK], 2, 0)
+        return sample_diagnostics(rows.astype(float))
+
+    starts = ((name, start) for name in names for start in range(0, values[name].shape[2], ROWS_PER_BLOCK))
+    blocks = list(ordered_in_threads(block, starts))
     labeller = BaseLabeller()  # ArviZ's labels, in the order of the flattened values: alpha[firm]
     labels = [
         labeller.make_label_flat(name, sel, isel)

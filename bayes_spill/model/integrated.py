@@ -35,6 +35,7 @@ from bayes_spill.model.denominator import (
 )
 from bayes_spill.model.within import segment_sum, within_firm
 from bayes_spill.paper import LOG_2PI
+from bayes_spill.parallel import ordered_in_threads
 
 # the normal alpha_i | theta, q_i of the production block, kept in the posterior of such fits
 ALPHA_PRODUCTION_MEAN, ALPHA_PRODUCTION_SD = "alpha_production_mean", "alpha_production_sd"
@@ -203,16 +204,19 @@ def draw_alphas(rng: np.random.Generator, mean, sd, gamma, county_effect, sbar, 
     """
     alpha = np.empty(np.shape(mean))
     per_block = max(1, BLOCK_ELEMENTS // max(1, alpha.shape[1]))
-    for start in range(0, len(alpha), per_block):
-        rows = slice(start, start + per_block)
+    blocks = [slice(start, min(start + per_block, len(alpha))) for start in range(0, len(alpha), per_block)]
+
+    def envelopes(rows: slice):  # no random numbers: blocks ahead are computed on the other cores
         g = gamma[rows, None]
         sbar_chosen = sbar[rows][:, choice]
         tangent, tables = _conditional_modes(mean[rows], sd[rows], g, county_effect[rows], sbar[rows], sbar_chosen)
         c_tangent = g * tangent
         log_p_tangent = c_tangent * sbar_chosen - evaluate_log_denominator(tables, c_tangent)
         slope = g * (sbar_chosen - evaluate_log_denominator_slope(tables, c_tangent))
-        centre = mean[rows] + sd[rows] ** 2 * slope
-        for k, d in enumerate(range(start, min(start + per_block, len(alpha)))):
+        return tangent, log_p_tangent, slope, mean[rows] + sd[rows] ** 2 * slope
+
+    for rows, (tangent, log_p_tangent, slope, centre) in zip(blocks, ordered_in_threads(envelopes, blocks)):
+        for k, d in enumerate(range(rows.start, rows.stop)):
             envelope = (tangent[k], log_p_tangent[k], slope[k], centre[k])
             alpha[d] = _rejection_rounds(
                 rng, mean[d], sd[d], float(gamma[d]), county_effect[d], sbar[d], choice, envelope

@@ -23,8 +23,6 @@ choice: the field is itself an equilibrium outcome of the same choices.
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields, replace
 from functools import cached_property
 
@@ -39,6 +37,7 @@ from bayes_spill.errors import ConfigError, InputError
 from bayes_spill.model import denominator, integrated, priors
 from bayes_spill.model.within import segment_sum, within_firm
 from bayes_spill.paper import LOG_2PI
+from bayes_spill.parallel import ordered_in_threads
 from bayes_spill.spillover import interpolation, kernel
 
 # The names users type; counterfactual and check code reads them from here.
@@ -302,14 +301,8 @@ def _in_threads(task, n: int) -> None:
     """task(rows) for consecutive slices of POINTWISE_CHUNK draws, on every core: numpy releases
     the GIL in the array operations that take the time, and each slice writes only its own rows."""
     slices = [slice(start, min(start + POINTWISE_CHUNK, n)) for start in range(0, n, POINTWISE_CHUNK)]
-    workers = min(len(slices), os.cpu_count() or 1, MAX_POINTWISE_THREADS)
-    if workers <= 1:
-        for rows in slices:
-            task(rows)
-        return
-    with ThreadPoolExecutor(workers) as pool:
-        for _ in pool.map(task, slices):  # re-raises a task's error
-            pass
+    for _ in ordered_in_threads(task, slices, MAX_POINTWISE_THREADS):  # re-raises a task's error
+        pass
 
 
 def location_loglik(data: ModelData, county_effect, gamma, alpha, sbar, spec=None, fixed_bins: int | None = None):
