@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import stat
 import tomllib
 from dataclasses import asdict, dataclass, fields
@@ -199,11 +200,23 @@ class SamplerSpec:
     seed: int = 2010
     cores: int | None = None
     adaptation: str = "diag"  # nutpie's mass-matrix adaptation: "diag" or "low_rank"
-    # Sampling to a precision (inference/precision.py): with ess > 0, `draws` is the first batch
-    # and the same chains continue until every key parameter has bulk and tail ESS >= ess and
+    # Sampling to a precision (inference/precision.py): with ess > 0, `first_batch` draws come
+    # first and the same chains continue until every key parameter has bulk and tail ESS >= ess and
     # R-hat <= 1.01, or max_draws per chain. 0 draws exactly `draws`.
     ess: int = 0
     max_draws: int = 20000
+    # What the formulation is known to deliver: the worst key parameter's ESS (the least of bulk
+    # and tail) per draw of one chain. With ess > 0 it sizes the first batch to reach ess at that
+    # rate (never fewer than `draws`); 0: the first batch is `draws`.
+    ess_per_draw: float = 0.0
+
+    @property
+    def first_batch(self) -> int:
+        """Draws per chain at the ESS rule's first checkpoint: enough for ``ess`` at
+        ``ess_per_draw`` (at least ``draws``, at most ``max_draws``)."""
+        if not (self.ess and self.ess_per_draw):
+            return self.draws
+        return min(self.max_draws, max(self.draws, math.ceil(self.ess / (self.chains * self.ess_per_draw))))
 
 
 @dataclass(frozen=True)
@@ -257,6 +270,8 @@ class ModelConfig:
         # ess and max_draws leave the hash of a fixed-draws configuration as it was before they
         # existed, so posteriors written then still verify.
         unhashed = ("cores",) if self.sampler.ess else ("cores", "ess", "max_draws")
+        if not self.sampler.ess_per_draw:
+            unhashed += ("ess_per_draw",)
         canonical["sampler"] = {k: v for k, v in asdict(self.sampler).items() if k not in unhashed}
         return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
 
@@ -475,6 +490,10 @@ def _check_sampler(s: SamplerSpec, source: str) -> None:
     if s.ess < 0:
         raise ConfigError(
             f"{source}: sampler.ess must be 0 (draw exactly sampler.draws) or a positive target, got {s.ess}"
+        )
+    if not (math.isfinite(s.ess_per_draw) and s.ess_per_draw >= 0):
+        raise ConfigError(
+            f"{source}: sampler.ess_per_draw must be 0 (unknown) or the ESS one chain's draw delivers, got {s.ess_per_draw}"
         )
     if s.ess and s.max_draws < s.draws:
         raise ConfigError(

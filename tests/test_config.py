@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import glob
+import math
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -216,6 +218,25 @@ def test_sampler_ess_and_its_cap():
     assert parse_config(add_to_section(BASE, "sampler", "max_draws = 5000")).hash() == parse_config(BASE).hash()
     assert "sampler.max_draws" in config_error(add_to_section(BASE, "sampler", "ess = 800\nmax_draws = 10"))
     assert "sampler.ess" in config_error(add_to_section(BASE, "sampler", "ess = -2"))
+
+
+def test_the_first_batch_is_sized_from_the_ess_per_draw():
+    """[sampler] ess_per_draw: the ESS rule's first checkpoint holds enough draws for the target at
+    that rate (never fewer than `draws`, never more than `max_draws`); 0 (the default) keeps
+    `draws`, and a configuration without it hashes as before it existed."""
+    base = add_to_section(replace_line(BASE, "draws = ", "draws = 100"), "sampler", "ess = 1000\nmax_draws = 5000")
+    assert parse_config(base).sampler.ess_per_draw == 0.0
+    assert parse_config(base).sampler.first_batch == parse_config(base).sampler.draws
+    sized = parse_config(add_to_section(base, "sampler", "ess_per_draw = 0.5")).sampler
+    assert sized.first_batch == math.ceil(1000 / (sized.chains * 0.5))
+    assert replace(sized, ess=4000).first_batch == math.ceil(4000 / (sized.chains * 0.5))
+    assert replace(sized, ess_per_draw=1000.0).first_batch == sized.draws  # at least draws
+    assert replace(sized, ess_per_draw=0.001).first_batch == sized.max_draws  # at most the cap
+    assert replace(sized, ess=0).first_batch == sized.draws  # fixed draws: the rate plays no part
+    unsized = parse_config(add_to_section(base, "sampler", "ess_per_draw = 0"))
+    assert unsized.hash() == parse_config(base).hash()
+    assert parse_config(add_to_section(base, "sampler", "ess_per_draw = 0.5")).hash() != parse_config(base).hash()
+    assert "sampler.ess_per_draw" in config_error(add_to_section(base, "sampler", "ess_per_draw = -0.5"))
 
 
 def test_log_floor_must_be_positive():

@@ -207,7 +207,7 @@ def sample(model: pm.Model, config: ModelConfig, progress: bool = True, compiled
                 idata, stopping = sampler.wait(), {}
             else:
                 idata, stopping = precision.sample_until(
-                    sampler, counter, s.tune, s.draws, s.ess, s.max_draws, report=_report_checkpoint
+                    sampler, counter, s.tune, s.first_batch, s.ess, s.max_draws, report=_report_checkpoint
                 )
         except BaseException:
             sampler.cancel()

@@ -32,7 +32,7 @@ def toy():
 
 
 def toy_config(**sampler):
-    settings = dict(backend="nutpie", chains=2, tune=60, draws=FIRST, seed=11, cores=1)
+    settings = dict(backend="nutpie", chains=2, tune=60, draws=FIRST, seed=11, cores=1, ess_per_draw=0.0)
     return fitting.resolve_config("integrated_alpha").with_sampler(**{**settings, **sampler})
 
 
@@ -73,6 +73,26 @@ def test_continuing_does_not_restart_the_chains(toy, ess_run):
     # one adapted step size per chain across the extension point, before and after it alike
     assert (step == step[:, :1]).all()
     assert "stopping_rule" not in fixed.attrs  # assembly.stopping_attrs records "draws"
+
+
+def test_the_first_checkpoint_is_sized_from_the_ess_per_draw(toy, ess_run, capsys):
+    """With sampler.ess_per_draw the first checkpoint holds what the target needs at that rate
+    (here more than `draws`), and the draws are those of the run that started from FIRST: the
+    size of the first batch changes when the rule looks, not the chains."""
+    model, compiled = toy
+    config = toy_config(draws=FIRST, ess=TARGET, max_draws=5000, ess_per_draw=0.4)
+    first = config.sampler.first_batch
+    assert first == int(np.ceil(TARGET / (2 * 0.4))) > FIRST
+    capsys.readouterr()
+    sized = fitting.sample(model, config, progress=False, compiled=compiled)
+    checkpoints = [line for line in capsys.readouterr().err.splitlines() if line.startswith("precision: ")]
+    assert checkpoints[0].startswith(f"precision: {first} draws per chain"), checkpoints
+    assert sized.attrs["ess_checks"] == len(checkpoints) and sized.attrs["draws_per_chain"] >= first
+    common = min(sized["posterior"].sizes["draw"], ess_run["posterior"].sizes["draw"])
+    xr.testing.assert_equal(
+        sized["posterior"].to_dataset().isel(draw=slice(0, common)),
+        ess_run["posterior"].to_dataset().isel(draw=slice(0, common)),
+    )
 
 
 def test_the_cap_stops_a_target_out_of_reach(toy):
