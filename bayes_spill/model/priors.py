@@ -129,19 +129,21 @@ def log_prior(priors: dict, posterior, names: Iterable[str]):
     xarray.Dataset
         (chain, draw[, ...]) per parameter.
     """
+    import pytensor
     import xarray as xr
 
-    out = {}
+    dims, graphs = {}, {}
     for name in names:
         if name not in posterior or name not in priors:
             continue
         values = posterior[name]
         if name == "year_effect":
             free = values.isel({values.dims[-1]: slice(1, None)})
-            logp = pm.logp(distribution(priors[name]), free.values).eval()
-            out[name] = (("chain", "draw"), logp.sum(axis=-1))
+            dims[name], graphs[name] = ("chain", "draw"), pm.logp(distribution(priors[name]), free.values).sum(axis=-1)
             continue
-        out[name] = (values.dims, pm.logp(distribution(priors[name]), values.values).eval())
+        dims[name], graphs[name] = values.dims, pm.logp(distribution(priors[name]), values.values)
+    computed = pytensor.function([], list(graphs.values()))() if graphs else []  # one compile for all
+    out = {name: (dims[name], value) for name, value in zip(graphs, computed)}
     coords = {d: posterior[d].values for d in posterior.dims if d in {d for v in out.values() for d in v[0]}}
     return xr.Dataset(out, coords=coords)
 
