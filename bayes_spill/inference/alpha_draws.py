@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from bayes_spill.model import integrated
-from bayes_spill.model.likelihood import choice_spillover
+from bayes_spill.model.likelihood import choice_spillover_rows
 
 
 def with_alpha_draws(posterior, data, spec, seed: int):
@@ -23,7 +23,7 @@ def with_alpha_draws(posterior, data, spec, seed: int):
         return posterior[name].values.reshape(chains * draws, -1)
 
     gamma = stacked("gamma")[:, 0].astype(float) if "gamma" in posterior else np.zeros(chains * draws)
-    sbar = np.stack([choice_spillover(data, float(h), spec, np) for h in stacked("halflife_km")[:, 0]])
+    sbar = choice_spillover_rows(data, stacked("halflife_km")[:, 0].astype(float), spec)
     alpha = integrated.draw_alphas(
         rng,
         stacked(integrated.ALPHA_PRODUCTION_MEAN),

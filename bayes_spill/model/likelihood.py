@@ -282,8 +282,8 @@ def pointwise_loglik(data: ModelData, spec, draws) -> dict[str, np.ndarray]:
         row_error = per_firm_error(spec, panel.n_firms) if spec.evaluation != "exact" else 0.0
 
         def county(rows: slice):
-            for k in range(rows.start, rows.stop):
-                sbar = choice_spillover(data, float(draws.halflife_km[k]), spec, np)
+            sbars = choice_spillover_rows(data, draws.halflife_km[rows], spec)
+            for k, sbar in zip(range(rows.start, rows.stop), sbars):
                 c = draws.gamma[k] * draws.alpha[k]
                 a = draws.county_effect[k]
                 lse = (
@@ -379,6 +379,14 @@ def choice_spillover(data: ModelData, halflife_km, spec, backend=pt):
         return spec.spillover_transform.choice(data.spill, halflife_km, backend)
     sbar = interpolation.evaluate_table(data.halflife_table, halflife_km, backend)
     return spec.spillover_transform.apply(sbar, backend)
+
+
+def choice_spillover_rows(data: ModelData, halflife_km: np.ndarray, spec) -> np.ndarray:
+    """numpy: ``choice_spillover`` at each of many half-lives (one row each), in one pass where
+    the half-life table serves."""
+    if spec.evaluation == "exact":
+        return np.stack([choice_spillover(data, float(h), spec, np) for h in halflife_km])
+    return spec.spillover_transform.apply(interpolation.evaluate_table(data.halflife_table, halflife_km, np), np)
 
 
 def build_model(

@@ -154,20 +154,23 @@ def build_halflife_table(
 
 def evaluate_table(table: HalflifeTable, halflife_km, backend=np):
     """Sbar_l(h) from the table (numpy or PyTensor); C2-continuous in h, exact gradient of the
-    interpolant. Below h_min the first node is used (the bound covers it)."""
+    interpolant. Below h_min the first node is used (the bound covers it). numpy also takes an
+    array of half-lives: one row of Sbar_l per half-life (the steps after sampling, per draw)."""
     xp = backend
     const = np.asarray if backend is np else backend.as_tensor_variable
+    # numpy: each half-life's scalars against the counties' axis (a 0-d h broadcasts as before)
+    per_county = (lambda a: np.asarray(a)[..., None]) if backend is np else (lambda a: a)
     values, d1, d2 = const(table.values), const(table.d1), const(table.d2)
     last = table.nodes - 1
     u = xp.clip(xp.log(halflife_km), table.u0, table.u0 + last * table.du)
     x = (u - table.u0) / table.du
     j = xp.clip(xp.floor(x), 0, last - 1).astype("int64")
-    t = x - j
+    t = per_county(x - j)
     near = quintic_hermite(t, table.du, values[j], d1[j], d2[j], values[j + 1], d1[j + 1], d2[j + 1])
-    s = xp.clip(1.0 / halflife_km, 0.0, table.w_max) / table.w_max
+    s = per_county(xp.clip(1.0 / halflife_km, 0.0, table.w_max) / table.w_max)
     fv, f1, f2 = table.far_values, table.far_d1, table.far_d2
     far = quintic_hermite(s, table.w_max, fv[0], f1[0], f2[0], fv[1], f1[1], f2[1])
-    return xp.where(halflife_km >= 1.0 / table.w_max, far, near)
+    return xp.where(per_county(halflife_km >= 1.0 / table.w_max), far, near)
 
 
 # ---------------------------------------------------------------------------------------------

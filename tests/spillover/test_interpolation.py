@@ -79,6 +79,16 @@ def test_table_within_its_bound_over_the_whole_half_life_axis(all_counties, tabl
     assert worst <= table.error_bound
 
 
+def test_table_rows_are_the_table_at_each_half_life(table):
+    """numpy: an array of half-lives gives one row each, the numbers of one call per half-life
+    (both sides of the far-field switch, and below the first node)."""
+    halflives = np.array([1e-3, 0.5, 59.0, 140.0, 1.0 / table.w_max, 3e4, 2e6])
+    rows = interp.evaluate_table(table, halflives)
+    assert rows.shape == (len(halflives), table.values.shape[1])
+    for h, row in zip(halflives, rows):
+        np.testing.assert_array_equal(row, interp.evaluate_table(table, h))
+
+
 @pytest.mark.parametrize(
     "name, evaluate", [("table", interp.evaluate_table), ("field_table", interp.evaluate_field_table)]
 )
