@@ -22,7 +22,10 @@ def test_alpha_draws_are_one_draw_alpha_per_draw_in_chain_order(monkeypatch):
     def sbar_of(data, halflife, spec, backend):  # a field that moves with the half-life
         return pool * np.exp(-1.0 / halflife)
 
-    monkeypatch.setattr(alpha_draws, "choice_spillover", sbar_of)
+    def sbar_rows(data, halflives, spec):
+        return np.stack([sbar_of(data, float(h), spec, np) for h in halflives])
+
+    monkeypatch.setattr(alpha_draws, "choice_spillover_rows", sbar_rows)
     posterior = xr.Dataset(
         {
             integrated.ALPHA_PRODUCTION_MEAN: (("chain", "draw", "firm"), rng.normal(0, 0.5, (chains, draws, firms))),

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 
+from bayes_spill import parallel
 from bayes_spill.config import load_config
 from bayes_spill.inference.draws import PosteriorDraws
 from bayes_spill.model import likelihood
@@ -66,7 +67,7 @@ def test_pointwise_terms_are_the_formulas_draw_by_draw(case):
 def test_pointwise_terms_do_not_depend_on_the_chunks_or_threads(case, monkeypatch, cores):
     data, spec, draws = case
     reference = likelihood.pointwise_loglik(data, spec, draws)
-    monkeypatch.setattr(likelihood.os, "cpu_count", lambda: cores)
+    monkeypatch.setattr(parallel, "workers", lambda limit=None: cores)
     for chunk in (1, 5, 1000):
         monkeypatch.setattr(likelihood, "POINTWISE_CHUNK", chunk)
         out = likelihood.pointwise_loglik(data, spec, draws)
