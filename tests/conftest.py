@@ -46,6 +46,8 @@ SHARED_FIT_GROUPS = {
     "integrated_alpha_fit": ("test_tables.py", "test_readme.py", "test_integrated.py"),
     "nutpie_fits": ("test_fit.py", "test_reproducibility.py"),
     "tiny_csv": ("test_frames_and_formats.py", "test_fit_inputs.py"),
+    # not a fit: the models compiled once on one simulated industry (tests/modes.py)
+    "industry80_models": ("test_model.py", "test_interpolation.py"),
 }
 # The units that take longest go first (the others, shorter, fill in behind them): a long unit
 # started last would leave one worker idle while the other finishes it.
