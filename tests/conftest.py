@@ -43,9 +43,9 @@ SHARED_FIT_GROUPS = {
         "test_no_nan_verdicts.py",
         "test_sensitivity.py",
     ),
-    "integrated_alpha_fit": ("test_tables.py", "test_readme.py", "test_integrated.py"),
-    "nutpie_fits": ("test_fit.py", "test_reproducibility.py"),
-    "tiny_csv": ("test_frames_and_formats.py", "test_fit_inputs.py"),
+    "integrated_alpha_fit": ("test_tables.py", "test_readme.py"),
+    # nutpie's compiled model is kept per process (fitting._COMPILED), not shared with the other worker
+    "nutpie_fits": ("test_fit.py", "test_reproducibility.py", "test_fit_inputs.py"),
     # not a fit: the models compiled once on one simulated industry (tests/modes.py)
     "industry80_models": ("test_model.py", "test_interpolation.py"),
 }
