@@ -75,6 +75,10 @@ def test_a_refit_into_a_checked_folder_leaves_no_old_report(tmp_path):
     )  # the check's group went with its report
 
 
+# Slow: a check in a second process (imports and a check of its own); what it shows, a check of a
+# run that a commit replaced writes nothing, is also tested on the folder transaction alone in
+# tests/inference/test_fit_folder.py.
+@pytest.mark.slow
 def test_a_fit_that_commits_while_a_check_runs_stops_the_check(tmp_path):
     folder = fit_copy("lychagin2010", tmp_path / "fit")
     check = command("check", str(folder), *CHECK, hold="staged")
