@@ -10,6 +10,8 @@ shared with sampling jobs make timings noisy).
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 from hypothesis import HealthCheck, settings
 
@@ -29,22 +31,27 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fast"))
 
 
 # With pytest-xdist (`make test` runs two workers, `--dist loadgroup`) each file runs whole on
-# one worker, so its module fixtures are built once; the files that read the same shared fit
-# (tests/tiny_fits.py: made once per process) run on the same worker, so it is sampled once.
+# one worker, so its module fixtures are built once. The tiny fits (tests/tiny_fits.py) are made
+# once per run whichever worker first needs them; the files that read the same fit form one unit
+# so that one worker makes it while the other has other work (two units that read two different
+# fits can start together without either waiting for the other's fit).
 SHARED_FIT_GROUPS = {
-    "tiny_pymc_fits": (
+    "lychagin2010_fit": (
         "test_checks.py",
         "test_figures.py",
-        "test_readme.py",
-        "test_integrated.py",
         "test_fit_folders.py",
         "test_no_nan_verdicts.py",
         "test_sensitivity.py",
-        "test_tables.py",
     ),
-    "nutpie_fits": ("test_fit.py", "test_reproducibility.py"),
-    "tiny_csv": ("test_frames_and_formats.py", "test_fit_inputs.py"),
+    "integrated_alpha_fit": ("test_tables.py", "test_readme.py"),
+    # nutpie's compiled model is kept per process (fitting._COMPILED), not shared with the other worker
+    "nutpie_fits": ("test_fit.py", "test_reproducibility.py", "test_fit_inputs.py"),
+    # not a fit: the models compiled once on one simulated industry (tests/modes.py)
+    "industry80_models": ("test_model.py", "test_interpolation.py"),
 }
+# The units that take longest go first (the others, shorter, fill in behind them): a long unit
+# started last would leave one worker idle while the other finishes it.
+LONGEST_FIRST = ("lychagin2010_fit", "integrated_alpha_fit", "nutpie_fits")
 GROUP_OF_FILE = {name: group for group, names in SHARED_FIT_GROUPS.items() for name in names}
 
 
@@ -69,4 +76,29 @@ def pytest_xdist_make_scheduler(config, log):
         def _split_scope(self, nodeid: str) -> str:
             return group_of(nodeid)
 
+        def _assign_work_unit(self, node) -> None:
+            for scope in reversed(LONGEST_FIRST):
+                if scope in self.workqueue:
+                    self.workqueue.move_to_end(scope, last=False)
+            super()._assign_work_unit(node)
+
     return SharedFitScheduling(config, log)
+
+
+# The tiny fits' folder (tests/tiny_fits.py ROOT_ENV): made by the process that starts the run,
+# before xdist starts its workers, so that they inherit it and share every fit made there;
+# removed by that process at the end.
+TINY_FITS_ENV = "BAYES_SPILL_TINY_FITS"
+_made_tiny_root: list[str] = []
+
+
+def pytest_configure(config):
+    if TINY_FITS_ENV not in os.environ:
+        os.environ[TINY_FITS_ENV] = tempfile.mkdtemp(prefix="bayes_spill_tiny_")
+        _made_tiny_root.append(os.environ[TINY_FITS_ENV])
+
+
+def pytest_unconfigure(config):
+    for root in _made_tiny_root:
+        shutil.rmtree(root, ignore_errors=True)
+        os.environ.pop(TINY_FITS_ENV, None)

@@ -1,6 +1,12 @@
-"""Tiny fits shared by the check, comparison, figure and README tests: made once per test process
-(functools.cache), in a temporary folder removed at exit. Tests that write into a fit copy it
-first (``fit_copy``), so the shared folders stay as sampled.
+"""Tiny fits shared by the check, comparison, figure and README tests: made once per test run, in
+a temporary folder removed at the end. Tests that write into a fit copy it first (``fit_copy``),
+so the shared folders stay as sampled.
+
+Once per run, not per process: under pytest-xdist every worker reads the folder that
+tests/conftest.py names in ``ROOT_ENV`` for the whole run, and the first worker to need a fit
+makes it there while holding a lock on it (``made_once``); a worker that needs it meanwhile
+waits, then reads the same folder. Without that folder (this module imported outside pytest) a
+process makes its own, removed at exit.
 
 Sampler: PyMC's NUTS with one core. Its compiled C code is cached by PyTensor across processes,
 so after the first run on a machine a fit takes seconds (nutpie recompiles with numba every time).
@@ -9,14 +15,46 @@ so after the first run on a machine a fit takes seconds (nutpie recompiles with 
 from __future__ import annotations
 
 import atexit
+import fcntl
 import functools
+import json
+import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-ROOT = Path(tempfile.mkdtemp(prefix="bayes_spill_tiny_"))
-atexit.register(shutil.rmtree, ROOT, ignore_errors=True)
+ROOT_ENV = "BAYES_SPILL_TINY_FITS"
+
+
+def _root() -> Path:
+    shared = os.environ.get(ROOT_ENV)
+    if shared:
+        return Path(shared)
+    own = Path(tempfile.mkdtemp(prefix="bayes_spill_tiny_"))
+    atexit.register(shutil.rmtree, own, ignore_errors=True)
+    return own
+
+
+ROOT = _root()
+
+
+def made_once(name: str, make: Callable[[Path], object]) -> Path:
+    """ROOT/name, made by ``make(ROOT/name)`` unless a process of this run already made it.
+
+    A file lock serialises the makers: the first makes the folder and marks it done, the others
+    wait for it and then find the mark. A maker that failed left no mark: the next one starts
+    afresh."""
+    out, done = ROOT / name, ROOT / f"{name}.done"
+    with open(ROOT / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(out, ignore_errors=True)
+            make(out)
+            done.touch()
+    return out
+
 
 DRAWS = 40
 TUNE = 60
@@ -30,8 +68,7 @@ def tiny_csv() -> Path:
     from bayes_spill.model.simulate import SOFTWARE_SETTINGS, simulate_industry, write_simulation
 
     settings = replace(SOFTWARE_SETTINGS, n_firms=60, first_year=1995, last_year=2004, mean_years=6.0)
-    csv, _ = write_simulation(simulate_industry(settings, seed=21), ROOT / "data")
-    return csv
+    return made_once("data", lambda out: write_simulation(simulate_industry(settings, seed=21), out)) / "panel.csv"
 
 
 def tiny_config(model: str = "lychagin2010"):
@@ -44,34 +81,44 @@ def tiny_config(model: str = "lychagin2010"):
 
 
 # How often each tiny fit prepared its model data and built the half-life table (the fit must do
-# each once: tests/model/test_integrated.py reads this instead of compiling a fit of its own).
+# each once: tests/model/test_integrated.py reads this instead of compiling a fit of its own),
+# counted by the process that made the fit and stored beside it for the others.
 PREPARATIONS: dict[str, dict[str, int]] = {}
 
 
 @functools.cache
 def tiny_fit(model: str = "lychagin2010") -> Path:
     """A fit folder of ``model`` on tiny_csv(); do not write into it (use fit_copy)."""
-    from unittest import mock
+    data = tiny_csv()
+    counts = ROOT / f"fit_{model}.preparations.json"
 
-    import bayes_spill
-    from bayes_spill.inference import fitting
-    from bayes_spill.spillover import interpolation
+    def make(out: Path) -> None:
+        from unittest import mock
 
-    calls = PREPARATIONS[model] = {"model_data": 0, "table": 0}
+        import bayes_spill
+        from bayes_spill.inference import fitting
+        from bayes_spill.spillover import interpolation
 
-    def counting(name, real):
-        def counted(*args, **kwargs):
-            calls[name] += 1
-            return real(*args, **kwargs)
+        calls = {"model_data": 0, "table": 0}
 
-        return counted
+        def counting(name, real):
+            def counted(*args, **kwargs):
+                calls[name] += 1
+                return real(*args, **kwargs)
 
-    out = ROOT / f"fit_{model}"
-    with (
-        mock.patch.object(fitting, "model_data", counting("model_data", fitting.model_data)),
-        mock.patch.object(interpolation, "build_halflife_table", counting("table", interpolation.build_halflife_table)),
-    ):
-        bayes_spill.fit(data=tiny_csv(), model=tiny_config(model), out=out, progress=False, report=False)
+            return counted
+
+        with (
+            mock.patch.object(fitting, "model_data", counting("model_data", fitting.model_data)),
+            mock.patch.object(
+                interpolation, "build_halflife_table", counting("table", interpolation.build_halflife_table)
+            ),
+        ):
+            bayes_spill.fit(data=data, model=tiny_config(model), out=out, progress=False, report=False)
+        counts.write_text(json.dumps(calls))
+
+    out = made_once(f"fit_{model}", make)
+    PREPARATIONS[model] = json.loads(counts.read_text())
     return out
 
 
@@ -93,9 +140,8 @@ def nutpie_csv() -> Path:
     """A tiny simulated industry (40 firms, 1995-2004) for the default model and sampler."""
     from bayes_spill.model.simulate import SimulationSettings, simulate_industry, write_simulation
 
-    panel = simulate_industry(SimulationSettings(n_firms=40, first_year=1995, last_year=2004), seed=5)
-    csv, _ = write_simulation(panel, ROOT / "nutpie_data")
-    return csv
+    panel = SimulationSettings(n_firms=40, first_year=1995, last_year=2004)
+    return made_once("nutpie_data", lambda out: write_simulation(simulate_industry(panel, seed=5), out)) / "panel.csv"
 
 
 def nutpie_cli_args() -> list[str]:
@@ -109,12 +155,13 @@ def nutpie_cli_fit() -> Path:
     firms) into a folder; do not write into it."""
     from bayes_spill.cli.main import main
 
-    out = ROOT / "nutpie_cli" / "run"
-    assert (
-        main(["fit", "--data", str(nutpie_csv()), "--out", str(out), "--seed", str(NUTPIE_SEED), *nutpie_cli_args()])
-        == 0
-    )
-    return out
+    data = nutpie_csv()
+
+    def make(out: Path) -> None:
+        argv = ["fit", "--data", str(data), "--out", str(out / "run"), "--seed", str(NUTPIE_SEED), *nutpie_cli_args()]
+        assert main(argv) == 0
+
+    return made_once("nutpie_cli", make) / "run"
 
 
 @functools.cache

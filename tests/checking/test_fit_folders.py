@@ -60,7 +60,8 @@ def test_a_refit_into_a_checked_folder_leaves_no_old_report(tmp_path):
     assert main(["check", str(folder), *CHECK]) == 0
     assert (folder / "report.md").exists() and fit_folder.verify(folder) == []
     old_run = fit_folder.current_run(folder)
-    config = tiny_config().with_sampler(draws=10, tune=10, chains=1, seed=9)
+    # the refit: any real fit committing into the folder; the homogeneous model's is the quickest
+    config = tiny_config("homogeneous").with_sampler(draws=10, tune=10, chains=1, seed=9)
     fit = bayes_spill.fit(data=tiny_csv(), model=config, out=folder, progress=False, report=False)
     assert outputs(folder) == sorted([*fit_folder.FIT_FILES, fit_folder.MANIFEST])
     assert fit_folder.verify(folder) == [] and fit_folder.current_run(folder) != old_run
@@ -74,6 +75,10 @@ def test_a_refit_into_a_checked_folder_leaves_no_old_report(tmp_path):
     )  # the check's group went with its report
 
 
+# Slow: a check in a second process (imports and a check of its own); what it shows, a check of a
+# run that a commit replaced writes nothing, is also tested on the folder transaction alone in
+# tests/inference/test_fit_folder.py.
+@pytest.mark.slow
 def test_a_fit_that_commits_while_a_check_runs_stops_the_check(tmp_path):
     folder = fit_copy("lychagin2010", tmp_path / "fit")
     check = command("check", str(folder), *CHECK, hold="staged")

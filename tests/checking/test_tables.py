@@ -5,6 +5,7 @@ installed: the slow test)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shutil
@@ -26,7 +27,17 @@ MODELS = ("lychagin2010", "integrated_alpha")
 
 @pytest.fixture(scope="module")
 def fits():
-    return [tiny_fit(m) for m in MODELS]
+    # integrated_alpha's fit first: this file's xdist unit makes it (tests/conftest.py), while the
+    # unit of the lychagin2010 fit makes that one on the other worker
+    made = {m: tiny_fit(m) for m in reversed(MODELS)}
+    return [made[m] for m in MODELS]
+
+
+@pytest.fixture(scope="module")
+def loaded(fits):
+    """The fits, each loaded once (a load costs about a second): the tables of the tests that are
+    about their numbers read these; the command line's reads the folders."""
+    return [bayes_spill.load(f) for f in fits]
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +50,9 @@ def baseline(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def counterfactual(fits, tmp_path_factory):
+def counterfactual(loaded, tmp_path_factory):
     """Table 6 on the first fit: an entrant in the county with the most sample firms."""
-    fit = bayes_spill.load(fits[0])
+    fit = loaded[0]
     counties = pd.Series(fit.tree["observed_data"]["county"].values).value_counts()
     county = str(counties.index[0])
     result = fit.counterfactual(county, 220.0, 2002, n_draws=40, county_sales={county: 7640.0})
@@ -50,8 +61,14 @@ def counterfactual(fits, tmp_path_factory):
     return result, path
 
 
+@functools.cache
+def _posterior_group(fit_dir):
+    # the shared tiny fits are never written to: each is read once (a load costs about a second)
+    return bayes_spill.load(fit_dir).tree["posterior"]
+
+
 def _posterior(fit_dir, name):
-    return bayes_spill.load(fit_dir).tree["posterior"][name]
+    return _posterior_group(fit_dir)[name]
 
 
 def _number(cell: str) -> tuple[float, int]:
@@ -71,8 +88,8 @@ def _markdown_rows(text: str) -> list[list[str]]:
 
 
 # -- the numbers -----------------------------------------------------------------------------------
-def test_markdown_cells_are_the_posterior_medians_and_quantiles(fits):
-    table = tables.parameter_table(fits)
+def test_markdown_cells_are_the_posterior_medians_and_quantiles(fits, loaded):
+    table = tables.parameter_table(loaded)
     rows = _markdown_rows(table.to_markdown())
     labels = dict(zip(table.frame.index.get_level_values("label"), table.frame.index.get_level_values("name")))
     checked = 0
@@ -96,8 +113,8 @@ def test_markdown_cells_are_the_posterior_medians_and_quantiles(fits):
     assert rows[-2][1:] == ["333", "333"] and rows[-1][0] == "# of firms"
 
 
-def test_sd_spread_is_the_posterior_sd(fits):
-    text = tables.parameter_table(fits[:1], which="5").to_markdown(spread="sd")
+def test_sd_spread_is_the_posterior_sd(fits, loaded):
+    text = tables.parameter_table(loaded[:1], which="5").to_markdown(spread="sd")
     rows = _markdown_rows(text)
     assert rows[0][0] == "Attraction parameter, gamma"
     sd = np.std(_posterior(fits[0], "gamma").values.ravel(), ddof=1)
@@ -119,8 +136,8 @@ def test_csv_from_the_command_line_holds_the_unrounded_quantiles(fits, tmp_path,
     assert frame.xs("n_obs", level="name")[f"{MODELS[0]}: estimate"].iloc[0] == 333
 
 
-def test_the_baseline_columns_are_its_estimates_and_bootstrap_percentiles(fits, baseline):
-    frame = tables.parameter_table(fits, baseline=baseline).frame
+def test_the_baseline_columns_are_its_estimates_and_bootstrap_percentiles(fits, loaded, baseline):
+    frame = tables.parameter_table(loaded, baseline=baseline).frame
     stored = json.loads((baseline / "baseline.json").read_text())
     boot = pd.read_csv(baseline / "bootstrap.csv")
     for name in ("halflife_km", "gamma", "mu_alpha", "beta_l"):
@@ -131,25 +148,24 @@ def test_the_baseline_columns_are_its_estimates_and_bootstrap_percentiles(fits, 
     spec1 = frame.xs("alpha", level="name")["Two-step (1)"].iloc[0]
     assert spec1["estimate"] == stored["estimates"]["spec1_alpha"]
     # Table 5 has no spec. (1) column: it has no location model
-    assert "Two-step (1)" not in tables.parameter_table(fits, baseline=baseline, which="5").frame.columns
+    assert "Two-step (1)" not in tables.parameter_table(loaded, baseline=baseline, which="5").frame.columns
     # from Python: the Fit's method gives the same frame
-    fit = bayes_spill.load(fits[0])
-    pd.testing.assert_frame_equal(fit.table(fits[1], baseline=baseline), frame)
+    pd.testing.assert_frame_equal(loaded[0].table(fits[1], baseline=baseline), frame)  # a folder beside it
 
 
-def test_a_baseline_on_other_data_is_refused(fits, baseline, tmp_path):
+def test_a_baseline_on_other_data_is_refused(loaded, baseline, tmp_path):
     other = tmp_path / "other"
     shutil.copytree(baseline, other)
     stored = json.loads((other / "baseline.json").read_text())
     stored["n_obs"] += 1
     (other / "baseline.json").write_text(json.dumps(stored))
     with pytest.raises(BayesSpillError, match="not on the fit's data"):
-        tables.parameter_table(fits, baseline=other)
+        tables.parameter_table(loaded, baseline=other)
     (other / "baseline.json").write_text("{not json")
     with pytest.raises(BayesSpillError, match="not a baseline"):
-        tables.parameter_table(fits, baseline=other)
+        tables.parameter_table(loaded, baseline=other)
     with pytest.raises(BayesSpillError, match="no two-step baseline"):
-        tables.parameter_table(fits, baseline=tmp_path / "missing")
+        tables.parameter_table(loaded, baseline=tmp_path / "missing")
 
 
 def test_table6_cells_are_the_counterfactual_quantiles(counterfactual):

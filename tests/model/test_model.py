@@ -10,16 +10,15 @@ import pytest
 
 from bayes_spill.config import load_config
 from bayes_spill.model.likelihood import FIRM_LOGLIK, build_model, model_data
-from bayes_spill.model.simulate import SimulationSettings, simulate_industry
 from bayes_spill.spillover import kernel
 
 MODEL_FILES = sorted(glob.glob("models/*.toml"))
-from modes import FAST, value_function  # noqa: E402  (Python mode, no fusion)
+from modes import FAST, compiled_model, industry80, value_function  # noqa: E402  (Python mode, no fusion)
 
 
 @pytest.fixture(scope="module")
 def small_panel():
-    return simulate_industry(SimulationSettings(n_firms=80, gamma=0.5), seed=11)
+    return industry80()
 
 
 def test_every_model_file_is_tested():
@@ -34,11 +33,11 @@ def test_every_model_file_is_tested():
 
 
 @pytest.mark.parametrize("path", MODEL_FILES)
-def test_logp_and_gradient_finite_at_initial_point(small_panel, path):
-    model = build_model(small_panel, load_config(path))
+def test_logp_and_gradient_finite_at_initial_point(path):
+    model, compiled_logp, compiled_dlogp = compiled_model(path)  # shared with test_interpolation.py
     point = model.initial_point()
-    logp = model.compile_logp(mode=FAST)(point)
-    grad = model.compile_dlogp(mode=FAST)(point)
+    logp = compiled_logp(point)
+    grad = compiled_dlogp(point)
     assert np.isfinite(logp), f"{path}: logp {logp}"
     assert np.all(np.isfinite(grad)), f"{path}: non-finite gradient entries {np.flatnonzero(~np.isfinite(grad))}"
 

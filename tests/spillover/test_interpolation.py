@@ -14,19 +14,18 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
-from modes import FAST  # noqa: E402  (Python mode, no fusion)
+from modes import FAST, compiled_model, industry80  # noqa: E402  (Python mode, no fusion)
 
 from bayes_spill.config import load_config
 from bayes_spill.model import likelihood as model_module
 from bayes_spill.model.likelihood import build_model
-from bayes_spill.model.simulate import SimulationSettings, simulate_industry
 from bayes_spill.spillover import interpolation as interp
 from bayes_spill.spillover import kernel
 
 
 @pytest.fixture(scope="module")
 def panel():
-    return simulate_industry(SimulationSettings(n_firms=80, gamma=0.5), seed=11)
+    return industry80()
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +149,8 @@ def test_chebyshev_bound_holds_for_a_function_with_a_known_ellipse():
 
 def _point_values(model, rng, scale):
     """Unconstrained values drawn uniformly in [-scale, scale] (nutpie's initial jitter is 2)."""
-    return {v.name: rng.uniform(-scale, scale, size=np.shape(model.initial_point()[v.name])) for v in model.value_vars}
+    start = model.initial_point()  # compiles a function: once, not once per variable
+    return {v.name: rng.uniform(-scale, scale, size=np.shape(start[v.name])) for v in model.value_vars}
 
 
 @pytest.mark.parametrize(
@@ -171,9 +171,13 @@ def test_interpolated_model_matches_the_exact_model_to_its_tolerance(panel, name
     config = load_config(f"models/{name}.toml")
     assert config.model.evaluation == "interpolated"
     exact_config = replace(config, model=replace(config.model, evaluation="exact"))
-    fast, exact = build_model(panel, config), build_model(panel, exact_config)
-    logp_fast, logp_exact = fast.compile_logp(mode=FAST), exact.compile_logp(mode=FAST)
-    dlogp_fast, dlogp_exact = fast.compile_dlogp(mode=FAST), exact.compile_dlogp(mode=FAST)
+    if table_rows_per_county is None:  # the model as its file makes it: compiled once with test_model.py's
+        fast, logp_fast, dlogp_fast = compiled_model(f"models/{name}.toml")
+    else:
+        fast = build_model(panel, config)
+        logp_fast, dlogp_fast = fast.compile_logp(mode=FAST), fast.compile_dlogp(mode=FAST)
+    exact = build_model(panel, exact_config)
+    logp_exact, dlogp_exact = exact.compile_logp(mode=FAST), exact.compile_dlogp(mode=FAST)
     rng = np.random.default_rng(7)
     points = [fast.initial_point()] + [_point_values(fast, rng, s) for s in (0.5, 2.0, 2.0, 4.0, 6.0)]
     extreme = _point_values(fast, rng, 1.0)
