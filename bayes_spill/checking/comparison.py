@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import warnings
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -268,6 +269,7 @@ def compare(fits) -> Comparison:
 
 
 # -- prior-to-posterior contraction ---------------------------------------------------------------
+@lru_cache(maxsize=256)  # adaptive quadrature of a PyMC density: seconds, and a prior's value never changes
 def prior_variance(prior, log: bool = False) -> float:
     """Variance of the prior (of its log with ``log=True``), from the model's own PyMC
     distribution (model/priors.py); inf for a prior without a variance (StudentT with nu <= 2)."""
