@@ -28,9 +28,10 @@ def ordered_in_threads(
 ) -> Iterator[Result]:
     """task(item) for each item, in the order of the items, computed on ``workers(limit)`` threads.
 
-    At most that many tasks run or wait at once (items are read only as results are taken), so
-    memory stays at a few tasks' arrays however many items there are; a task's error is raised
-    where its result is taken. One worker computes in the caller's thread.
+    At most one task more than the threads is submitted ahead of the results taken (items are
+    read only as results are taken, and the threads stay busy while the caller works on a
+    result), so memory stays at a few tasks' arrays however many items there are; a task's
+    error is raised where its result is taken. One worker computes in the caller's thread.
 
     Parameters
     ----------

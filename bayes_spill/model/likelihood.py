@@ -383,10 +383,10 @@ def choice_spillover(data: ModelData, halflife_km, spec, backend=pt):
 
 def choice_spillover_rows(data: ModelData, halflife_km: np.ndarray, spec) -> np.ndarray:
     """numpy: ``choice_spillover`` at each of many half-lives (one row each), in one pass where
-    the half-life table serves."""
+    the half-life table serves (it takes an array of half-lives); the direct sums one by one."""
     if spec.evaluation == "exact":
         return np.stack([choice_spillover(data, float(h), spec, np) for h in halflife_km])
-    return spec.spillover_transform.apply(interpolation.evaluate_table(data.halflife_table, halflife_km, np), np)
+    return choice_spillover(data, np.asarray(halflife_km, dtype=float), spec, np)
 
 
 def build_model(

@@ -73,3 +73,17 @@ def test_pointwise_terms_do_not_depend_on_the_chunks_or_threads(case, monkeypatc
         out = likelihood.pointwise_loglik(data, spec, draws)
         for name, values in reference.items():
             np.testing.assert_array_equal(out[name], values, err_msg=f"{name}, chunks of {chunk}")
+
+
+@pytest.mark.parametrize("evaluation", ["interpolated", "exact"])
+def test_sbar_rows_are_choice_spillover_at_each_half_life(case, evaluation):
+    """choice_spillover_rows (one row per draw's half-life, after sampling) gives the numbers of
+    choice_spillover called once per half-life, from the table and from the direct sums alike."""
+    from dataclasses import replace
+
+    data, spec, draws = case
+    spec = replace(spec, evaluation=evaluation)
+    rows = likelihood.choice_spillover_rows(data, draws.halflife_km, spec)
+    assert rows.shape == (draws.n_draws, len(data.spill.choice_set))
+    for h, row in zip(draws.halflife_km, rows):
+        np.testing.assert_array_equal(row, likelihood.choice_spillover(data, float(h), spec, np))
