@@ -1,4 +1,5 @@
-"""Shared test set-up: Hypothesis profiles for the fuzz suites.
+"""Shared test set-up: Hypothesis profiles for the fuzz suites, PyTensor's flags, and the units of
+work that pytest-xdist hands its workers.
 
 Profiles: "fast" (the default: the fast suite's example count) and "slow" (>= 1,000 examples:
 the fuzz tests marked ``slow`` apply it with ``settings(settings.get_profile("slow"))``).
@@ -11,9 +12,18 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 
 from hypothesis import HealthCheck, settings
+
+# PyTensor records the Python stack at every graph node it makes (for its error messages); the
+# suite builds and rewrites the models' graphs many times over, and that bookkeeping is a tenth
+# of its time. Set here, before anything imports PyTensor, so that xdist's workers and the
+# commands the tests start in subprocesses inherit it.
+os.environ["PYTENSOR_FLAGS"] = ",".join(filter(None, (os.environ.get("PYTENSOR_FLAGS"), "traceback__limit=0")))
+if "pytensor" in sys.modules:  # imported first by a plugin: the flag is read at import
+    sys.modules["pytensor"].config.traceback__limit = 0
 
 FAST_EXAMPLES = 120
 SLOW_EXAMPLES = 1000

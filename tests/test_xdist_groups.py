@@ -1,6 +1,7 @@
 """The fast suite's units of work for xdist (tests/conftest.py): a file runs whole on one worker,
 the files reading one tiny fit run on one worker, the longest units start first, and the tiny
-fits (tests/tiny_fits.py) are made once per run, whichever worker needs them first."""
+fits (tests/tiny_fits.py) are made once per run, whichever worker needs them first; PyTensor keeps
+no stack trace per graph node."""
 
 from __future__ import annotations
 
@@ -89,3 +90,12 @@ def test_a_tiny_fit_folder_is_made_once_for_every_process_of_the_run(tmp_path, m
     env = {**conftest.os.environ, "PYTHONPATH": str(TESTS)}
     assert subprocess.run([sys.executable, "-c", other, str(tmp_path)], env=env).returncode == 0
     assert (tmp_path / "other").is_dir() and (tmp_path / "thing" / "x").read_text() == "1"
+
+
+def test_pytensor_records_no_stack_at_each_node_in_the_suite():
+    """conftest.py turns PyTensor's traceback bookkeeping off for this process and its children."""
+    import pytensor
+
+    assert pytensor.config.traceback__limit == 0
+    child = [sys.executable, "-c", "import pytensor; print(pytensor.config.traceback__limit)"]
+    assert subprocess.run(child, capture_output=True, text=True, check=True).stdout.strip() == "0"

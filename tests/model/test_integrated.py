@@ -13,7 +13,7 @@ import pytensor
 import pytensor.tensor as pt
 import pytest
 import tiny_fits
-from modes import FAST, value_function  # noqa: E402  (Python mode, no fusion)
+from modes import FAST, logp_and_gradient, value_function  # noqa: E402  (Python mode, no fusion)
 from scipy import integrate, stats
 from tiny_fits import tiny_fit
 
@@ -174,18 +174,18 @@ def test_integrated_gradient_is_finite_and_the_gradient_of_the_log_density(panel
 
     model = build_model(panel, _integrated_config())
     assert "alpha_raw" not in model.named_vars and "alpha" not in model.named_vars
-    logp, dlogp = model.compile_logp(mode=FAST), model.compile_dlogp(mode=FAST)
+    at = logp_and_gradient(model)
     point = _point(model, seed=6)
     x = DictToArrayBijection.map(point)
-    grad = dlogp(point)
-    assert np.all(np.isfinite(grad)) and np.isfinite(logp(point))
+    logp, grad = at(point)
+    assert np.all(np.isfinite(grad)) and np.isfinite(logp)
     rng = np.random.default_rng(8)
     for _ in range(4):
         direction = rng.normal(size=x.data.size)
         step = 1e-5
         up = DictToArrayBijection.rmap(x._replace(data=x.data + step * direction))
         down = DictToArrayBijection.rmap(x._replace(data=x.data - step * direction))
-        assert (logp(up) - logp(down)) / (2 * step) == pytest.approx(grad @ direction, rel=1e-5, abs=1e-6)
+        assert (at(up)[0] - at(down)[0]) / (2 * step) == pytest.approx(grad @ direction, rel=1e-5, abs=1e-6)
 
 
 @pytest.mark.parametrize("per_firm", [False, True])
@@ -344,13 +344,12 @@ def test_jax_route_of_the_integrated_model_matches_its_exact_sums(panel):
     pytest.importorskip("jax")
     jax_model = build_model(panel, _integrated_config(), static_shapes=True)
     exact = build_model(panel, _integrated_config("exact"))
-    logp_jax, logp_exact = jax_model.compile_logp(mode="JAX"), exact.compile_logp(mode=FAST)
-    dlogp_jax, dlogp_exact = jax_model.compile_dlogp(mode="JAX"), exact.compile_dlogp(mode=FAST)
+    at_jax, at_exact = logp_and_gradient(jax_model, mode="JAX"), logp_and_gradient(exact)
     for seed in (1, 2):
         point = _point(exact, seed)
-        a, b = float(logp_jax(point)), float(logp_exact(point))
+        (a, g_jax), (b, g_exact) = at_jax(point), at_exact(point)
         assert abs(a - b) <= 1e-6, f"seed {seed}: JAX {a!r}, exact {b!r}"
-        np.testing.assert_allclose(dlogp_jax(point), dlogp_exact(point), rtol=1e-5, atol=1e-6, err_msg=f"seed {seed}")
+        np.testing.assert_allclose(g_jax, g_exact, rtol=1e-5, atol=1e-6, err_msg=f"seed {seed}")
 
 
 def test_conditional_mode_and_the_envelope_at_the_edges():

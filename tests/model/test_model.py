@@ -34,10 +34,8 @@ def test_every_model_file_is_tested():
 
 @pytest.mark.parametrize("path", MODEL_FILES)
 def test_logp_and_gradient_finite_at_initial_point(path):
-    model, compiled_logp, compiled_dlogp = compiled_model(path)  # shared with test_interpolation.py
-    point = model.initial_point()
-    logp = compiled_logp(point)
-    grad = compiled_dlogp(point)
+    model, logp_and_gradient = compiled_model(path)  # shared with test_interpolation.py
+    logp, grad = logp_and_gradient(model.initial_point())
     assert np.isfinite(logp), f"{path}: logp {logp}"
     assert np.all(np.isfinite(grad)), f"{path}: non-finite gradient entries {np.flatnonzero(~np.isfinite(grad))}"
 

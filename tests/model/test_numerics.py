@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from modes import FAST  # noqa: E402  (Python mode, no fusion)
+from modes import FAST, logp_and_gradient  # noqa: E402  (Python mode, no fusion)
 
 from bayes_spill.config import load_config
 from bayes_spill.data.inputs import load_panel
@@ -65,8 +65,7 @@ def tail_points(full: bool):
 
 def check_model_on_grid(panel, model_file: str, full: bool) -> int:
     model = build_model(panel, load_config(MODELS / model_file))
-    logp = model.compile_logp(mode=FAST)
-    dlogp = model.compile_dlogp(mode=FAST)
+    at = logp_and_gradient(model)
     names = {v.name for v in model.value_vars}
     start = model.initial_point()
     tried = 0
@@ -83,7 +82,7 @@ def check_model_on_grid(panel, model_file: str, full: bool) -> int:
                 point["alpha"] = tails["mu_alpha"]
             if "gamma" in names:
                 point["gamma"] = tails["gamma"]
-            value, grad = logp(point), dlogp(point)
+            value, grad = at(point)
             where = f"{model_file}: h = {h:.3g} km, {tails}"
             assert np.isfinite(value), f"log-density {value} at {where}"
             assert np.all(np.isfinite(grad)), f"non-finite gradient at {where}"

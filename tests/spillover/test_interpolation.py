@@ -14,7 +14,7 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
-from modes import FAST, compiled_model, industry80  # noqa: E402  (Python mode, no fusion)
+from modes import FAST, compiled_model, industry80, logp_and_gradient  # noqa: E402  (Python mode, no fusion)
 
 from bayes_spill.config import load_config
 from bayes_spill.model import likelihood as model_module
@@ -172,12 +172,11 @@ def test_interpolated_model_matches_the_exact_model_to_its_tolerance(panel, name
     assert config.model.evaluation == "interpolated"
     exact_config = replace(config, model=replace(config.model, evaluation="exact"))
     if table_rows_per_county is None:  # the model as its file makes it: compiled once with test_model.py's
-        fast, logp_fast, dlogp_fast = compiled_model(f"models/{name}.toml")
+        fast, at_fast = compiled_model(f"models/{name}.toml")
     else:
         fast = build_model(panel, config)
-        logp_fast, dlogp_fast = fast.compile_logp(mode=FAST), fast.compile_dlogp(mode=FAST)
-    exact = build_model(panel, exact_config)
-    logp_exact, dlogp_exact = exact.compile_logp(mode=FAST), exact.compile_dlogp(mode=FAST)
+        at_fast = logp_and_gradient(fast)
+    at_exact = logp_and_gradient(build_model(panel, exact_config))
     rng = np.random.default_rng(7)
     points = [fast.initial_point()] + [_point_values(fast, rng, s) for s in (0.5, 2.0, 2.0, 4.0, 6.0)]
     extreme = _point_values(fast, rng, 1.0)
@@ -186,11 +185,10 @@ def test_interpolated_model_matches_the_exact_model_to_its_tolerance(panel, name
     tiny = dict(extreme, halflife_km_log__=np.array(-6.0))  # h = 2.5 m: below its first node
     points.append(tiny)
     for k, point in enumerate(points):
-        a, b = logp_fast(point), logp_exact(point)
+        (a, g_fast), (b, g_exact) = at_fast(point), at_exact(point)
         assert np.isfinite(a) and abs(a - b) <= 1e-6, (
             f"{name} point {k}: interpolated {a!r}, exact {b!r}, diff {a - b:.3g}"
         )
-        g_fast, g_exact = dlogp_fast(point), dlogp_exact(point)
         assert np.all(np.isfinite(g_fast))
         # the interpolant's derivative errs by O(H^5) where its value errs by O(H^6): close, not 1e-6
         np.testing.assert_allclose(g_fast, g_exact, rtol=1e-3, atol=1e-3, err_msg=f"{name} point {k}")
@@ -200,20 +198,20 @@ def test_interpolated_gradient_is_the_gradient_of_the_interpolant(panel):
     """Central differences of the interpolated log-density along random directions equal its
     gradient: the sampler sees one consistent surface."""
     model = build_model(panel, load_config("models/all_counties.toml"))
-    logp, dlogp = model.compile_logp(mode=FAST), model.compile_dlogp(mode=FAST)
+    at = logp_and_gradient(model)
     from pymc.blocking import DictToArrayBijection
 
     rng = np.random.default_rng(3)
     point = _point_values(model, rng, 1.0)
     point["gamma"] = np.array(0.8)
     x = DictToArrayBijection.map(point)
-    grad = dlogp(point)
+    _, grad = at(point)
     for _ in range(4):
         direction = rng.normal(size=x.data.size)
         step = 1e-5
         up = DictToArrayBijection.rmap(x._replace(data=x.data + step * direction))
         down = DictToArrayBijection.rmap(x._replace(data=x.data - step * direction))
-        numeric = (logp(up) - logp(down)) / (2 * step)
+        numeric = (at(up)[0] - at(down)[0]) / (2 * step)
         assert numeric == pytest.approx(grad @ direction, rel=1e-5, abs=1e-6)
 
 
@@ -234,11 +232,10 @@ def test_jax_model_with_static_shapes_matches_the_exact_model(panel):
     config = load_config("models/all_counties.toml")
     exact_config = replace(config, model=replace(config.model, evaluation="exact"))
     jax_model, exact = build_model(panel, config, static_shapes=True), build_model(panel, exact_config)
-    logp_jax, logp_exact = jax_model.compile_logp(mode="JAX"), exact.compile_logp(mode=FAST)
-    dlogp_jax, dlogp_exact = jax_model.compile_dlogp(mode="JAX"), exact.compile_dlogp(mode=FAST)
+    at_jax, at_exact = logp_and_gradient(jax_model, mode="JAX"), logp_and_gradient(exact)
     rng = np.random.default_rng(11)
     points = [_point_values(exact, rng, s) for s in (0.5, 2.0, 6.0)]
     for k, point in enumerate(points):
-        a, b = logp_jax(point), logp_exact(point)
+        (a, g_jax), (b, g_exact) = at_jax(point), at_exact(point)
         assert abs(a - b) <= 1e-6, f"point {k}: JAX {a!r}, exact {b!r}"
-        np.testing.assert_allclose(dlogp_jax(point), dlogp_exact(point), rtol=1e-3, atol=1e-3, err_msg=f"point {k}")
+        np.testing.assert_allclose(g_jax, g_exact, rtol=1e-3, atol=1e-3, err_msg=f"point {k}")
