@@ -42,6 +42,12 @@ def test_variance_of_the_log_and_a_prior_without_variance():
     assert priors.PriorDistribution(CASES[2][0]).var(log=True) == 0.4**2
     assert priors.PriorDistribution(CASES[4][0]).var(log=True) == pytest.approx(float(polygamma(1, 3.0)), rel=1e-9)
     assert priors.PriorDistribution(Prior("StudentT", (("nu", 2.0), ("mu", 0.0), ("sigma", 1.0)))).var() == np.inf
+    with pytest.raises(ValueError, match="Normal prior takes values <= 0"):
+        priors.PriorDistribution(CASES[0][0]).var(log=True)
+    # the log of a Gamma(0.5, 2), whose density is unbounded at 0: Var log X = trigamma(0.5)
+    assert priors.PriorDistribution(Prior("Gamma", (("alpha", 0.5), ("beta", 2.0)))).var(log=True) == pytest.approx(
+        float(polygamma(1, 0.5)), rel=1e-9
+    )
 
 
 def test_draws_have_the_scipy_moments_and_follow_the_seed():
