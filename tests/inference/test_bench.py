@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import json
+from unittest import mock
 
 import numpy as np
 import pytest
 
-from bayes_spill.cli.main import main
-from bayes_spill.inference.bench import format_tables, run_bench
+from bayes_spill.cli import bench as bench_command
+from bayes_spill.cli.main import build_parser, main
+from bayes_spill.inference.bench import DEFAULT_FORMULATIONS, format_tables, run_bench
 
 
 @pytest.fixture(scope="module")
-def tiny_bench():
-    # The Python backend compiles nothing, so this stays fast; real runs use C, Numba and JAX.
-    return run_bench(scales=(0.06,), backends=("Python",), repeats=2)
+def bench_json(tmp_path_factory):
+    """`bayes-spill bench` on a tiny industry with the default formulations, written as JSON. The
+    Python backend compiles nothing, so this stays fast; real runs use C, Numba and JAX."""
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    assert main(["bench", "--scales", "0.06", "--backends", "Python", "--repeats", "2", "--json", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_bench(bench_json):
+    return json.loads(bench_json.read_text())
 
 
 def test_each_formulation_is_timed(tiny_bench):
@@ -83,29 +93,19 @@ def test_ratios_in_one_run():
     )
 
 
-def test_tables_and_json(tiny_bench, tmp_path, capsys):
-    text = format_tables(tiny_bench)
+def test_tables_and_json(tiny_bench):
+    text = format_tables(tiny_bench)  # the tables the command printed, from its JSON
     assert "grad_ms" in text and "ratio_to_baseline" in text
-    out = tmp_path / "bench.json"
-    assert (
-        main(
-            [
-                "bench",
-                "--scales",
-                "0.06",
-                "--backends",
-                "Python",
-                "--formulations",
-                "occupied",
-                "--repeats",
-                "1",
-                "--json",
-                str(out),
-            ]
-        )
-        == 0
-    )
-    assert json.loads(out.read_text())["gradients"][0]["formulation"] == "occupied"
+    assert [row["formulation"] for row in tiny_bench["gradients"]] == list(DEFAULT_FORMULATIONS)
+
+
+def test_formulations_option_selects_the_formulations():
+    args = build_parser().parse_args(["bench", "--formulations", "occupied", "--backends", "Python", "--repeats", "1"])
+    with mock.patch.object(
+        bench_command, "run_bench", return_value={"gradients": [], "sampling": [], "limits": []}
+    ) as run:
+        assert args.func(args) == 0
+    assert run.call_args.kwargs["formulations"] == ("occupied",) and run.call_args.kwargs["repeats"] == 1
 
 
 def test_the_limits_table():
