@@ -53,15 +53,22 @@ SHARED_FIT_GROUPS = {
         "test_no_nan_verdicts.py",
         "test_sensitivity.py",
     ),
-    "integrated_alpha_fit": ("test_tables.py", "test_readme.py"),
-    # nutpie's compiled model is kept per process (fitting._COMPILED), not shared with the other worker
-    "nutpie_fits": ("test_fit.py", "test_reproducibility.py", "test_fit_inputs.py"),
+    # the default model's fit, nutpie's (tests/tiny_fits.py default_fit): its compiled model is kept
+    # per process (fitting._COMPILED), and the other nutpie fits of these files sample it. The
+    # tables read the lychagin2010 fit too, which the other worker makes meanwhile: they come last.
+    "default_fit": (
+        "test_fit_inputs.py",
+        "test_fit.py",
+        "test_reproducibility.py",
+        "test_readme.py",
+        "test_tables.py",
+    ),
     # not a fit: the models compiled once on one simulated industry (tests/modes.py)
     "industry80_models": ("test_model.py", "test_interpolation.py"),
 }
 # The units that take longest go first (the others, shorter, fill in behind them): a long unit
 # started last would leave one worker idle while the other finishes it.
-LONGEST_FIRST = ("lychagin2010_fit", "integrated_alpha_fit", "nutpie_fits")
+LONGEST_FIRST = ("default_fit", "lychagin2010_fit")
 GROUP_OF_FILE = {name: group for group, names in SHARED_FIT_GROUPS.items() for name in names}
 
 
@@ -69,6 +76,16 @@ def group_of(nodeid: str) -> str:
     """The unit of work a test belongs to: its file's shared-fit group, else its file."""
     path = nodeid.split("::")[0].split("@")[0]
     return GROUP_OF_FILE.get(path.rsplit("/", 1)[-1], path)
+
+
+def pytest_collection_modifyitems(items):
+    """The files of a shared-fit group run in the order the group lists them (other tests keep
+    their places)."""
+    for files in SHARED_FIT_GROUPS.values():
+        places = [i for i, item in enumerate(items) if item.path.name in files]
+        ordered = sorted((items[i] for i in places), key=lambda item: files.index(item.path.name))
+        for i, item in zip(places, ordered):
+            items[i] = item
 
 
 def pytest_xdist_make_scheduler(config, log):

@@ -29,8 +29,10 @@ def test_a_file_and_its_shared_fit_group_are_one_unit():
     )
     assert group_of("tests/checking/test_checks.py::test_a[x-1]") == group_of("tests/checking/test_figures.py::test_b")
     assert group_of("tests/checking/test_tables.py::test_a") == group_of("tests/test_readme.py::test_b")
+    assert group_of("tests/checking/test_tables.py::test_a") == group_of("tests/inference/test_fit.py::test_b")
     assert group_of("tests/inference/test_fit.py::test_a") != group_of("tests/checking/test_checks.py::test_a")
     assert group_of("tests/checking/test_checks.py::test_a") != group_of("tests/test_readme.py::test_b")
+    assert group_of("tests/model/test_integrated.py::test_a") != group_of("tests/test_readme.py::test_b")
     # other files: one unit per file, whatever the test, its parameters or an xdist "@group" suffix
     assert group_of("tests/test_config.py::test_a[p@q]") == group_of("tests/test_config.py::test_b@g")
     assert group_of("tests/test_config.py::test_a") != group_of("tests/data/test_inputs.py::test_a")
@@ -45,7 +47,7 @@ def test_loadgroup_schedules_by_these_units(pytestconfig, monkeypatch):
     scheduler = conftest.pytest_xdist_make_scheduler(pytestconfig, None)
     assert isinstance(scheduler, LoadScopeScheduling)
     nodeid = "tests/inference/test_reproducibility.py::test_b"
-    assert scheduler._split_scope(nodeid) == conftest.group_of(nodeid) == "nutpie_fits"
+    assert scheduler._split_scope(nodeid) == conftest.group_of(nodeid) == "default_fit"
     values["dist"] = "load"
     assert conftest.pytest_xdist_make_scheduler(pytestconfig, None) is None  # other modes: xdist's own
 
@@ -99,3 +101,15 @@ def test_pytensor_records_no_stack_at_each_node_in_the_suite():
     assert pytensor.config.traceback__limit == 0
     child = [sys.executable, "-c", "import pytensor; print(pytensor.config.traceback__limit)"]
     assert subprocess.run(child, capture_output=True, text=True, check=True).stdout.strip() == "0"
+
+
+def test_the_files_of_a_group_run_in_the_order_it_lists_them():
+    class Item:
+        def __init__(self, path):
+            self.path = Path(path)
+
+    files = conftest.SHARED_FIT_GROUPS["default_fit"]
+    items = [Item("tests/test_config.py"), *(Item(f"tests/x/{name}") for name in reversed(files))]
+    items.append(Item("tests/data/test_inputs.py"))
+    conftest.pytest_collection_modifyitems(items)
+    assert [item.path.name for item in items] == ["test_config.py", *files, "test_inputs.py"]

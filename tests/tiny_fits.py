@@ -8,13 +8,16 @@ makes it there while holding a lock on it (``made_once``); a worker that needs i
 waits, then reads the same folder. Without that folder (this module imported outside pytest) a
 process makes its own, removed at exit.
 
-Sampler: PyMC's NUTS with one core. Its compiled C code is cached by PyTensor across processes,
-so after the first run on a machine a fit takes seconds (nutpie recompiles with numba every time).
+Every fit is of the same small industry (``tiny_csv``), so that the tables and the comparisons
+can put them side by side. The default model's fit is the command line's, with nutpie (its
+compiled model is shared by the other nutpie fits of a process); the other models' are PyMC's,
+with one core (PyTensor caches its compiled C code across processes).
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import fcntl
 import functools
 import json
@@ -86,36 +89,48 @@ def tiny_config(model: str = "lychagin2010"):
 PREPARATIONS: dict[str, dict[str, int]] = {}
 
 
+@contextlib.contextmanager
+def counting_preparations(counts: Path):
+    """Count the model-data preparations and half-life tables of what runs inside; write the counts
+    to ``counts`` (JSON) when it ends."""
+    from unittest import mock
+
+    from bayes_spill.inference import fitting
+    from bayes_spill.spillover import interpolation
+
+    calls = {"model_data": 0, "table": 0}
+
+    def counting(name, real):
+        def counted(*args, **kwargs):
+            calls[name] += 1
+            return real(*args, **kwargs)
+
+        return counted
+
+    with (
+        mock.patch.object(fitting, "model_data", counting("model_data", fitting.model_data)),
+        mock.patch.object(interpolation, "build_halflife_table", counting("table", interpolation.build_halflife_table)),
+    ):
+        yield
+    counts.write_text(json.dumps(calls))
+
+
 @functools.cache
 def tiny_fit(model: str = "lychagin2010") -> Path:
-    """A fit folder of ``model`` on tiny_csv(); do not write into it (use fit_copy)."""
+    """A fit folder of ``model`` on tiny_csv(); do not write into it (use fit_copy). The default
+    model's is the command line's fit with nutpie (``default_fit``); the others are PyMC's."""
+    from bayes_spill.config import DEFAULT_MODEL
+
+    if model == DEFAULT_MODEL:
+        return default_fit()
     data = tiny_csv()
     counts = ROOT / f"fit_{model}.preparations.json"
 
     def make(out: Path) -> None:
-        from unittest import mock
-
         import bayes_spill
-        from bayes_spill.inference import fitting
-        from bayes_spill.spillover import interpolation
 
-        calls = {"model_data": 0, "table": 0}
-
-        def counting(name, real):
-            def counted(*args, **kwargs):
-                calls[name] += 1
-                return real(*args, **kwargs)
-
-            return counted
-
-        with (
-            mock.patch.object(fitting, "model_data", counting("model_data", fitting.model_data)),
-            mock.patch.object(
-                interpolation, "build_halflife_table", counting("table", interpolation.build_halflife_table)
-            ),
-        ):
+        with counting_preparations(counts):
             bayes_spill.fit(data=data, model=tiny_config(model), out=out, progress=False, report=False)
-        counts.write_text(json.dumps(calls))
 
     out = made_once(f"fit_{model}", make)
     PREPARATIONS[model] = json.loads(counts.read_text())
@@ -127,21 +142,14 @@ def fit_copy(model: str, dest: Path) -> Path:
     return dest
 
 
-# -- fits with the default sampler (nutpie) ---------------------------------------------------------
-# nutpie compiles the model afresh for every fit (its numba callbacks cannot be cached; the
-# compile, not the few draws, is nearly all of a tiny fit's time), so the fast suite makes each of
-# these once and every test of `fit`'s outputs, its CLI and its reproducibility reads them.
+# -- fits of the default model with the default sampler (nutpie) ----------------------------------
+# nutpie's compile, not the few draws, is nearly all of a tiny fit's time: the fast suite compiles
+# the default model on tiny_csv() once per process (fitting keeps the compiled model), in the
+# command line's fit; every other nutpie fit of it (other seeds, a DataFrame, a Stata file) and
+# every test of `fit`'s outputs, its CLI, its reproducibility, the tables and the walkthrough read
+# that fit or sample the model it compiled (these files are one xdist unit, tests/conftest.py).
 NUTPIE_SEED = 3
-NUTPIE_OPTIONS = dict(draws=40, tune=40, chains=2)
-
-
-@functools.cache
-def nutpie_csv() -> Path:
-    """A tiny simulated industry (40 firms, 1995-2004) for the default model and sampler."""
-    from bayes_spill.model.simulate import SimulationSettings, simulate_industry, write_simulation
-
-    panel = SimulationSettings(n_firms=40, first_year=1995, last_year=2004)
-    return made_once("nutpie_data", lambda out: write_simulation(simulate_industry(panel, seed=5), out)) / "panel.csv"
+NUTPIE_OPTIONS = dict(draws=DRAWS, tune=40, chains=CHAINS)
 
 
 def nutpie_cli_args() -> list[str]:
@@ -150,23 +158,30 @@ def nutpie_cli_args() -> list[str]:
 
 
 @functools.cache
-def nutpie_cli_fit() -> Path:
-    """`bayes-spill fit --data nutpie_csv() --seed NUTPIE_SEED` (no --model: the default for 40
-    firms) into a folder; do not write into it."""
+def default_fit() -> Path:
+    """`bayes-spill fit --data tiny_csv() --seed NUTPIE_SEED` (no --model: the default model,
+    nutpie) into a folder; do not write into it."""
     from bayes_spill.cli.main import main
+    from bayes_spill.config import DEFAULT_MODEL
 
-    data = nutpie_csv()
+    data = tiny_csv()
+    counts = ROOT / f"fit_{DEFAULT_MODEL}.preparations.json"
 
     def make(out: Path) -> None:
         argv = ["fit", "--data", str(data), "--out", str(out / "run"), "--seed", str(NUTPIE_SEED), *nutpie_cli_args()]
-        assert main(argv) == 0
+        with counting_preparations(counts):
+            assert main(argv) == 0
 
-    return made_once("nutpie_cli", make) / "run"
+    out = made_once("default_fit", make) / "run"
+    PREPARATIONS[DEFAULT_MODEL] = json.loads(counts.read_text())
+    return out
 
 
 @functools.cache
 def nutpie_fit(seed: int = NUTPIE_SEED):
-    """``bayes_spill.fit`` of nutpie_csv() in memory, as the command line's fit but for the seed."""
+    """``bayes_spill.fit`` of tiny_csv() in memory, as the command line's fit but for the seed. The
+    command line's fit is made first, so that it is the one that compiles the model in a process."""
     import bayes_spill
 
-    return bayes_spill.fit(data=str(nutpie_csv()), seed=seed, progress=False, report=False, **NUTPIE_OPTIONS).tree
+    default_fit()
+    return bayes_spill.fit(data=str(tiny_csv()), seed=seed, progress=False, report=False, **NUTPIE_OPTIONS).tree

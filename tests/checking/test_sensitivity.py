@@ -40,7 +40,7 @@ def test_the_groups_of_the_schema_with_their_attributes(fit):
         attrs = tree[group].attrs
         assert all(attrs.get(key) for key in SCHEMA_ATTRS), (group, dict(attrs))
         assert attrs["creation_library"] == "ArviZ"
-    assert tree["posterior"].attrs["inference_library"] == "pymc"  # the tiny fits sample with PyMC's NUTS
+    assert tree["posterior"].attrs["inference_library"] == "pymc"  # the lychagin2010 tiny fit samples with PyMC's NUTS
     assert tree["prior"].attrs["inference_library"] == "pymc"
 
 

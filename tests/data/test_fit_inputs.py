@@ -1,13 +1,13 @@
 """fit(data=df) and a Stata .dta panel fit end to end: the tiny nutpie industry read three ways
 (the shared fit of its CSV, tests/tiny_fits.py, then a DataFrame and a Stata file) gives the same
 draws, and the two later fits sample the model the CSV's fit compiled (nutpie's compile is nearly
-all of a tiny fit's time; this file is in the xdist unit of the other nutpie fits)."""
+all of a tiny fit's time; this file is in the xdist unit of the default fit)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from tiny_fits import NUTPIE_OPTIONS, NUTPIE_SEED, nutpie_csv, nutpie_fit
+from tiny_fits import NUTPIE_OPTIONS, NUTPIE_SEED, nutpie_fit, tiny_csv
 
 import bayes_spill
 from bayes_spill.data.files import write_table
@@ -16,7 +16,7 @@ from bayes_spill.inference.fitting import resolve_data
 
 def test_fit_from_a_dataframe_and_from_a_stata_panel(tmp_path):
     from_csv = nutpie_fit(NUTPIE_SEED)  # compiles the model unless an earlier test of the unit did
-    frame = pd.read_csv(nutpie_csv(), dtype={"gvkey": str, "fips": str})
+    frame = pd.read_csv(tiny_csv(), dtype={"gvkey": str, "fips": str})
     # the same data from another format: the model compiled for the CSV (fitting.compiled_key);
     # other data would compile anew and draw apart
     options = dict(seed=NUTPIE_SEED, progress=False, report=False, **NUTPIE_OPTIONS)

@@ -8,8 +8,9 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import tiny_fits
 import xarray as xr
-from tiny_fits import NUTPIE_SEED, nutpie_cli_args, nutpie_cli_fit, nutpie_csv, nutpie_fit
+from tiny_fits import NUTPIE_SEED, default_fit, nutpie_cli_args, nutpie_fit
 
 import bayes_spill
 from bayes_spill.cli.main import main
@@ -22,13 +23,13 @@ TINY = nutpie_cli_args()  # --draws 40 --tune 40 --chains 2 --no-progress
 
 @pytest.fixture(scope="module")
 def tiny_csv():
-    return nutpie_csv()
+    return tiny_fits.tiny_csv()
 
 
 @pytest.fixture(scope="module")
 def cli_fit():
     """`bayes-spill fit --seed 3` of tiny_csv (40 draws, 2 chains), shared with the reproducibility tests."""
-    return nutpie_cli_fit()
+    return default_fit()
 
 
 def test_cli_fit_writes_posterior_and_summary(cli_fit, capsys):
@@ -173,7 +174,7 @@ def test_fit_without_a_model_fits_the_default_at_any_size(tiny_csv):
     from bayes_spill.inference.fitting import resolve_model_and_data
 
     chosen, panel, _ = resolve_model_and_data(None, tiny_csv)
-    assert (chosen.name, panel.n_firms) == (DEFAULT_MODEL, 40)
+    assert (chosen.name, panel.n_firms) == (DEFAULT_MODEL, 60)
     assert resolve_model_and_data("lychagin2010", tiny_csv)[0].name == "lychagin2010"
 
 
@@ -237,7 +238,7 @@ def test_load_returns_a_fit_that_parses_lazily_and_once(cli_fit, monkeypatch):
     assert calls == {"config_from_tree": 1, "panel_from_tree": 0, "model_data": 0}  # nothing built yet
     assert not {"panel", "model_data", "draws"} & set(vars(fit))
     assert fit.config.hash() == fit.tree.attrs["model_config_hash"]
-    assert fit.panel.n_firms == 40 and fit.model_data.panel is fit.panel
+    assert fit.panel.n_firms == 60 and fit.model_data.panel is fit.panel
     draws = fit.draws
     post = fit.tree["posterior"]
     assert draws.n_draws == post.sizes["chain"] * post.sizes["draw"]

@@ -13,7 +13,7 @@ import json
 
 import numpy as np
 import pytest
-from tiny_fits import NUTPIE_SEED, nutpie_cli_fit, nutpie_fit
+from tiny_fits import NUTPIE_SEED, default_fit, nutpie_fit
 
 import bayes_spill
 from bayes_spill.inference import posterior_io
@@ -64,7 +64,7 @@ def nutpie_fits():
     """Two nutpie fits of one tiny industry with the same seed: `bayes_spill.fit` in Python and
     `bayes-spill fit` read back from its folder (each nutpie fit compiles its model anew, so the
     pair is shared with test_fit.py)."""
-    return nutpie_fit(NUTPIE_SEED), bayes_spill.load(nutpie_cli_fit()).tree
+    return nutpie_fit(NUTPIE_SEED), bayes_spill.load(default_fit()).tree
 
 
 def test_nutpie_same_seed_bit_identical(nutpie_fits):
