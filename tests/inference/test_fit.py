@@ -32,14 +32,21 @@ def cli_fit():
     return default_fit()
 
 
+@pytest.fixture(scope="module")
+def cli_tree(cli_fit):
+    """The command line's fit loaded once (a load costs about a second), for the tests that only
+    read it."""
+    return bayes_spill.load(cli_fit).tree
+
+
 def test_cli_fit_writes_posterior_and_summary(cli_fit, capsys):
     assert (cli_fit / "posterior.nc").is_file()
     assert (cli_fit / "summary.csv").is_file()
     assert not list(cli_fit.glob(".*.tmp")), "a temporary file was left behind"
 
 
-def test_posterior_groups_dims_and_names(cli_fit):
-    tree = bayes_spill.load(cli_fit).tree
+def test_posterior_groups_dims_and_names(cli_tree):
+    tree = cli_tree
     for group in ("posterior", "sample_stats", "log_likelihood", "observed_data", "constant_data"):
         assert group in tree.children
     post = tree["posterior"]
@@ -64,10 +71,10 @@ def test_posterior_groups_dims_and_names(cli_fit):
     assert np.all(np.isfinite(loglik.values)) and np.all(loglik.values < 0)
 
 
-def test_attrs_carry_provenance(cli_fit, tiny_csv):
+def test_attrs_carry_provenance(cli_tree, tiny_csv):
     import hashlib
 
-    attrs = bayes_spill.load(cli_fit).tree.attrs
+    attrs = cli_tree.attrs
     config = load_config(f"models/{DEFAULT_MODEL}.toml")  # the CLI's default
     assert attrs["model_config_hash"] == config.with_sampler(seed=3, draws=40, tune=40, chains=2).hash()
     assert attrs["data_sha256"] == hashlib.sha256(tiny_csv.read_bytes()).hexdigest()
@@ -77,10 +84,10 @@ def test_attrs_carry_provenance(cli_fit, tiny_csv):
     assert "halflife_km" in attrs["model_config"]
 
 
-def test_arviz_summary_works_on_the_loaded_tree(cli_fit):
+def test_arviz_summary_works_on_the_loaded_tree(cli_tree):
     import arviz_stats as azs
 
-    table = azs.summary(bayes_spill.load(cli_fit).tree, var_names=["gamma", "halflife_km"])
+    table = azs.summary(cli_tree, var_names=["gamma", "halflife_km"])
     assert len(table) == 2
 
 
@@ -116,10 +123,10 @@ def test_summary_csv_has_interval_and_diagnostics(cli_fit):
     assert (table["q5"] <= table["median"]).all() and (table["median"] <= table["q95"]).all()
 
 
-def test_same_seed_same_draws(cli_fit):
+def test_same_seed_same_draws(cli_tree):
     # the command line's fit and the same fit from Python (each compile of a nutpie fit costs
     # seconds, so the pair is shared with test_reproducibility.py)
-    first = bayes_spill.load(cli_fit).tree
+    first = cli_tree
     second = nutpie_fit(NUTPIE_SEED)
     other = nutpie_fit(NUTPIE_SEED + 1)
     for name in ("gamma", "halflife_km", "alpha"):
@@ -200,10 +207,10 @@ def test_bad_data_is_a_clear_error_not_a_traceback(tmp_path, capsys):
     assert not (tmp_path / "out" / "posterior.nc").exists()
 
 
-def test_panel_and_config_rebuilt_from_the_posterior(cli_fit, tiny_csv):
+def test_panel_and_config_rebuilt_from_the_posterior(cli_tree, tiny_csv):
     from bayes_spill.data.inputs import load_panel
 
-    tree = bayes_spill.load(cli_fit).tree
+    tree = cli_tree
     rebuilt = posterior_io.panel_from_tree(tree)
     original = load_panel(tiny_csv)
     for name in ("firms", "years", "obs_firm", "obs_year", "sale", "emp", "ppent", "xrd", "rd_stock", "firm_county"):
