@@ -29,7 +29,7 @@ def loo_pit_tree(fit, group: xr.Dataset | None = None, n_draws: int | None = Non
         The fit.
     group : xarray.Dataset, optional
         The posterior_predictive group; default the fit's own (written by ``bayes-spill check``),
-        else replicated now (``ppc.run_ppc``).
+        else replicated now (``ppc.replicated_group``: run_ppc's group).
     n_draws : int, optional
         Draws to replicate at when there is no group (ppc's default when None).
 
@@ -44,7 +44,7 @@ def loo_pit_tree(fit, group: xr.Dataset | None = None, n_draws: int | None = Non
     if group is None:
         from bayes_spill.checking import ppc
 
-        group = ppc.run_ppc(fit, **({} if n_draws is None else {"n_draws": n_draws})).group
+        group = ppc.replicated_group(fit, **({} if n_draws is None else {"n_draws": n_draws}))
     at = {"chain": group["chain"].values, "draw": group["draw"].values}
     return xr.DataTree.from_dict(
         {

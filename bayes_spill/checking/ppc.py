@@ -396,13 +396,39 @@ def run_ppc(fit, n_draws: int = DEFAULT_PPC_DRAWS, seed: int | None = None) -> P
     PPCResult
         The statistics and the ``posterior_predictive`` group.
     """
+    cd, reps, rng = _replicated(fit, n_draws, seed)
+    stats = [*location_statistics(cd, reps), *sorting_statistics(cd, reps, rng), *production_statistics(cd, reps)]
+    return PPCResult(statistics=stats, group=posterior_predictive(cd, reps))
+
+
+def replicated_group(fit, n_draws: int = DEFAULT_PPC_DRAWS, seed: int | None = None) -> xr.Dataset:
+    """The ``posterior_predictive`` group of ``run_ppc`` with the same arguments, without its test
+    statistics (the Table 4 regressions on every replicate are most of a check's time).
+
+    Parameters
+    ----------
+    fit : Fit, xarray.DataTree, str or pathlib.Path
+        The fit.
+    n_draws : int
+        Posterior draws to replicate at, over all chains.
+    seed : int, optional
+        None uses the fit's seed.
+
+    Returns
+    -------
+    xarray.Dataset
+    """
+    cd, reps, _ = _replicated(fit, n_draws, seed)
+    return posterior_predictive(cd, reps)
+
+
+def _replicated(fit, n_draws: int, seed: int | None):
+    """(check data, replicates, the random stream after replicating) of a fit at thinned draws."""
     fit = as_fit(fit)
     cd = check_data(fit, n_draws)
     seed = fit.seed if seed is None else seed
     rng = np.random.default_rng([seed, 4])  # stream 4: tracker issue 4's checks
-    reps = replicate(cd, rng)
-    stats = [*location_statistics(cd, reps), *sorting_statistics(cd, reps, rng), *production_statistics(cd, reps)]
-    return PPCResult(statistics=stats, group=posterior_predictive(cd, reps))
+    return cd, replicate(cd, rng), rng
 
 
 # -- verdicts -------------------------------------------------------------------------------------

@@ -166,6 +166,12 @@ def test_ppc_group_and_table(ppc, tree):
     assert all(v.startswith(("OK", "MISFIT")) for v in verdicts.values())
 
 
+def test_replicated_group_is_the_ppcs_group_without_its_statistics(fit, ppc):
+    xr.testing.assert_identical(checks.replicated_group(fit, n_draws=N_DRAWS), ppc.group)
+    other = checks.replicated_group(fit, n_draws=N_DRAWS, seed=fit.seed + 1)
+    assert not np.array_equal(other["log_sales"].values, ppc.group["log_sales"].values)
+
+
 def test_misspecified_noise_makes_the_spread_extreme(tree, ppc):
     """Replicate with twice the posterior sigma_w: the observed residual spread must sit far
     below every replicate (p near 1), while the fitted sigma_w gives an unremarkable p."""
