@@ -269,7 +269,7 @@ def compare(fits) -> Comparison:
 
 
 # -- prior-to-posterior contraction ---------------------------------------------------------------
-@lru_cache(maxsize=256)  # adaptive quadrature of a PyMC density: seconds, and a prior's value never changes
+@lru_cache(maxsize=256)  # compiles the prior's density and quantile function; a prior's variance never changes
 def prior_variance(prior, log: bool = False) -> float:
     """Variance of the prior (of its log with ``log=True``), from the model's own PyMC
     distribution (model/priors.py); inf for a prior without a variance (StudentT with nu <= 2)."""

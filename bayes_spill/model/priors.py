@@ -129,7 +129,6 @@ def log_prior(priors: dict, posterior, names: Iterable[str]):
     xarray.Dataset
         (chain, draw[, ...]) per parameter.
     """
-    import pytensor
     import xarray as xr
 
     dims, graphs = {}, {}

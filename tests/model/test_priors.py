@@ -3,6 +3,8 @@ equivalents by density, quantiles, variance and the moments of pm.draw draws."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pymc as pm
 import pytest
@@ -48,6 +50,15 @@ def test_variance_of_the_log_and_a_prior_without_variance():
     assert priors.PriorDistribution(Prior("Gamma", (("alpha", 0.5), ("beta", 2.0)))).var(log=True) == pytest.approx(
         float(polygamma(1, 0.5)), rel=1e-9
     )
+
+
+def test_a_quadrature_that_does_not_converge_is_an_error(monkeypatch):
+    from scipy import integrate
+
+    failed = lambda f, a, b, **kwargs: SimpleNamespace(success=np.array(False), integral=np.array(1.0))  # noqa: E731
+    monkeypatch.setattr(integrate, "tanhsinh", failed)
+    with pytest.raises(FloatingPointError, match="quadrature of the Gamma prior did not converge"):
+        priors.PriorDistribution(CASES[4][0]).var()
 
 
 def test_draws_have_the_scipy_moments_and_follow_the_seed():
