@@ -17,7 +17,6 @@ with one core (PyTensor caches its compiled C code across processes).
 from __future__ import annotations
 
 import atexit
-import contextlib
 import fcntl
 import functools
 import json
@@ -89,30 +88,38 @@ def tiny_config(model: str = "lychagin2010"):
 PREPARATIONS: dict[str, dict[str, int]] = {}
 
 
-@contextlib.contextmanager
-def counting_preparations(counts: Path):
-    """Count the model-data preparations and half-life tables of what runs inside; write the counts
-    to ``counts`` (JSON) when it ends."""
+def made_once_counting_preparations(name: str, model: str, run: Callable[[Path], object]) -> Path:
+    """``made_once(name, run)``, counting the model-data preparations and half-life tables of the
+    making process into PREPARATIONS[model] (stored beside the fit for the processes that read it)."""
     from unittest import mock
 
     from bayes_spill.inference import fitting
     from bayes_spill.spillover import interpolation
 
-    calls = {"model_data": 0, "table": 0}
+    counts = ROOT / f"{name}.preparations.json"
 
-    def counting(name, real):
-        def counted(*args, **kwargs):
-            calls[name] += 1
-            return real(*args, **kwargs)
+    def make(out: Path) -> None:
+        calls = {"model_data": 0, "table": 0}
 
-        return counted
+        def counting(key, real):
+            def counted(*args, **kwargs):
+                calls[key] += 1
+                return real(*args, **kwargs)
 
-    with (
-        mock.patch.object(fitting, "model_data", counting("model_data", fitting.model_data)),
-        mock.patch.object(interpolation, "build_halflife_table", counting("table", interpolation.build_halflife_table)),
-    ):
-        yield
-    counts.write_text(json.dumps(calls))
+            return counted
+
+        with (
+            mock.patch.object(fitting, "model_data", counting("model_data", fitting.model_data)),
+            mock.patch.object(
+                interpolation, "build_halflife_table", counting("table", interpolation.build_halflife_table)
+            ),
+        ):
+            run(out)
+        counts.write_text(json.dumps(calls))
+
+    out = made_once(name, make)
+    PREPARATIONS[model] = json.loads(counts.read_text())
+    return out
 
 
 @functools.cache
@@ -123,18 +130,13 @@ def tiny_fit(model: str = "lychagin2010") -> Path:
 
     if model == DEFAULT_MODEL:
         return default_fit()
-    data = tiny_csv()
-    counts = ROOT / f"fit_{model}.preparations.json"
 
-    def make(out: Path) -> None:
+    def run(out: Path) -> None:
         import bayes_spill
 
-        with counting_preparations(counts):
-            bayes_spill.fit(data=data, model=tiny_config(model), out=out, progress=False, report=False)
+        bayes_spill.fit(data=tiny_csv(), model=tiny_config(model), out=out, progress=False, report=False)
 
-    out = made_once(f"fit_{model}", make)
-    PREPARATIONS[model] = json.loads(counts.read_text())
-    return out
+    return made_once_counting_preparations(f"fit_{model}", model, run)
 
 
 def fit_copy(model: str, dest: Path) -> Path:
@@ -164,17 +166,11 @@ def default_fit() -> Path:
     from bayes_spill.cli.main import main
     from bayes_spill.config import DEFAULT_MODEL
 
-    data = tiny_csv()
-    counts = ROOT / f"fit_{DEFAULT_MODEL}.preparations.json"
+    def run(out: Path) -> None:
+        argv = ["fit", "--data", str(tiny_csv()), "--out", str(out / "run"), "--seed", str(NUTPIE_SEED)]
+        assert main([*argv, *nutpie_cli_args()]) == 0
 
-    def make(out: Path) -> None:
-        argv = ["fit", "--data", str(data), "--out", str(out / "run"), "--seed", str(NUTPIE_SEED), *nutpie_cli_args()]
-        with counting_preparations(counts):
-            assert main(argv) == 0
-
-    out = made_once("default_fit", make) / "run"
-    PREPARATIONS[DEFAULT_MODEL] = json.loads(counts.read_text())
-    return out
+    return made_once_counting_preparations("default_fit", DEFAULT_MODEL, run) / "run"
 
 
 @functools.cache
